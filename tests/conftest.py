@@ -1,0 +1,44 @@
+"""Shared test set-up: 8 simulated CPU devices, the real-data directory and tiny checkpoints."""
+
+import os
+import sys
+from pathlib import Path
+
+# Must happen before JAX initializes its backend: sharding tests need 8 devices. Single-device
+# code keeps running on device 0.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+
+import tiny_models  # noqa: E402
+
+
+def shared_data_dir() -> Path:
+    """Where the real data sets live: $PTJAX_DATA_DIR, else ../shared/data beside the repo."""
+    return Path(os.environ.get("PTJAX_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set PTJAX_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: tiny_model_dir("gpt2") -> folder with a saved random GPT-2 and its tokenizer."""
+    root = tmp_path_factory.mktemp("tiny_models")
+
+    def make(family: str, **kwargs) -> Path:
+        return tiny_models.save_tiny(family, root, **kwargs)
+
+    return make
