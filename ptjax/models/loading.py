@@ -170,8 +170,8 @@ class _LeafReader:
     """Builds one parameter from the checkpoint, one layer at a time, cast to the target dtype."""
 
     def __init__(self, source: TensorSource, names: dict[str, str], rule: TensorRule, path: str,
-                 shape: tuple[int, ...], dtype):
-        self.source, self.names, self.rule, self.path = source, names, rule, path
+                 shape: tuple[int, ...], dtype, prefix: str = ""):
+        self.source, self.names, self.rule, self.path, self.prefix = source, names, rule, path, prefix
         self.shape, self.dtype = shape, dtype
         self._layers: dict[int, np.ndarray] = {}
 
@@ -179,7 +179,8 @@ class _LeafReader:
         name = self.rule.source.format(i=layer) if self.rule.per_layer else self.rule.source
         if name not in self.names:
             raise InputError(
-                f"{self.source.description}: tensor {name!r} (for ptjax parameter {self.path}) is missing"
+                f"{self.source.description}: tensor {self.prefix + name!r} (for ptjax parameter "
+                f"{self.path}) is missing"
             )
         return self.names[name]
 
@@ -245,8 +246,10 @@ def read_params(
     else:
         flat_shardings = traverse_util.flatten_dict(shardings)
     names = _strip_prefixes(source.names(), family.checkpoint_prefixes)
+    # The prefix this checkpoint uses, so that an error names the tensor as the file stores it.
+    prefix = next((p for p in family.checkpoint_prefixes if any(n.startswith(p) for n in source.names())), "")
     readers = {
-        path: _LeafReader(source, names, rules[path], "/".join(path), tuple(s.shape), np.dtype(dtype))
+        path: _LeafReader(source, names, rules[path], "/".join(path), tuple(s.shape), np.dtype(dtype), prefix)
         for path, s in flat_shapes.items()
     }
     for reader in readers.values():  # fail on a missing tensor before any array is placed
