@@ -1,0 +1,72 @@
+"""Verbalizer head: class scores are LM-head logits of label words at one position.
+
+PET / P-tuning / PPT formulation: the pattern puts a mask (masked LMs), the answer slot's
+preceding token (causal LMs) or the sentinel (T5 decoder) at `target_index`, and each class is a
+word of the vocabulary. LAMA is the same head with the candidate vocabulary as the "labels".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptjax.heads.base import NEG_INF, cross_entropy, gather_positions, valid_mask
+from ptjax.models.layers import BackboneOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class VerbalizerHead:
+    """label_token_ids: [num_labels] token id of each label word, or [num_tasks, max_labels]
+    padded with -1 when a batch mixes tasks (rows picked by batch["task_id"]).
+
+    loss_over: "labels" normalizes the softmax over the label words (PET); "vocab" over the whole
+    vocabulary (P-tuning's LAMA objective), predictions still restricted to the labels.
+    """
+
+    label_token_ids: np.ndarray
+    loss_over: str = "labels"
+    name: str = "verbalizer"
+
+    def __post_init__(self):
+        if self.loss_over not in ("labels", "vocab"):
+            raise ValueError(f"loss_over must be 'labels' or 'vocab', got {self.loss_over!r}")
+        object.__setattr__(self, "label_token_ids", np.asarray(self.label_token_ids, np.int32))
+
+    uses_lm_head = True
+
+    def init(self, rng, hidden_size: int) -> tuple[dict, dict]:
+        """(params, logical axes): a verbalizer trains nothing of its own."""
+        return {}, {}
+
+    def _label_ids(self, batch: dict) -> jax.Array:
+        ids = jnp.asarray(self.label_token_ids)
+        if ids.ndim == 1:
+            return jnp.broadcast_to(ids, (batch["target_index"].shape[0], ids.shape[0]))
+        return ids[batch["task_id"]]
+
+    def logits(self, outputs: BackboneOutput, lm_logits: Callable, batch: dict) -> tuple:
+        """-> (label scores [batch, labels], vocab logits [batch, vocab]) at batch["target_index"]."""
+        target_hidden = gather_positions(outputs.last_hidden_state, batch["target_index"])
+        vocab_logits = lm_logits(target_hidden).astype(jnp.float32)
+        label_ids = self._label_ids(batch)
+        scores = jnp.take_along_axis(vocab_logits, jnp.maximum(label_ids, 0), axis=-1)
+        return jnp.where(label_ids >= 0, scores, NEG_INF), vocab_logits
+
+    def loss(self, params, outputs, lm_logits, batch, *, train: bool, rng=None) -> tuple:
+        scores, vocab_logits = self.logits(outputs, lm_logits, batch)
+        mask = valid_mask(batch, batch["label"].shape)
+        if self.loss_over == "vocab":
+            token = jnp.take_along_axis(self._label_ids(batch), batch["label"][:, None], axis=1)[:, 0]
+            loss, _ = cross_entropy(vocab_logits, token, mask)
+            _, accuracy = cross_entropy(scores, batch["label"], mask)
+        else:
+            loss, accuracy = cross_entropy(scores, batch["label"], mask)
+        return loss, {"accuracy": accuracy}
+
+    def predict(self, params, outputs, lm_logits, batch) -> dict:
+        scores, _ = self.logits(outputs, lm_logits, batch)
+        return {"scores": scores, "prediction": jnp.argmax(scores, axis=-1)}
