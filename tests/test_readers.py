@@ -202,7 +202,8 @@ def test_parse_tree_errors(text, message):
 
 
 def test_tree_file_one_per_line_or_spread_over_lines(tmp_path):
-    path = write(tmp_path, "trees.txt", "(1 (1 bad) (2 film))\n\n(ROOT\n  (S (NP (NN it))\n     (VP (VBZ works))))\n")
+    text = "(1 (1 bad) (2 film))\n\n(ROOT\n  (S (NP (NN it))\n     (VP (VBZ works))))\n"
+    path = write(tmp_path, "trees.txt", text)
     trees = list(read_trees(path))
     assert [(line, tree.leaves()) for line, tree in trees] == [(1, ["bad", "film"]), (3, ["it", "works"])]
     path = write(tmp_path, "bad.txt", "(1 (1 bad) (2 film))\n(3 (2 a) (2 b)))\n")

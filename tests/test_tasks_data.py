@@ -182,7 +182,8 @@ def test_iob1_to_iob2():
 
 def test_brackets_to_iob2():
     cells = ["(A0*", "*)", "(V*)", "*", "(AM-TMP*", "*", "*AM-TMP)", "(C-A1*)"]
-    assert brackets_to_iob2(cells) == ["B-A0", "I-A0", "B-V", "O", "B-AM-TMP", "I-AM-TMP", "I-AM-TMP", "B-C-A1"]
+    assert brackets_to_iob2(cells) == ["B-A0", "I-A0", "B-V", "O", "B-AM-TMP", "I-AM-TMP", "I-AM-TMP",
+                                       "B-C-A1"]
     with raises("col: token 1: '(A1*' nests spans, which this column may not"):
         brackets_to_iob2(["(A0*", "(A1*", "*)"], "col")
     with raises("col: token 0: '*)' closes a span that was never opened"):
@@ -197,7 +198,8 @@ def test_brackets_to_iob2():
 
 
 def test_conll03_iob1_file_and_bad_tags(tmp_path):
-    path = write(tmp_path / "conll03" / "train.txt", "-DOCSTART- -X- O O\n\nU.N. NNP I-NP I-ORG\nsays VBZ I-VP O\n")
+    path = write(tmp_path / "conll03" / "train.txt",
+                 "-DOCSTART- -X- O O\n\nU.N. NNP I-NP I-ORG\nsays VBZ I-VP O\n")
     example = get_task("conll03").load(tmp_path, "train")[0]
     assert example.label == ("B-ORG", "O") and example.meta["where"] == f"{path}:3"
     write(tmp_path / "conll03" / "test.txt", "a b c O\nd e f PER\n")
@@ -259,7 +261,8 @@ verbs -
 def test_srl_conll05_predicates_and_labels(tmp_path):
     write(tmp_path / "conll05" / "dev.txt", CONLL05)
     examples = get_task("srl_conll05").load(tmp_path, "dev")
-    assert [(e.fields["predicate"], e.meta["predicate_index"]) for e in examples] == [("sat", 2), ("purred", 4)]
+    predicates = [(e.fields["predicate"], e.meta["predicate_index"]) for e in examples]
+    assert predicates == [("sat", 2), ("purred", 4)]
     assert examples[0].label == ("B-A1", "I-A1", "B-V", "O", "O", "O")
     assert examples[1].label == ("B-A0", "I-A0", "O", "O", "B-V", "O")
     assert collect_labels(examples) == ("O", "B-A0", "I-A0", "B-A1", "I-A1", "B-V")
@@ -285,7 +288,8 @@ def test_squad_v1_and_v2_files(tmp_path):
     assert example.guid == "q1" and example.label == ("Paris", "in Paris")
     assert example.meta["answers"] == (("Paris", 23), ("in Paris", 20)) and not example.meta["is_impossible"]
     write(tmp_path / "squad" / "dev-v2.0.json", json.dumps(squad_document([
-        {"id": "a", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 33}], "is_impossible": False},
+        {"id": "a", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 33}],
+         "is_impossible": False},
         {"id": "b", "question": "Capital of Mars?", "answers": [], "is_impossible": True,
          "plausible_answers": [{"text": "Paris", "answer_start": 23}]}])))
     answerable, impossible = get_task("squad_v2").load(tmp_path, "validation")
@@ -296,7 +300,8 @@ def test_squad_v1_and_v2_files(tmp_path):
 def test_squad_malformed(tmp_path):
     path = write(tmp_path / "train.json", json.dumps(squad_document([
         {"id": "q", "question": "?", "answers": [{"text": "Rome", "answer_start": 0}]}])))
-    with raises(f"{path}: data[0].paragraphs[0].qas[0].answers[0]: answer 'Rome' does not occur in the context"):
+    with raises(f"{path}: data[0].paragraphs[0].qas[0].answers[0]: "
+                f"answer 'Rome' does not occur in the context"):
         get_task("squad").load(tmp_path, "train")
     write(path, json.dumps(squad_document([{"id": "q", "question": "?", "answers": []},
                                            {"id": "q", "question": "?", "answers": []}])))
@@ -315,7 +320,8 @@ def test_mnli_style_pairs_tsv_jsonl_and_user_task(tmp_path):
     examples = get_task("mnli").load(tmp_path, "train")
     assert [(e.fields["premise"], e.label) for e in examples] == [("A man sleeps.", "entailment"),
                                                                   ("It rains.", "contradiction")]
-    write_jsonl(tmp_path / "MNLI" / "dev_matched.jsonl", [{"premise": "p", "hypothesis": "h", "label": "neutral"}])
+    write_jsonl(tmp_path / "MNLI" / "dev_matched.jsonl",
+                [{"premise": "p", "hypothesis": "h", "label": "neutral"}])
     assert get_task("mnli").load(tmp_path, "validation")[0].label == "neutral"
     path = write(tmp_path / "MNLI" / "test.tsv", "premise\thypothesis\tlabel\np\th\tmaybe\n")
     with raises(f"{path}:2: label 'maybe' is not one of entailment, neutral, contradiction"):
@@ -324,8 +330,9 @@ def test_mnli_style_pairs_tsv_jsonl_and_user_task(tmp_path):
     spec = sentence_pair_task("paraphrase_test", labels=("no", "yes"))
     write(tmp_path / "paraphrase_test" / "train.csv", 'text_a,text_b,label\n"a, b",c,yes\n')
     assert spec.load(tmp_path, "train")[0].fields == {"premise": "a, b", "hypothesis": "c"}
-    path = write_jsonl(tmp_path / "paraphrase_test" / "test.jsonl", [{"premise": "p", "hypothesis": "h"},
-                                                                     {"premise": "p", "hypothesis": "h", "label": "no"}])
+    path = write_jsonl(tmp_path / "paraphrase_test" / "test.jsonl",
+                       [{"premise": "p", "hypothesis": "h"},
+                        {"premise": "p", "hypothesis": "h", "label": "no"}])
     with raises(f"{path}:1: missing label (other rows of this file have one)"):
         spec.load(tmp_path, "test")
 
@@ -347,7 +354,8 @@ def test_superglue_malformed_lines(tmp_path):
         get_task("rte").load(tmp_path, "dev")
     path = write_jsonl(tmp_path / "ReCoRD" / "train.jsonl", [
         {"idx": 0, "passage": {"text": "Ann met Bob.", "entities": [{"start": 0, "end": 2}]},
-         "qas": [{"idx": 0, "query": "@placeholder met Bob.", "answers": [{"start": 0, "end": 2, "text": "Bob"}]}]}])
+         "qas": [{"idx": 0, "query": "@placeholder met Bob.",
+                  "answers": [{"start": 0, "end": 2, "text": "Bob"}]}]}])
     with raises(f"{path}:1: query 0: answer 0: span 0..2 reads 'Ann', not 'Bob'"):
         get_task("record").load(tmp_path, "train")
 
@@ -365,7 +373,8 @@ def test_registry_errors(tmp_path):
 def test_lama_layout_written_here(tmp_path, caplog):
     write_jsonl(tmp_path / "relations.jsonl", [{"relation": "P36", "template": "The capital of [X] is [Y] ."},
                                                {"relation": "P30", "template": "[X] is in [Y] ."}])
-    write_jsonl(tmp_path / "fact-retrieval" / "P36" / "train.jsonl", [{"sub_label": "France", "obj_label": "Paris"}])
+    write_jsonl(tmp_path / "fact-retrieval" / "P36" / "train.jsonl",
+                [{"sub_label": "France", "obj_label": "Paris"}])
     with caplog.at_level(logging.WARNING):
         (fact,) = get_task("lama").load(tmp_path, "train")
     assert "P30" in caplog.text and fact.meta["relation"] == "P36" and fact.label == "Paris"
@@ -374,5 +383,6 @@ def test_lama_layout_written_here(tmp_path, caplog):
     with raises(f"lama: relation(s) P999 not in {tmp_path / 'relations.jsonl'}"):
         get_task("lama").load(tmp_path, "train", relations=["P999"])
     write_jsonl(tmp_path / "relations.jsonl", [{"relation": "P36", "template": "The capital of [X] is ."}])
-    with raises(f"{tmp_path / 'relations.jsonl'}:1: template 'The capital of [X] is .' needs both [X] and [Y]"):
+    with raises(f"{tmp_path / 'relations.jsonl'}:1: "
+                f"template 'The capital of [X] is .' needs both [X] and [Y]"):
         get_task("lama").load(tmp_path, "train")

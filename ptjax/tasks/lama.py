@@ -66,7 +66,8 @@ def split_availability(data_dir: Any) -> dict[str, tuple[str, ...]]:
 
 
 def load_facts(data_dir: Any, split: str, relations: Sequence[str] = (), common_vocab: str = "",
-               vocab_model: str = "bert-base-cased", vocabulary: Iterable[str] | None = None) -> list[Example]:
+               vocab_model: str = "bert-base-cased",
+               vocabulary: Iterable[str] | None = None) -> list[Example]:
     """Facts of `split` for the given relations (default: all in relations.jsonl that have data).
 
     Relations asked for by name must exist in relations.jsonl; those without a file for this split
@@ -82,7 +83,8 @@ def load_facts(data_dir: Any, split: str, relations: Sequence[str] = (), common_
     wanted = list(relations) or list(known)
     unknown = [r for r in wanted if r not in known]
     if unknown:
-        raise InputError(f"lama: relation(s) {', '.join(unknown)} not in {lama_dir(data_dir) / 'relations.jsonl'}")
+        listing = lama_dir(data_dir) / "relations.jsonl"
+        raise InputError(f"lama: relation(s) {', '.join(unknown)} not in {listing}")
     keep = None if vocabulary is None else set(vocabulary)
     root = lama_dir(data_dir) / "fact-retrieval"
     examples, missing = [], []
@@ -112,7 +114,8 @@ def load_facts(data_dir: Any, split: str, relations: Sequence[str] = (), common_
     return examples
 
 
-def load_common_vocabulary(data_dir: Any, size: str = "29k", model: str = "bert-base-cased") -> frozenset[str]:
+def load_common_vocabulary(data_dir: Any, size: str = "29k",
+                           model: str = "bert-base-cased") -> frozenset[str]:
     """A vocabulary-intersection list (29k or 34k) for one of the models the file is keyed by."""
     if size not in VOCABULARIES:
         raise InputError(f"lama: unknown vocabulary {size!r} (expected one of {', '.join(VOCABULARIES)})")

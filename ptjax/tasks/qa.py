@@ -99,10 +99,15 @@ def _example(qa: dict, context: str, title: str, where: str, split: str, name: s
     return Example(qid, {"question": question, "context": context}, label, meta)
 
 
-register(TaskSpec("squad", "extractive_qa", None, ("squad_em", "squad_f1"),
-                  lambda data_dir, split: load_squad_file(squad_file(data_dir, split, "squad"), split, "squad"),
+def _loader(version: str):
+    def load(data_dir: Any, split: str) -> list[Example]:
+        return load_squad_file(squad_file(data_dir, split, version), split, version)
+
+    return load
+
+
+register(TaskSpec("squad", "extractive_qa", None, ("squad_em", "squad_f1"), _loader("squad"),
                   ("train", "dev"), ("question", "context"), description="SQuAD 1.1"))
-register(TaskSpec("squad_v2", "extractive_qa", None, ("squad_v2_exact", "squad_v2_f1"),
-                  lambda data_dir, split: load_squad_file(squad_file(data_dir, split, "squad_v2"), split,
-                                                          "squad_v2"),
-                  ("train", "dev"), ("question", "context"), description="SQuAD 2.0 (with unanswerable questions)"))
+register(TaskSpec("squad_v2", "extractive_qa", None, ("squad_v2_exact", "squad_v2_f1"), _loader("squad_v2"),
+                  ("train", "dev"), ("question", "context"),
+                  description="SQuAD 2.0 (with unanswerable questions)"))

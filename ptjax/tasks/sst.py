@@ -34,7 +34,8 @@ def _binary(label: str) -> str | None:
     return {"0": "0", "1": "0", "3": "1", "4": "1"}.get(label)
 
 
-def load_sst_trees(data_dir: Any, split: str, *, binary: bool = False, phrases: bool = False) -> list[Example]:
+def load_sst_trees(data_dir: Any, split: str, *, binary: bool = False,
+                   phrases: bool = False) -> list[Example]:
     folder = task_dir(data_dir, ["sst"], marker="trees_train.txt")
     path = find_file(folder, [f"trees_{split}.txt", f"{split}.txt"], f"sst trees split {split!r}")
     name = "sst2_trees" if binary else "sst5"

@@ -66,7 +66,7 @@ def _pair_loader(task: str, labels: tuple[str, ...], first: str, second: str) ->
     def load(data_dir: Any, split: str) -> list[Example]:
         out = []
         for n, (where, record) in enumerate(_records(task, data_dir, split)):
-            fields = {first: get_field(record, first, str, where), second: get_field(record, second, str, where)}
+            fields = {name: get_field(record, name, str, where) for name in (first, second)}
             idx = _idx(record, where, n)
             out.append(Example(_guid(task, split, idx), fields, _label(record, labels, where),
                                {"idx": idx, "where": where}))
@@ -204,10 +204,12 @@ register(TaskSpec("boolq", "classification", BOOL_LABELS, ("accuracy",),
 register(TaskSpec("cb", "classification", ("entailment", "contradiction", "neutral"),
                   ("accuracy", "macro_f1"),
                   _pair_loader("cb", ("entailment", "contradiction", "neutral"), "premise", "hypothesis"),
-                  _FEW, ("premise", "hypothesis"), description="CommitmentBank, 3-way entailment", split_aliases=_ALIASES))
+                  _FEW, ("premise", "hypothesis"), description="CommitmentBank, 3-way entailment",
+                  split_aliases=_ALIASES))
 register(TaskSpec("rte", "classification", ("entailment", "not_entailment"), ("accuracy",),
                   _pair_loader("rte", ("entailment", "not_entailment"), "premise", "hypothesis"),
-                  _FEW, ("premise", "hypothesis"), description="Recognizing Textual Entailment", split_aliases=_ALIASES))
+                  _FEW, ("premise", "hypothesis"), description="Recognizing Textual Entailment",
+                  split_aliases=_ALIASES))
 register(TaskSpec("copa", "multiple_choice", ("0", "1"), ("accuracy",), load_copa, _FEW,
                   ("premise", "question", "choice1", "choice2"), choices=("choice1", "choice2"),
                   description="Choice of Plausible Alternatives (question: cause or effect)",
@@ -215,10 +217,12 @@ register(TaskSpec("copa", "multiple_choice", ("0", "1"), ("accuracy",), load_cop
 register(TaskSpec("wic", "classification", BOOL_LABELS, ("accuracy",), load_wic, _FEW,
                   ("word", "sentence1", "sentence2"), description="Words in Context", split_aliases=_ALIASES))
 register(TaskSpec("wsc", "classification", BOOL_LABELS, ("accuracy",), load_wsc, _FEW,
-                  ("text", "span1_text", "span2_text"), description="Winograd Schema Challenge", split_aliases=_ALIASES))
+                  ("text", "span1_text", "span2_text"), description="Winograd Schema Challenge",
+                  split_aliases=_ALIASES))
 register(TaskSpec("multirc", "classification", ("0", "1"), ("multirc_em", "multirc_f1a"), load_multirc,
                   _FEW, ("passage", "question", "answer"),
                   description="Multi-Sentence Reading Comprehension, one example per answer option",
                   split_aliases=_ALIASES))
 register(TaskSpec("record", "entity_choice", None, ("record_em", "record_f1"), load_record, _FEW,
-                  ("passage", "query"), description="ReCoRD: fill @placeholder with a passage entity", split_aliases=_ALIASES))
+                  ("passage", "query"), description="ReCoRD: fill @placeholder with a passage entity",
+                  split_aliases=_ALIASES))

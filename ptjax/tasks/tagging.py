@@ -80,7 +80,8 @@ def brackets_to_iob2(cells: Sequence[str], where: str = "column") -> list[str]:
         left, star, right = cell.partition("*")
         opens = _OPEN.findall(left)
         closes = right.count(")")
-        if not star or "".join(f"({o}" for o in opens) != left or not re.fullmatch(r"(?:[^()*\s]*\))*", right):
+        well_formed = "".join(f"({o}" for o in opens) == left and re.fullmatch(r"(?:[^()*\s]*\))*", right)
+        if not star or not well_formed:
             raise InputError(f"{where}: token {i}: {cell!r} is not a span cell like '(A0*', '*' or '*)'")
         if len(opens) > 1 or closes > 1 or (opens and current is not None):
             raise InputError(f"{where}: token {i}: {cell!r} nests spans, which this column may not")
@@ -105,7 +106,8 @@ def brackets_to_iob2(cells: Sequence[str], where: str = "column") -> list[str]:
 def split_file(data_dir: Any, folders: Sequence[str], split: str, suffixes: Sequence[str], what: str) -> Path:
     folder = task_dir(data_dir, folders)
     stems = _SPLIT_FILES.get(split, (split,))
-    return find_file(folder, [f"{stem}{suffix}" for stem in stems for suffix in suffixes], f"{what} split {split!r}")
+    names = [f"{stem}{suffix}" for stem in stems for suffix in suffixes]
+    return find_file(folder, names, f"{what} split {split!r}")
 
 
 def _tagging_example(name: str, split: str, n: int, tokens: Sequence[str], tags: Sequence[str],
@@ -189,9 +191,10 @@ def load_ontonotes(data_dir: Any, split: str) -> list[Example]:
     return out
 
 
-register(TaskSpec("conll03", "tagging", CONLL03_LABELS, ("entity_f1",), load_conll03, ("train", "dev", "test"),
+_SPLITS = ("train", "dev", "test")
+register(TaskSpec("conll03", "tagging", CONLL03_LABELS, ("entity_f1",), load_conll03, _SPLITS,
                   ("tokens",), description="CoNLL-2003 English NER"))
-register(TaskSpec("conll04", "tagging", CONLL04_LABELS, ("entity_f1",), load_conll04, ("train", "dev", "test"),
+register(TaskSpec("conll04", "tagging", CONLL04_LABELS, ("entity_f1",), load_conll04, _SPLITS,
                   ("tokens",), description="CoNLL04 entities (BILOU converted to IOB2)"))
 register(TaskSpec("ontonotes", "tagging", ONTONOTES_LABELS, ("entity_f1",), load_ontonotes,
                   ("train", "dev", "test"), ("tokens",), description="OntoNotes 5.0 NER (18 types)"))
