@@ -44,7 +44,7 @@ class Example:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity (a registry entry)
 class TaskSpec:
     """What a task is, independent of how it is solved.
 
