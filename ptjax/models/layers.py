@@ -67,6 +67,8 @@ class BackboneOutput:
     logits: [batch, length, vocab] float32 when requested.
     pooled: [batch, embed] (BERT-style pooler), when the model has one.
     encoder_last_hidden_state: [batch, source_length, embed] for encoder-decoders.
+    encoder_hidden_states: [encoder layers + 1, batch, source_length, embed] for encoder-decoders,
+      when hidden states are requested (hidden_states then holds the decoder's).
     """
 
     last_hidden_state: Array
@@ -74,6 +76,7 @@ class BackboneOutput:
     logits: Array | None = None
     pooled: Array | None = None
     encoder_last_hidden_state: Array | None = None
+    encoder_hidden_states: Array | None = None
 
 
 # --------------------------------------------------------------------------------------------
