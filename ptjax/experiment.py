@@ -1,0 +1,133 @@
+"""`build(config)`: the backbone, task, formulation and method of a config, as the engine's
+(Model, TaskData) pair.
+
+    experiment = build(config)
+    loop.train(config, workdir, experiment.model, experiment.data)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+from ptjax.errors import InputError
+from ptjax.formulations.base import FormulatedTask
+from ptjax.formulations.choice import MultipleChoice, label_word_choice
+from ptjax.formulations.classification import LinearClassification, VerbalizerClassification
+from ptjax.formulations.patterns import patterns_for
+from ptjax.methods.methods import build_prompt_model, get_method, method_template
+from ptjax.methods.model import PromptModel
+from ptjax.models.loading import Backbone, open_backbone
+from ptjax.prompts.rendering import Renderer
+from ptjax.prompts.verbalizers import build_verbalizer
+from ptjax.tasks.base import TaskSpec, get_task
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Heads that need the backbone's LM head, and the default head per method when head.type is "auto".
+LM_HEADS = ("verbalizer", "choice")
+
+
+@dataclasses.dataclass
+class Experiment:
+    model: PromptModel
+    data: FormulatedTask
+    backbone: Backbone
+    description: dict
+
+
+def open_configured_backbone(config: ml_collections.ConfigDict) -> Backbone:
+    model = config.model
+    return open_backbone(
+        model.name, dtype=DTYPES[model.dtype], compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
+        scan_layers=model.scan_layers, remat_policy=model.remat_policy,
+    )
+
+
+def head_type(config: ml_collections.ConfigDict, spec: TaskSpec, backbone: Backbone) -> str:
+    """config.head.type, or for "auto": a [CLS] linear head for P-tuning v2 and fine-tuning (as
+    P-tuning v2 does) or when the backbone has no LM head; the LM head otherwise."""
+    chosen = config.head.type
+    if chosen != "auto":
+        return chosen
+    linear = config.method.name in ("ptuning_v2", "fine_tune") or backbone.kind == "encoder"
+    if spec.kind == "multiple_choice":
+        return "cls" if linear else "choice"
+    return "cls" if linear else "verbalizer"
+
+
+def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Renderer):
+    """(formulation, template) for a classification or multiple-choice task."""
+    patterns = patterns_for(spec) if not (config.prompt.template and config.head.verbalizer) else None
+    kind = head_type(config, spec, backbone)
+    if kind in LM_HEADS and backbone.kind == "encoder":
+        raise InputError(f"{backbone.name} has no LM head (an encoder without MLM weights): use config.head.type='cls'")
+    decoder_start = getattr(backbone.config, "decoder_start_token_id", 0) or 0
+    origin = f"task {spec.name}"
+    label_words = dict(zip(spec.labels, config.head.verbalizer)) if config.head.verbalizer else patterns.label_words
+    if config.head.verbalizer and len(config.head.verbalizer) != len(spec.labels):
+        raise InputError(f"config.head.verbalizer has {len(config.head.verbalizer)} words for "
+                         f"{len(spec.labels)} labels {list(spec.labels)}")
+    fields_fn = patterns.fields if patterns and patterns.fields else (lambda example: example.fields)
+    if spec.kind == "multiple_choice":
+        if kind == "cls":
+            template = method_template(config, patterns.linear_choice, "", origin)
+            scoring = "linear"
+        else:
+            template = method_template(config, patterns.manual, patterns.ptuning, origin)
+            scoring = "lm"
+        formulation = MultipleChoice(
+            template=template, renderer=renderer, options_fn=patterns.options, num_options=len(spec.choices),
+            label_fn=lambda example: spec.labels.index(example.label), scoring=scoring,
+            answer_fn=lambda example, index: spec.labels[index], fields_fn=fields_fn, decoder_start_id=decoder_start,
+        )
+        return formulation, template
+    if spec.kind != "classification":
+        raise InputError(f"task {spec.name} is {spec.kind}; this pipeline handles classification and multiple choice")
+    if kind == "cls":
+        template = method_template(config, patterns.linear if patterns else config.prompt.template, "", origin)
+        pooling = "last" if backbone.kind == "causal_lm" else "first"
+        return LinearClassification(template=template, labels=spec.labels, renderer=renderer, pooling=pooling,
+                                    fields_fn=fields_fn), template
+    template = method_template(config, patterns.manual if patterns else "", patterns.ptuning if patterns else "",
+                               origin)
+    if config.head.type == "auto" and kind == "verbalizer" and not single_token_words(
+            label_words, renderer, template):
+        kind = "choice"  # multi-token label words: score them as candidates
+    if kind == "choice":
+        return label_word_choice(template, renderer, spec.labels, label_words, fields_fn=fields_fn,
+                                 decoder_start_id=decoder_start), template
+    if kind != "verbalizer":
+        raise InputError(f"config.head.type={kind!r} does not fit classification task {spec.name}")
+    return VerbalizerClassification(template=template, labels=spec.labels, label_words=label_words,
+                                    renderer=renderer, decoder_start_id=decoder_start, fields_fn=fields_fn), template
+
+
+def single_token_words(label_words, renderer: Renderer, template) -> bool:
+    verbalizer = build_verbalizer(dict(label_words), renderer.tokenizer, renderer.kind,
+                                  follows_space=template.target_follows_space)
+    return verbalizer.is_single_token and verbalizer.token_ids.shape[1] == 1
+
+
+def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None) -> Experiment:
+    """backbone: an already opened backbone to reuse (weights loaded or not)."""
+    get_method(config.method.name)
+    spec = get_task(config.task.name)
+    backbone = backbone or open_configured_backbone(config)
+    renderer = Renderer(backbone.tokenizer, backbone.kind, config.task.max_length)
+    formulation, template = build_formulation(config, spec, backbone, renderer)
+    description = {"task": spec.name, "method": config.method.name, "backbone": backbone.name,
+                   **formulation.describe()}
+    model = build_prompt_model(config, backbone, formulation.head, template, description)
+    data = FormulatedTask(
+        spec=spec, formulation=formulation, data_dir=config.data_dir, load_options=dict(config.task.options),
+        max_examples={config.task.train_split: config.task.max_train_examples,
+                      **{split: config.task.max_eval_examples for split in config.task.eval_splits}},
+    )
+    return Experiment(model=model, data=data, backbone=backbone, description=description)
+
+
+def describe(experiment: Experiment) -> dict[str, Any]:
+    return dict(experiment.description)

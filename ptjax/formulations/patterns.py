@@ -1,0 +1,114 @@
+"""Default patterns, soft-prompt templates, classifier inputs and label words per task.
+
+The manual patterns follow PET's style (a cloze question whose answer is a label word) with the
+answer slot at the end, so the same pattern serves masked LMs, causal LMs (which predict the
+next token) and T5 (whose decoder writes the word after the sentinel). The P-tuning templates
+add soft tokens around the same anchors ("?", "Answer:"), as P-tuning does. The linear inputs
+are what P-tuning v2 and fine-tuning feed a [CLS] head: the fields, pairs split by [SEP].
+Long fields carry `truncate`, so the question and the slot survive truncation.
+Any of these is overridden by config.prompt.template / config.head.verbalizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+from ptjax.errors import InputError
+from ptjax.tasks.base import Example, TaskSpec
+
+YES_NO = {"False": "No", "True": "Yes"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPatterns:
+    manual: str
+    ptuning: str
+    linear: str
+    label_words: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Multiple-choice tasks: candidate texts and the index of the right one.
+    options: Callable[[Example], Sequence[str]] | None = None
+    linear_choice: str = ""
+    fields: Callable[[Example], Mapping[str, Any]] | None = None
+
+
+def _pair(first: str, second: str, words: Mapping[str, str]) -> TaskPatterns:
+    return TaskPatterns(
+        manual=f"{{{first}|truncate}} Question: {{{second}|rstrip_punct}}? Answer: [MASK].",
+        ptuning=f"{{{first}|truncate}} [P*3] Question: {{{second}|rstrip_punct}}? [P*3] Answer: [MASK].",
+        linear=f"{{{first}|truncate}} [SEP] {{{second}}}",
+        label_words=words,
+    )
+
+
+def _copa_fields(example: Example) -> dict:
+    return {**example.fields, "connective": "so" if example.fields["question"] == "effect" else "because"}
+
+
+def _copa_options(example: Example) -> list[str]:
+    return [_as_continuation(example.fields["choice1"]), _as_continuation(example.fields["choice2"])]
+
+
+def _as_continuation(sentence: str) -> str:
+    sentence = sentence.strip().rstrip(".!?")
+    return sentence[:1].lower() + sentence[1:]
+
+
+NLI_WORDS = {"entailment": "Yes", "not_entailment": "No", "contradiction": "No", "neutral": "Maybe"}
+
+PATTERNS: dict[str, TaskPatterns] = {
+    "rte": _pair("premise", "hypothesis", {k: NLI_WORDS[k] for k in ("entailment", "not_entailment")}),
+    "cb": _pair("premise", "hypothesis", {k: NLI_WORDS[k] for k in ("entailment", "contradiction", "neutral")}),
+    "mnli": _pair("premise", "hypothesis", {k: NLI_WORDS[k] for k in ("entailment", "contradiction", "neutral")}),
+    "boolq": TaskPatterns(
+        manual="{passage|truncate} Question: {question|upper_first|rstrip_punct}? Answer: [MASK].",
+        ptuning="{passage|truncate} [P*3] Question: {question|upper_first|rstrip_punct}? [P*3] Answer: [MASK].",
+        linear="{question} [SEP] {passage|truncate}",
+        label_words=YES_NO,
+    ),
+    "wic": TaskPatterns(
+        manual='{sentence1} {sentence2} Question: is the word "{word}" used in the same sense in both '
+               "sentences? Answer: [MASK].",
+        ptuning='{sentence1} {sentence2} [P*3] "{word}" ? [P*3] Answer: [MASK].',
+        linear="{word}: {sentence1} [SEP] {sentence2}",
+        label_words=YES_NO,
+    ),
+    "wsc": TaskPatterns(
+        manual='{text|truncate} Question: in the passage above, does "{span2_text}" refer to "{span1_text}"? '
+               "Answer: [MASK].",
+        ptuning='{text|truncate} [P*3] "{span2_text}" refer to "{span1_text}" ? [P*3] Answer: [MASK].',
+        linear='{text|truncate} [SEP] "{span2_text}" refers to "{span1_text}"',
+        label_words=YES_NO,
+    ),
+    "multirc": TaskPatterns(
+        manual='{passage|truncate} Question: {question|rstrip_punct}? Is the answer "{answer}" correct? '
+               "Answer: [MASK].",
+        ptuning='{passage|truncate} [P*3] Question: {question|rstrip_punct}? "{answer}" ? [P*3] Answer: [MASK].',
+        linear="{passage|truncate} [SEP] {question} {answer}",
+        label_words={"0": "No", "1": "Yes"},
+    ),
+    "copa": TaskPatterns(
+        manual="{premise|rstrip_punct}, {connective} [MASK].",
+        ptuning="{premise|rstrip_punct} [P*3] {connective} [P*3] [MASK].",
+        linear="",
+        linear_choice="{premise} {connective} [SEP] {option}",
+        options=_copa_options,
+        fields=_copa_fields,
+    ),
+}
+_SENTIMENT = dict(
+    manual="{sentence|truncate} It was [MASK].",
+    ptuning="{sentence|truncate} [P*3] It was [P*3] [MASK].",
+    linear="{sentence|truncate}",
+)
+PATTERNS["sst2"] = PATTERNS["sst2_trees"] = TaskPatterns(**_SENTIMENT, label_words={"0": "terrible", "1": "great"})
+PATTERNS["sst5"] = PATTERNS["sst5_text"] = TaskPatterns(
+    **_SENTIMENT, label_words={"0": "terrible", "1": "bad", "2": "okay", "3": "good", "4": "great"})
+
+
+def patterns_for(spec: TaskSpec) -> TaskPatterns:
+    if spec.name not in PATTERNS:
+        raise InputError(
+            f"task {spec.name!r} has no default patterns: set config.prompt.template (and config.head.verbalizer)"
+        )
+    return PATTERNS[spec.name]

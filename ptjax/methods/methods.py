@@ -1,0 +1,137 @@
+"""The methods: where trainable prompts go and which parameters train.
+
+    fine_tune   no prompt; backbone and head train                      (the usual baseline)
+    manual      a hand-written pattern; nothing trains (zero-shot), or the backbone with
+                method.train_backbone (PET-style manual prompt + fine-tuning)
+    lester      soft tokens prepended to the input (Lester et al.), frozen backbone
+    ptuning     soft tokens inside the template, produced by a prompt encoder (P-tuning),
+                frozen backbone, or tuned jointly with method.train_backbone
+    ptuning_v2  deep prefixes at every (chosen) layer (P-tuning v2), frozen backbone
+
+A method decides the template's soft tokens (through `method_template`) and builds the
+PromptModel; it never sees the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ptjax.errors import InputError
+from ptjax.methods.model import PromptModel, embedding_rows, embedding_width
+from ptjax.models.loading import Backbone
+from ptjax.prompts import encoders
+from ptjax.prompts.deep import DeepPrompt
+from ptjax.prompts.encoders import PromptEncoder
+from ptjax.prompts.templates import Template, parse_template
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    soft_tokens: str  # "" (none), "prefix" (prepended), "template" (slots in the pattern)
+    deep: bool
+    trains: frozenset
+
+
+METHODS = {
+    "fine_tune": Method("", False, frozenset({"backbone", "head"})),
+    "manual": Method("", False, frozenset({"head"})),
+    "lester": Method("prefix", False, frozenset({"prompt", "head"})),
+    "ptuning": Method("template", False, frozenset({"prompt", "head"})),
+    "ptuning_v2": Method("", True, frozenset({"prompt", "head"})),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InputError(f"config.method.name={name!r}: choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_template(config: ml_collections.ConfigDict, plain: str, with_slots: str, origin: str) -> Template:
+    """The template a method uses: config.prompt.template when set, else the task's default.
+
+    plain: the task's template without soft tokens (manual pattern or classifier input);
+    with_slots: its P-tuning variant with [P] slots. Lester prepends config.prompt.length slots.
+    """
+    method = get_method(config.method.name)
+    if config.prompt.template:
+        template = parse_template(config.prompt.template, "config.prompt.template")
+    elif method.soft_tokens == "prefix":
+        template = parse_template(f"[P*{config.prompt.length}] {plain}", origin)
+    elif method.soft_tokens == "template":
+        template = parse_template(with_slots or f"[P*{config.prompt.length}] {plain}", origin)
+    else:
+        template = parse_template(plain, origin)
+    has_slots = template.num_soft_tokens > 0
+    if method.soft_tokens and not has_slots:
+        raise InputError(f"{template.describe()}: method {config.method.name} needs [P] soft-token slots")
+    if not method.soft_tokens and has_slots:
+        raise InputError(f"{template.describe()}: method {config.method.name} has no soft tokens; remove the [P] slots")
+    return template
+
+
+def prefix_dims(backbone: Backbone) -> tuple[int, int, int, int]:
+    """(encoder or decoder layers, kv heads, head dim, T5 decoder layers or 0) for deep prompts."""
+    cfg = backbone.config
+    kv_heads = getattr(cfg, "num_kv_heads", None) or cfg.num_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.d_kv
+    return cfg.num_layers, kv_heads, head_dim, getattr(cfg, "num_decoder_layers", 0) or 0
+
+
+def _soft_prompt_init(config: ml_collections.ConfigDict):
+    """(backbone) -> initializer of the soft-token table, per config.prompt.init."""
+    init, text = config.prompt.init, config.prompt.init_text
+
+    def make(backbone: Backbone):
+        vocab = np.arange(backbone.config.vocab_size)
+        if init == "random":
+            return encoders.random_init(encoders.embedding_std(embedding_rows(backbone, vocab)))
+        if init == "vocab":
+            return encoders.vocab_init(jnp.asarray(embedding_rows(backbone, vocab)))
+        if init == "text":
+            ids = backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise InputError("config.prompt.init='text' needs a non-empty config.prompt.init_text")
+            return encoders.text_init(jnp.asarray(embedding_rows(backbone, ids)), list(range(len(ids))))
+        raise InputError(f"config.prompt.init={init!r}: choose 'random', 'vocab' or 'text'")
+
+    return make
+
+
+def build_prompt_model(config: ml_collections.ConfigDict, backbone: Backbone, head, template: Template,
+                       metadata: dict, *, num_prompts: int = 0) -> PromptModel:
+    """The PromptModel of config.method for this backbone, head and (already chosen) template."""
+    method = get_method(config.method.name)
+    trains = set(method.trains)
+    if config.method.train_backbone:
+        trains.add("backbone")
+    soft = deep = decoder_deep = None
+    if template.num_soft_tokens:
+        soft = PromptEncoder(
+            num_tokens=template.num_soft_tokens, embed_dim=embedding_width(backbone),
+            reparam=config.prompt.encoder, num_prompts=num_prompts,
+        )
+    if method.deep:
+        layers, kv_heads, head_dim, decoder_layers = prefix_dims(backbone)
+        deep_cfg = config.prompt.deep
+        if deep_cfg.length < 1:
+            raise InputError("method ptuning_v2 needs config.prompt.deep.length >= 1")
+        end = layers if deep_cfg.layer_end == -1 else deep_cfg.layer_end
+        if not 0 <= deep_cfg.layer_start < end <= layers:
+            raise InputError(f"config.prompt.deep layers [{deep_cfg.layer_start}, {deep_cfg.layer_end}) do not fit "
+                             f"a backbone with {layers} layers")
+        common = dict(num_kv_heads=kv_heads, head_dim=head_dim, length=deep_cfg.length,
+                      reparam="mlp" if deep_cfg.reparam else "none", hidden_dim=deep_cfg.reparam_hidden,
+                      num_prompts=num_prompts)
+        deep = DeepPrompt(num_layers=layers, layer_range=(deep_cfg.layer_start, end), **common)
+        if decoder_layers:
+            decoder_deep = DeepPrompt(num_layers=decoder_layers, **common)
+    return PromptModel(
+        backbone=backbone, head=head, soft_prompt=soft, deep_prompt=deep, decoder_deep_prompt=decoder_deep,
+        trainable=frozenset(trains), metadata=metadata,
+        soft_prompt_init=_soft_prompt_init(config) if soft is not None else None,
+    )
