@@ -15,19 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.models.layers import (
-    BackboneOutput, Dense, Embed, LayerNorm, PrefixKV, constrain, dot_product_attention, layer_stack,
+    ACTIVATIONS, BackboneOutput, Dense, Embed, LayerNorm, PrefixKV, constrain, dot_product_attention, layer_stack,
     make_attention_mask, prepend_prefix_mask,
 )
 from ptjax.models.registry import Family, TensorRule
-
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:

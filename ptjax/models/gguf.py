@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType
 
+from ptjax.errors import InputError
 from ptjax.models.tensor_sources import TensorSource
 
 # GGUF architectures whose tensors follow llama.cpp's Llama naming, mapped to the transformers
@@ -59,7 +60,7 @@ def transformers_name(gguf_name: str) -> str | None:
         return None
     match = _LAYER_NAME.fullmatch(gguf_name)
     if match is None or match.group(2) not in _LAYER_PARTS:
-        raise ValueError(f"unknown GGUF tensor {gguf_name!r}")
+        raise InputError(f"unknown GGUF tensor {gguf_name!r}")
     layer, part, kind = match.groups()
     return f"model.layers.{layer}.{_LAYER_PARTS[part]}.{kind}"
 
@@ -115,10 +116,10 @@ class GGUFSource(TensorSource):
         try:
             self._reader = _TensorIndexReader(str(self.path))
         except Exception as err:  # truncated file, wrong magic, unsupported version
-            raise ValueError(f"{self.path}: not a readable GGUF file ({type(err).__name__}: {err})") from err
+            raise InputError(f"{self.path}: not a readable GGUF file ({type(err).__name__}: {err})") from err
         self.architecture = self._field("general.architecture")
         if self.architecture not in _LLAMA_LIKE:
-            raise ValueError(
+            raise InputError(
                 f"{self.path}: GGUF architecture {self.architecture!r} is not supported; "
                 f"ptjax reads {sorted(_LLAMA_LIKE)}"
             )
@@ -130,7 +131,7 @@ class GGUFSource(TensorSource):
             try:
                 name = transformers_name(tensor.name)
             except ValueError as err:
-                raise ValueError(f"{self.path}: {err}") from None
+                raise InputError(f"{self.path}: {err}") from None
             if name is not None:
                 self._tensors[name] = tensor
 
@@ -138,7 +139,7 @@ class GGUFSource(TensorSource):
         field = self._reader.get_field(key)
         if field is None:
             if default is None:
-                raise ValueError(f"{self.path}: GGUF metadata {key!r} is missing")
+                raise InputError(f"{self.path}: GGUF metadata {key!r} is missing")
             return default
         return field.contents()
 

@@ -14,8 +14,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.models.bert import ACTIVATIONS
+from ptjax.errors import InputError
 from ptjax.models.layers import (
+    ACTIVATIONS,
     BackboneOutput,
     Dense,
     Embed,
@@ -164,9 +165,9 @@ class GPT2Model(nn.Module):
 
 def _config_from_hf(hf, names: frozenset[str]) -> GPT2Config:
     if getattr(hf, "scale_attn_by_inverse_layer_idx", False):
-        raise ValueError("config.json: scale_attn_by_inverse_layer_idx=True is not supported")
+        raise InputError("config.json: scale_attn_by_inverse_layer_idx=True is not supported")
     if hf.activation_function not in ACTIVATIONS:
-        raise ValueError(f"config.json: activation_function {hf.activation_function!r} is not supported; "
+        raise InputError(f"config.json: activation_function {hf.activation_function!r} is not supported; "
                          f"known: {sorted(ACTIVATIONS)}")
     return GPT2Config(
         vocab_size=hf.vocab_size, hidden_size=hf.n_embd, num_layers=hf.n_layer, num_heads=hf.n_head,

@@ -21,6 +21,15 @@ Dtype = Any
 
 default_kernel_init = nn.initializers.normal(stddev=0.02)
 
+# transformers activation names (config.hidden_act and friends) -> functions.
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
 
 # --------------------------------------------------------------------------------------------
 # Prompt hooks and outputs: the only prompt-related types the model files know.

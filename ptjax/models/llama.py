@@ -17,8 +17,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.models.bert import ACTIVATIONS
+from ptjax.errors import InputError
 from ptjax.models.layers import (
+    ACTIVATIONS,
     BackboneOutput,
     Dense,
     Embed,
@@ -190,7 +191,7 @@ class LlamaModel(nn.Module):
         length = inputs_embeds.shape[1]
         key_length = length + (0 if prefix is None else prefix.length)
         if cfg.sliding_window is not None and key_length > cfg.sliding_window:
-            raise ValueError(f"sequence of {key_length} keys exceeds the sliding window of {cfg.sliding_window}, "
+            raise InputError(f"sequence of {key_length} keys exceeds the sliding window of {cfg.sliding_window}, "
                              "which ptjax does not implement")
         if position_ids is None:
             position_ids = jnp.arange(length)[None]
@@ -233,9 +234,9 @@ def rope_from_hf(hf) -> RopeConfig:
         theta = 10000.0
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in _ROPE_KINDS:
-        raise ValueError(f"config.json: rope type {kind!r} is not supported; ptjax implements {list(_ROPE_KINDS)}")
+        raise InputError(f"config.json: rope type {kind!r} is not supported; ptjax implements {list(_ROPE_KINDS)}")
     if params.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("config.json: partial_rotary_factor != 1 is not supported")
+        raise InputError("config.json: partial_rotary_factor != 1 is not supported")
     return RopeConfig(
         theta=float(theta), kind=kind, factor=float(params.get("factor", 1.0)),
         low_freq_factor=float(params.get("low_freq_factor", 1.0)),
@@ -248,7 +249,7 @@ def rope_from_hf(hf) -> RopeConfig:
 def _config_from_hf(hf, names: frozenset[str]) -> LlamaConfig:
     heads = hf.num_attention_heads
     if hf.hidden_act not in ACTIVATIONS:
-        raise ValueError(f"config.json: hidden_act {hf.hidden_act!r} is not supported; known: {sorted(ACTIVATIONS)}")
+        raise InputError(f"config.json: hidden_act {hf.hidden_act!r} is not supported; known: {sorted(ACTIVATIONS)}")
     window = getattr(hf, "sliding_window", None)
     if hf.model_type == "qwen2" and not getattr(hf, "use_sliding_window", False):
         window = None

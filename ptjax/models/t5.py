@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
-from ptjax.models.bert import ACTIVATIONS
 from ptjax.models.layers import (
+    ACTIVATIONS,
     BackboneOutput,
     Dense,
     Embed,
