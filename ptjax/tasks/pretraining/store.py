@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ptjax.data.readers import get_field, read_jsonl
-from ptjax.errors import InputError, at
+from ptjax.errors import at
 from ptjax.tasks.base import Example
 
 
