@@ -271,6 +271,11 @@ def test_text_and_jsonl_sources_shard_disjoint_and_complete(tmp_path):
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text("".join(json.dumps({"id": k, "text": t}) + "\n" for k, t in enumerate(texts)))
     assert_partition(JsonlFiles(jsonl), 2, texts)
+    nested = tmp_path / "nested.jsonl"  # MultiRC keeps its text in passage.text
+    nested.write_text("".join(json.dumps({"passage": {"text": t}}) + "\n" for t in texts))
+    assert [d.text for d in JsonlFiles(nested, field="passage.text").documents()] == texts
+    with pytest.raises(InputError, match=rf"{nested}:1: missing field 'passage.body'"):
+        list(JsonlFiles(nested, field="passage.body").documents())
 
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):

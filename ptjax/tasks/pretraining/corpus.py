@@ -24,7 +24,7 @@ import glob
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
-from ptjax.data.readers import get_field, read_jsonl, read_lines
+from ptjax.data.readers import get_field, json_type, read_jsonl, read_lines
 from ptjax.errors import InputError, at
 from ptjax.tasks.pretraining.sentences import split_sentences
 
@@ -136,7 +136,8 @@ class TextFiles:
 
 
 class JsonlFiles:
-    """JSON lines, the document text in `field`; records whose text is empty are skipped."""
+    """JSON lines, the document text in `field`; records whose text is empty are skipped.
+    A dotted field ("passage.text", as in MultiRC) reaches into nested objects."""
 
     def __init__(self, paths: str | Path | Sequence[str | Path], *, field: str = "text",
                  root: str | Path | None = None):
@@ -150,9 +151,23 @@ class JsonlFiles:
     def _read(self, path: Path) -> Iterator[Document]:
         for number, record in read_jsonl(path):
             where = at(path, number)
-            text = get_field(record, self.field, str, where)
+            text = _nested_field(record, self.field, where)
             if text.strip():
                 yield Document(where, text)
+
+
+def _nested_field(record: dict, field: str, where: str) -> str:
+    if field in record or "." not in field:
+        return get_field(record, field, str, where)
+    value = record
+    parts = field.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(value, dict) or value.get(part) is None:
+            raise InputError(f"{where}: missing field '{'.'.join(parts[:depth + 1])}'")
+        value = value[part]
+    if not isinstance(value, str):
+        raise InputError(f"{where}: field '{field}' should be a string, found {json_type(value)}")
+    return value
 
 
 def sentence_documents(source: DocumentSource | Iterable[Document], shard: Shard = Shard(), *,
