@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -148,14 +149,42 @@ def _download(repo_id: str) -> tuple[Path, Path]:
     return folder, folder
 
 
+def cache_dir() -> Path:
+    """Where ptjax keeps derived files: $PTJAX_CACHE, else ~/.cache/ptjax."""
+    return Path(os.environ.get("PTJAX_CACHE", Path.home() / ".cache" / "ptjax"))
+
+
+def _gguf_metadata_folder(files: CheckpointFiles) -> Path:
+    """A transformers folder with the config and tokenizer of a GGUF file, made once.
+
+    transformers rebuilds both from the GGUF's metadata by reading the whole file (seconds
+    each); the converted files are kept, keyed by the file's path, size and modification time.
+    """
+    import transformers
+
+    stat = files.weights.stat()
+    key = hashlib.sha256(f"{files.weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "gguf" / key
+    if (folder / "done").exists():
+        return folder
+    tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
+    kwargs = {"gguf_file": files.gguf_file}
+    transformers.AutoConfig.from_pretrained(str(files.folder), **kwargs).save_pretrained(tmp)
+    transformers.AutoTokenizer.from_pretrained(str(files.folder), **kwargs).save_pretrained(tmp)
+    (tmp / "done").write_text(str(files.weights))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def load_hf_config_and_tokenizer(files: CheckpointFiles, *, with_tokenizer: bool = True):
     import transformers
 
-    kwargs = {"gguf_file": files.gguf_file} if files.gguf_file else {}
-    hf_config = transformers.AutoConfig.from_pretrained(str(files.folder), **kwargs)
-    tokenizer = None
-    if with_tokenizer:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(files.folder), **kwargs)
+    folder = _gguf_metadata_folder(files) if files.gguf_file else files.folder
+    hf_config = transformers.AutoConfig.from_pretrained(str(folder))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder)) if with_tokenizer else None
     return hf_config, tokenizer
 
 
