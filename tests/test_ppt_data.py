@@ -451,3 +451,7 @@ def test_registered_task_cache_builds_once(tmp_path):
     assert spec.load(tmp_path, "train", **options) == first  # read back, not rebuilt
     with pytest.raises(InputError, match="built with other options"):
         spec.load(tmp_path, "train", **{**options, "seed": 5})
+    sentiment = get_task("ppt_sentiment")
+    options = {**options, "classifier": fake_classifier_for_tasks, "threshold": {0: 0.0}, "balance": False}
+    built = sentiment.load(tmp_path, "train", **options)  # int keys in the header survive the JSON trip
+    assert len(built) == 3 and sentiment.load(tmp_path, "train", **options) == built

@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import inspect
 import itertools
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -146,7 +147,9 @@ def _load(task: str, data_dir: Any, split: str, options: dict[str, Any]) -> list
     cache_file, header = None, None
     if options["cache"]:
         cache_file = Path(data_dir) / options["cache"] / f"{task}-{split}-shard{shard.index}of{shard.count}.jsonl"
-        header = {"task": task, "split": split, "options": _describe(options)}
+        described = {"task": task, "split": split,
+                     "options": {name: value for name, value in sorted(options.items()) if name != "cache"}}
+        header = json.loads(json.dumps(described, default=_name_of))  # as it reads back from the file
         if cache_file.exists():
             if read_header(cache_file) != header:
                 raise InputError(f"{cache_file}: built with other options than these; delete it or use "
@@ -164,16 +167,9 @@ def _load(task: str, data_dir: Any, split: str, options: dict[str, Any]) -> list
     return list(itertools.islice(examples, options["num_examples"]))
 
 
-def _describe(options: dict[str, Any]) -> dict[str, Any]:
-    """Options as JSON values for the cache header (callables and objects by name)."""
-    out = {}
-    for name, value in sorted(options.items()):
-        if name == "cache":
-            continue
-        if callable(value) or not isinstance(value, (str, int, float, bool, list, tuple, dict, type(None))):
-            value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
-        out[name] = list(value) if isinstance(value, tuple) else value
-    return out
+def _name_of(value: Any) -> str:
+    """A JSON stand-in for a callable or an object in the cache header."""
+    return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
 
 
 def _loader(task: str) -> Callable[..., list[Example]]:
