@@ -71,7 +71,10 @@ def _rows(embedding, ids, shape, dtype) -> Array:
 
 def _sample_ids(rng, count: int, vocab_size: int, candidate_ids) -> Array:
     pool = vocab_size if candidate_ids is None else len(candidate_ids)
-    picks = jax.random.choice(rng, pool, (count,), replace=count > pool)
+    if count > pool:
+        picks = jax.random.randint(rng, (count,), 0, pool)
+    else:  # without replacement: the first `count` of a random order
+        picks = jnp.argsort(jax.random.uniform(rng, (pool,)))[:count]
     return picks if candidate_ids is None else jnp.asarray(candidate_ids, jnp.int32)[picks]
 
 

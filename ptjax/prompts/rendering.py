@@ -167,18 +167,14 @@ class Renderer:
         layout = special_layout(self.tokenizer, template.num_segments)
         segments, occurrences = _split(template, fields)
 
-        runs = [item[1] for segment in segments for item in segment if item[0] == "run"]
-        encoded = self.tokenizer(runs, add_special_tokens=False, return_offsets_mapping=True,
-                                 split_special_tokens=True) if runs else {"input_ids": [], "offset_mapping": []}
-        run_tokens = []
-        run_number = 0
-        for segment in segments:
-            for item in segment:
-                if item[0] == "run":
-                    ids = encoded["input_ids"][run_number]
-                    owners = _owners(item[1], item[2], encoded["offset_mapping"][run_number])
-                    run_tokens.append((list(ids), owners))
-                    run_number += 1
+        runs = [item for segment in segments for item in segment if item[0] == "run"]
+        encoded = self.tokenizer([text for _, text, _ in runs], add_special_tokens=False,
+                                 return_offsets_mapping=True, split_special_tokens=True) if runs else None
+        # Per run: (token ids, the field occurrence each token comes from or -1), in order.
+        run_tokens = [
+            (list(ids), _owners(text, spans, offsets))
+            for (_, text, spans), ids, offsets in zip(runs, encoded["input_ids"], encoded["offset_mapping"])
+        ] if runs else []
 
         answer = [int(i) for i in answer_ids] if answer_ids is not None else None
         num_slot_tokens = self._slot_length(template, answer)
@@ -350,6 +346,8 @@ def collate(rendered: Sequence[Rendered], *, length: int | None = None, pad_id: 
 def _split(template: Template, fields: Mapping[str, Any]):
     """Segments of items ("run", text, spans) | ("soft", first, count) | ("slot",), and the field
     occurrences as (name, truncatable); spans are (start, end, occurrence) within a run."""
+    if not isinstance(fields, Mapping):
+        raise InputError(f"{template.describe()}: fields must be a mapping of name -> text, got {type(fields).__name__}")
     segments: list[list[tuple]] = [[]]
     occurrences: list[tuple[str, bool]] = []
     text: list[str] = []
@@ -373,9 +371,9 @@ def _split(template: Template, fields: Mapping[str, Any]):
             text.append(piece.text)
             size += len(piece.text)
         elif isinstance(piece, Field):
-            value = fields.get(piece.name) if hasattr(fields, "get") else None
+            value = fields.get(piece.name)
             if value is None:
-                have = ", ".join(sorted(map(str, fields))) if hasattr(fields, "keys") else type(fields).__name__
+                have = ", ".join(sorted(map(str, fields)))
                 raise InputError(f"{template.describe()}: field {piece.name!r} missing from the example (has: {have})")
             value = piece.apply(str(value))
             occurrences.append((piece.name, piece.truncatable))
