@@ -15,7 +15,8 @@ from ptjax.errors import InputError
 from ptjax.tasks.pretraining import (BUILDERS, HFDataset, JsonlFiles, NextSentencePairs,
                                      PseudoLabelledSentences, SentencedDocument, SentenceSelection, Shard,
                                      TextFiles, TFDSDataset, UnifiedChoice, open_corpus, read_examples,
-                                     read_header, sentence_documents, split_sentences, write_examples)
+                                     read_header, sentence_documents, split_sentences, stream_examples,
+                                     write_examples)
 
 # Five hand-made documents; every sentence is unique, so a sentence's text says where it came from.
 DOCUMENTS = [
@@ -421,7 +422,9 @@ def test_registered_tasks_load_a_described_corpus(tmp_path):
     options = dict(source="text", paths=["corpus.txt"], dev_every=5, seed=1)
     train, dev = spec.load(tmp_path, "train", **options), spec.load(tmp_path, "validation", **options)
     assert {WHERE[e.fields["s1"]][0] for e in dev} == {4} and 4 not in {WHERE[e.fields["s1"]][0] for e in train}
-    assert len(spec.load(tmp_path, "train", num_examples=5, **options)) == 5
+    assert spec.load(tmp_path, "train", num_examples=5, **options) == train[:5]
+    stream = stream_examples("ppt_nsp", tmp_path, "train", **options)
+    assert not isinstance(stream, list) and list(stream) == train
     hosts = [spec.load(tmp_path, "train", shard_index=i, shard_count=2, dev_every=0, source="text",
                        paths=["corpus.txt"]) for i in range(2)]
     assert {WHERE[e.fields["s1"]][0] for e in hosts[0]} == {0, 2, 4}

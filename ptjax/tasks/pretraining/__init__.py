@@ -18,11 +18,11 @@ from ptjax.tasks.pretraining.pseudo_labels import DEFAULT_THRESHOLD, PseudoLabel
 from ptjax.tasks.pretraining.sentences import split_sentences
 from ptjax.tasks.pretraining.store import read_examples, read_header, write_examples
 from ptjax.tasks.pretraining.tasks import (BUILDERS, builder_for, host_seed, open_corpus, resolve_classifier,
-                                           split_documents)
+                                           split_documents, stream_examples)
 from ptjax.tasks.pretraining.tfds_source import TFDSDataset
 
 __all__ = ["BUILDERS", "DEFAULT_THRESHOLD", "LETTERS", "Document", "DocumentSource", "HFDataset", "JsonlFiles",
            "NextSentencePairs", "PretrainingBuilder", "PseudoLabelledSentences", "SentenceSelection",
            "SentencedDocument", "Shard", "TFDSDataset", "TextFiles", "UnifiedChoice", "builder_for",
            "corpus_paths", "host_seed", "open_corpus", "read_examples", "read_header", "resolve_classifier",
-           "sentence_documents", "split_documents", "split_sentences", "write_examples"]
+           "sentence_documents", "split_documents", "split_sentences", "stream_examples", "write_examples"]

@@ -5,6 +5,7 @@
                       num_examples=50_000, seed=0, shard_index=jax.process_index(),
                       shard_count=jax.process_count(), cache="ppt_cache")
     spec.labels                         # ("0", "1", "2"); builder_for(spec.name).pattern / .verbalizer
+    stream = stream_examples("ppt_nsp", data_dir, "train", source="jsonl", ...)  # lazy, no list or cache
 
 Corpus options (every task):
   source          "text" | "jsonl" | "hf" | "tfds"
@@ -136,35 +137,45 @@ def resolve_classifier(classifier: Any) -> Callable:
     return value
 
 
-def _load(task: str, data_dir: Any, split: str, options: dict[str, Any]) -> list[Example]:
+def stream_examples(task: str, data_dir: Any, split: str, **options: Any) -> Iterator[Example]:
+    """The examples a task's loader returns, as a stream (no list, no cache): for corpora too big
+    for a list. Same options as `get_task(task).load`."""
+    builder_class = builder_for(task)
+    unknown = sorted(set(options) - set(_CORPUS_OPTIONS) - set(_BUILDER_OPTIONS[task]))
+    if unknown:
+        raise InputError(f"task {task} has no option {unknown[0]!r}")
+    options = {**_CORPUS_OPTIONS, **_BUILDER_OPTIONS[task], **options}
     shard = Shard(options["shard_index"], options["shard_count"])
     builder_options = {name: options[name] for name in _BUILDER_OPTIONS[task]}
     if task == "ppt_sentiment":
         builder_options["classifier"] = resolve_classifier(builder_options["classifier"])
     prefix = f"{task}-{split}" + (f"-{shard.index}" if shard.count > 1 else "")
-    builder = builder_for(task)(seed=host_seed(options["seed"], shard), min_words=options["min_words"],
-                                max_words=options["max_words"], guid_prefix=prefix, **builder_options)
-    cache_file, header = None, None
-    if options["cache"]:
-        cache_file = Path(data_dir) / options["cache"] / f"{task}-{split}-shard{shard.index}of{shard.count}.jsonl"
-        described = {"task": task, "split": split,
-                     "options": {name: value for name, value in sorted(options.items()) if name != "cache"}}
-        header = json.loads(json.dumps(described, default=_name_of))  # as it reads back from the file
-        if cache_file.exists():
-            if read_header(cache_file) != header:
-                raise InputError(f"{cache_file}: built with other options than these; delete it or use "
-                                 f"another cache folder")
-            return list(read_examples(cache_file))
+    builder = builder_class(seed=host_seed(options["seed"], shard), min_words=options["min_words"],
+                            max_words=options["max_words"], guid_prefix=prefix, **builder_options)
     corpus = open_corpus(options["source"], paths=options["paths"], root=data_dir, field=options["field"],
                          separator=options["separator"], dataset=options["dataset"],
                          dataset_config=options["dataset_config"], dataset_split=options["dataset_split"],
                          tfds_data_dir=options["tfds_data_dir"])
     documents = sentence_documents(corpus, shard, sentence_per_line=options["sentence_per_line"])
-    examples = builder.build(split_documents(documents, split, options["dev_every"]))
-    if cache_file is not None:
-        write_examples(cache_file, examples, limit=options["num_examples"], header=header)
-        return list(read_examples(cache_file))
-    return list(itertools.islice(examples, options["num_examples"]))
+    return itertools.islice(builder.build(split_documents(documents, split, options["dev_every"])),
+                            options["num_examples"])
+
+
+def _load(task: str, data_dir: Any, split: str, options: dict[str, Any]) -> list[Example]:
+    if not options["cache"]:
+        return list(stream_examples(task, data_dir, split, **options))
+    shard = Shard(options["shard_index"], options["shard_count"])
+    cache_file = Path(data_dir) / options["cache"] / f"{task}-{split}-shard{shard.index}of{shard.count}.jsonl"
+    described = {"task": task, "split": split,
+                 "options": {name: value for name, value in sorted(options.items()) if name != "cache"}}
+    header = json.loads(json.dumps(described, default=_name_of))  # as it reads back from the file
+    if cache_file.exists():
+        if read_header(cache_file) != header:
+            raise InputError(f"{cache_file}: built with other options than these; delete it or use "
+                             f"another cache folder")
+    else:
+        write_examples(cache_file, stream_examples(task, data_dir, split, **options), header=header)
+    return list(read_examples(cache_file))
 
 
 def _name_of(value: Any) -> str:
