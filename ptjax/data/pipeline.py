@@ -41,10 +41,12 @@ VALID, INDEX = "valid", "index"
 # Features and their lengths.
 
 
-def feature_cache_key(config) -> str:
-    """Hash of everything that can change tokenization (model, task, method, prompt, head)."""
+def feature_cache_key(config, data=None) -> str:
+    """Hash of everything that can change tokenization (model, task, method, prompt, head
+    config sections, data_dir, and the task's own optional `cache_key`)."""
     relevant = {k: config[k].to_dict() for k in ("model", "task", "method", "prompt", "head")}
     relevant["data_dir"] = str(config.data_dir)
+    relevant["task_cache_key"] = str(getattr(data, "cache_key", ""))
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -99,6 +99,11 @@ class TaskData(Protocol):
     primary_metric: str
     """The metric that selects the best checkpoint when config.train.best_metric is empty."""
 
+    # Optional: `cache_key: str`, identifying the data files and tokenization (e.g. a hash of
+    # file sizes and mtimes). The engine caches features(split) in DIR/cache under a key of the
+    # config (model, task, method, prompt, head sections) plus this; delete DIR/cache after
+    # changing data files in place when the task has no cache_key.
+
     def features(self, split: str) -> list[Feature]:
         """Tokenized examples of `split` (already limited to config.task.max_*_examples)."""
         ...

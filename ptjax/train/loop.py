@@ -1,0 +1,296 @@
+"""Training and evaluation runs over a workdir.
+
+    results = train(config, workdir, model, data)      # resumes from DIR/checkpoints/latest
+    results = evaluate(config, workdir, model, data)   # mode "eval": restore an export, evaluate
+
+A run writes DIR/metrics.jsonl, DIR/results.json, DIR/tensorboard/, DIR/checkpoints/ and
+DIR/export/ (see ptjax.train.checkpoints and ptjax.train.reporting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from ptjax.data import pipeline
+from ptjax.errors import InputError
+from ptjax.train import checkpoints as ckpt
+from ptjax.train.config import validate
+from ptjax.train.engine import Engine
+from ptjax.train.interfaces import Model, TaskData
+from ptjax.train.optimizer import build_optimizer
+from ptjax.train.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
+from ptjax.train.step import step_rng
+
+Hook = Callable[[int], None]
+
+
+class Diverged(InputError):
+    """The loss or the params became NaN/inf; the run stopped, earlier checkpoints are kept."""
+
+
+@dataclasses.dataclass
+class Progress:
+    """Run state beyond params and optimizer state; saved in every checkpoint's metadata."""
+
+    step: int = 0
+    best_value: float | None = None
+    best_step: int | None = None
+    best_metrics: dict | None = None
+    last_metrics: dict | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
+
+    def improved(self, value: float, mode: str) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if mode == "max" else value < self.best_value
+
+
+def _prepare(config, data: TaskData, split: str, cache_dir: Path | None) -> pipeline.SplitData:
+    features = pipeline.load_features(data, split, cache_dir, pipeline.feature_cache_key(config, data))
+    return pipeline.prepare_split(split, features, data.pad_values, getattr(data, "length_groups", {}) or {},
+                                  tuple(config.task.length_buckets))
+
+
+def _base_results(config, model: Model, counts: dict) -> dict:
+    return {
+        "mode": config.mode,
+        "backbone": config.model.name,
+        "fingerprint": model.fingerprint,
+        "params": counts,
+        "config": config.to_dict(),
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+    }
+
+
+def _evaluate_splits(engine: Engine, eval_step, trainable, frozen, data: TaskData,
+                     splits: dict[str, pipeline.SplitData], batch_size: int) -> dict[str, dict]:
+    metrics = {}
+    for name, split in splits.items():
+        predictions = engine.predict_split(eval_step, trainable, frozen, split, batch_size)
+        metrics[name] = {k: float(v) for k, v in data.evaluate(name, predictions).items()}
+    return metrics
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, model: Model, data: TaskData, *,
+          devices: list | None = None, hooks: Sequence[Hook] = ()) -> dict:
+    """Train (or resume) in `workdir`; returns what results.json holds."""
+    workdir = Path(workdir)
+    devices = list(jax.devices() if devices is None else devices)
+    validate(config, len(devices))
+    primary = jax.process_index() == 0
+    engine = Engine(config, model, devices=devices)
+    reporter = Reporter(workdir, enabled=primary, tensorboard=config.logging.tensorboard,
+                        progress=config.logging.progress)
+    checkpoints = ckpt.Checkpoints(workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
+                                   best_mode=config.train.best_mode, async_save=config.checkpoint.async_save)
+    try:
+        return _train(config, workdir, engine, model, data, reporter, checkpoints, hooks, primary)
+    finally:
+        checkpoints.wait()  # an in-flight save completes even when the run stops on an error
+        checkpoints.close()
+        reporter.close()
+
+
+def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
+           checkpoints: ckpt.Checkpoints, hooks, primary):
+    cache_dir = workdir / "cache"
+    train_split = _prepare(config, data, config.task.train_split, cache_dir)
+    eval_splits = {name: _prepare(config, data, name, cache_dir) for name in config.task.eval_splits}
+    batch_size = config.train.batch_size
+    order = pipeline.TrainOrder(len(train_split), batch_size, config.seed)
+    if order.steps_per_epoch == 0:
+        raise InputError(
+            f"split {config.task.train_split!r} has {len(train_split)} examples, fewer than "
+            f"config.train.batch_size={batch_size}"
+        )
+    total_steps = config.train.num_steps or config.train.num_epochs * order.steps_per_epoch
+
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, dropout_rng = jax.random.split(rng)
+    trainable, frozen = engine.init_params(init_rng)
+    counts = parameter_counts(trainable, frozen)
+    reporter.print(describe_counts(counts))
+    optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable,
+                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch)
+    opt_shardings = engine.opt_state_shardings(optimizer.transform)
+    opt_state = engine.init_opt_state(optimizer.transform, trainable, opt_shardings)
+
+    progress = Progress()
+    if checkpoints.latest_step() is not None:
+        trainable, opt_state, meta = checkpoints.restore_latest(
+            engine.trainable_target(), engine.opt_state_target(optimizer.transform, opt_shardings))
+        if meta["num_train_examples"] != len(train_split):
+            raise InputError(
+                f"{workdir}/checkpoints: saved by a run whose train split had "
+                f"{meta['num_train_examples']} examples; it now has {len(train_split)} (use a new workdir)"
+            )
+        dropout_rng = jax.numpy.asarray(np.array(meta["rng"], np.uint32))
+        progress = Progress(**meta["progress"])
+        reporter.print(f"resuming from step {progress.step} ({workdir / 'checkpoints'})")
+        reporter.log("resume", progress.step, {"epoch_batch": list(order.position(progress.step))})
+
+    train_step = engine.compile_train_step(optimizer.transform, opt_shardings)
+    eval_step = engine.compile_eval_step()
+    best_metric = config.train.best_metric or data.primary_metric
+    results = _base_results(config, model, counts)
+    results.update(total_steps=total_steps, steps_per_epoch=order.steps_per_epoch,
+                   num_train_examples=len(train_split))
+
+    def meta() -> dict:
+        epoch, batch_in_epoch = order.position(progress.step)
+        return {"step": progress.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                "num_train_examples": len(train_split), "seed": config.seed,
+                "rng": np.asarray(jax.device_get(dropout_rng)).tolist(),
+                "progress": dataclasses.asdict(progress)}
+
+    pending: list[tuple[int, dict]] = []
+    window = {"examples": 0, "tokens": 0, "time": time.perf_counter()}
+
+    def flush() -> None:
+        """Fetch pending step metrics; log their mean; stop on a non-finite step."""
+        if not pending:
+            return
+        fetched = jax.device_get([m for _, m in pending])
+        steps = [s for s, _ in pending]
+        pending.clear()
+        bad = [s for s, m in zip(steps, fetched) if m["nonfinite"] > 0]
+        if bad:
+            last_good = checkpoints.latest_step()
+            raise Diverged(
+                f"loss or parameters became NaN/inf at step {bad[0]}; training stopped "
+                f"(last good checkpoint: {'none' if last_good is None else f'step {last_good}'} in "
+                f"{workdir / 'checkpoints' / 'latest'}); try a lower config.optimizer.learning_rate"
+            )
+        elapsed = max(time.perf_counter() - window["time"], 1e-9)
+        values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "nonfinite"}
+        values["learning_rate"] = {g: float(s(steps[-1] - 1)) for g, s in optimizer.schedules.items()}
+        values["examples_per_s"] = window["examples"] / elapsed
+        values["tokens_per_s"] = window["tokens"] / elapsed
+        values["epoch"] = (steps[-1]) / order.steps_per_epoch
+        reporter.log("train", steps[-1], values)
+        reporter.progress(0, loss=values["loss"], ex_s=values["examples_per_s"])
+        window.update(examples=0, tokens=0, time=time.perf_counter())
+
+    def run_eval() -> None:
+        flush()
+        metrics = _evaluate_splits(engine, eval_step, trainable, frozen, data, eval_splits,
+                                   config.train.eval_batch_size)
+        progress.last_metrics = metrics
+        reporter.log("eval", progress.step, metrics)
+        reporter.print(f"step {progress.step}: " + "; ".join(
+            f"{split} " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()) for split, m in metrics.items()))
+        first = metrics[next(iter(eval_splits))]
+        if best_metric not in first:
+            raise InputError(
+                f"config.train.best_metric={best_metric!r} is not among the metrics of split "
+                f"{next(iter(eval_splits))!r}: {sorted(first)}"
+            )
+        value = first[best_metric]
+        if progress.improved(value, config.train.best_mode):
+            progress.best_value, progress.best_step, progress.best_metrics = value, progress.step, metrics
+            progress.evals_since_best = 0
+            checkpoints.save_best(progress.step, trainable, value, meta())
+        else:
+            progress.evals_since_best += 1
+            patience = config.train.early_stopping_patience
+            if patience and progress.evals_since_best >= patience:
+                progress.stopped_early = True
+                reporter.print(f"early stopping at step {progress.step}: no improvement of "
+                               f"{best_metric} in {patience} evaluations")
+
+    start = progress.step
+    if start < total_steps and not progress.stopped_early:
+        reporter.start_progress(total_steps, start)
+        batches = pipeline.train_batches(
+            train_split, order, start_step=start, stop_step=total_steps,
+            host_range=engine.host_rows(batch_size), to_device=engine.to_device(batch_size))
+        with pipeline.Prefetch(batches) as prefetched:
+            for batch in prefetched:
+                trainable, opt_state, metrics = train_step(
+                    trainable, frozen, opt_state, batch.arrays, step_rng(dropout_rng, batch.step))
+                progress.step = done = batch.step + 1
+                pending.append((done, metrics))
+                window["examples"] += batch_size
+                window["tokens"] += batch.tokens
+                reporter.progress(1)
+                if done % config.train.log_every == 0 or done == total_steps:
+                    flush()
+                eval_every = config.train.eval_every or order.steps_per_epoch
+                if eval_splits and (done % eval_every == 0 or done == total_steps):
+                    run_eval()
+                every = config.checkpoint.every_steps
+                if (every and done % every == 0) or done == total_steps or progress.stopped_early:
+                    flush()
+                    checkpoints.save(done, trainable, opt_state, meta())
+                for hook in hooks:
+                    hook(done)
+                if progress.stopped_early:
+                    break
+        flush()
+    checkpoints.wait()
+
+    final = trainable
+    best = checkpoints.restore_best(engine.trainable_target()) if checkpoints.best is not None else None
+    if best is not None:
+        final = best[0]
+    if config.checkpoint.export:
+        ckpt.write_export(workdir / "export", final, metadata=model.export_metadata(),
+                          fingerprint=model.fingerprint, backbone=config.model.name)
+    results.update(
+        status="early_stopped" if progress.stopped_early else "completed",
+        steps=progress.step,
+        best={"metric": best_metric, "value": progress.best_value, "step": progress.best_step}
+        if progress.best_step is not None else None,
+        metrics=progress.best_metrics or progress.last_metrics or {},
+        last_metrics=progress.last_metrics or {},
+        export=str(workdir / "export") if config.checkpoint.export else None,
+    )
+    if primary:
+        write_json_atomic(workdir / "results.json", results)
+    return results
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, model: Model, data: TaskData, *,
+             devices: list | None = None) -> dict:
+    """Mode "eval": load the export named by config.restore (if any) and evaluate every eval split."""
+    workdir = Path(workdir)
+    devices = list(jax.devices() if devices is None else devices)
+    validate(config, len(devices))
+    primary = jax.process_index() == 0
+    engine = Engine(config, model, devices=devices)
+    reporter = Reporter(workdir, enabled=primary, tensorboard=config.logging.tensorboard, progress=False)
+    try:
+        export_info = None
+        if config.restore and model.fingerprint:  # fail before any weight is read when possible
+            ckpt.check_fingerprint(config.restore, ckpt.read_export_metadata(config.restore),
+                                   model.fingerprint)
+        trainable, frozen = engine.init_params(jax.random.PRNGKey(config.seed))
+        counts = parameter_counts(trainable, frozen)
+        reporter.print(describe_counts(counts))
+        if config.restore:
+            trainable, export_info = ckpt.read_export(
+                config.restore, engine.trainable_target(), fingerprint=model.fingerprint)
+        splits = {name: _prepare(config, data, name, workdir / "cache") for name in config.task.eval_splits}
+        metrics = _evaluate_splits(engine, engine.compile_eval_step(), trainable, frozen, data, splits,
+                                   config.train.eval_batch_size)
+        reporter.log("eval", 0, metrics)
+        for split, values in metrics.items():
+            reporter.print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        results = _base_results(config, model, counts)
+        results.update(status="completed", metrics=metrics,
+                       restore=str(ckpt.resolve_export(config.restore)) if config.restore else None,
+                       export_method=export_info["method"] if export_info else None)
+        if primary:
+            write_json_atomic(workdir / "results.json", results)
+        return results
+    finally:
+        reporter.close()
