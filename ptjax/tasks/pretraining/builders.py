@@ -175,7 +175,9 @@ class NextSentencePairs(_SentenceBuilder):
     """Sentence-pair format (PPT section 3.2.1): label "2" when s2 directly follows s1, "1" when
     s2 is another sentence of the same document not adjacent to s1 (neither side), "0" when s2
     comes from a different document. Each pair gets, among the labels possible for it, the label
-    produced least so far (ties broken at random), so the three classes stay balanced."""
+    produced least so far (ties broken at random), so the three classes stay balanced.
+    Pattern: the paper's "s1 <X> .s2" with s1 keeping its own final punctuation ("It rained.
+    yes. The river rose."); on T5 [MASK] renders as the sentinel, as in the paper."""
 
     task = "ppt_nsp"
     labels = ("0", "1", "2")
@@ -210,7 +212,9 @@ class NextSentencePairs(_SentenceBuilder):
 class SentenceSelection(_SentenceBuilder):
     """Multiple-choice format (PPT section 3.2.2): a query sentence and six shuffled candidates,
     the sentence that directly follows it, one sentence of the same document not adjacent to
-    it, and four sentences of other documents; the label is the letter of the true next one."""
+    it, and four sentences of other documents; the label is the letter of the true next one.
+    Pattern: the paper's "s_q? A.s1 ... F.s6. Answer is <X>." (the query's final punctuation
+    becomes "?", the last option's becomes the "." before "Answer is")."""
 
     task = "ppt_nss"
     num_options = 6

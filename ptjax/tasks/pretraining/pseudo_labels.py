@@ -19,6 +19,7 @@ takes the place of a random waiting one), and examples leave in rounds of one pe
 shuffled, so every prefix of the output is balanced to within one round; what still waits when
 the corpus ends is dropped. balance=False yields every kept sentence in corpus order.
 
+Pattern: the paper's "s. <X>." with the sentence keeping its own final punctuation (not doubled).
 Labels are "0".."4" (terrible .. great), the same strings as the SST-5 task's, so a prompt
 pre-trained here transfers to SST-5 with the same verbalizer and to 2-class tasks with a subset.
 """
