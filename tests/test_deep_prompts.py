@@ -49,15 +49,18 @@ def test_direct_prefix_shapes_and_axes():
     assert table.shape == (LENGTH, LAYERS, 2, HEADS, DIM)
     np.testing.assert_array_equal(prefix.keys[2, 0], table[:, 2, 0])
     np.testing.assert_array_equal(prefix.values[3, 0], table[:, 3, 1])
-    assert tuple(nn.get_partition_spec(variables)["params"]["prefix"]) == ("prompt", "layers", None, "kv_heads", "kv")
+    spec = nn.get_partition_spec(variables)["params"]["prefix"]
+    assert tuple(spec) == ("prompt", "layers", None, "kv_heads", "kv")
     assert not np.allclose(prefix.keys, prefix.values)
 
 
 def test_mlp_reparameterization(mlp_deep):
     deep, params = mlp_deep
-    assert count(params) == LENGTH * 12 + (12 * 6 + 6) + (6 * LAYERS * 2 * HEADS * DIM + LAYERS * 2 * HEADS * DIM)
+    per_position = LAYERS * 2 * HEADS * DIM
+    assert count(params) == LENGTH * 12 + (12 * 6 + 6) + (6 * per_position + per_position)
     h, o = params["hidden"], params["output"]
-    flat = jnp.tanh(params["embedding"] @ h["kernel"] + h["bias"]) @ o["kernel"].reshape(6, -1) + o["bias"].reshape(-1)
+    hidden = jnp.tanh(params["embedding"] @ h["kernel"] + h["bias"])
+    flat = hidden @ o["kernel"].reshape(6, -1) + o["bias"].reshape(-1)
     expected = flat.reshape(LENGTH, LAYERS, 2, HEADS, DIM)  # per position: layer-major, then key/value
     prefix = deep.apply({"params": params})
     np.testing.assert_allclose(prefix.keys[:, 0], expected[:, :, 0].transpose(1, 0, 2, 3), atol=1e-5)
@@ -128,7 +131,8 @@ def test_bank_batch_broadcast_and_dropout():
 def test_prefix_on_a_tiny_bert_respects_the_layer_range(tiny_model_dir):
     backbone = load_backbone(tiny_model_dir("bert"))
     cfg = backbone.config
-    ids = jnp.asarray(backbone.tokenizer(["the capital of france is paris ."], return_tensors="np")["input_ids"], jnp.int32)
+    encoded = backbone.tokenizer(["the capital of france is paris ."], return_tensors="np")
+    ids = jnp.asarray(encoded["input_ids"], jnp.int32)
     deep = DeepPrompt(cfg.num_layers, cfg.num_heads, cfg.head_dim, 3, layer_range=(0, 1), count_from_top=True)
     params = init_params(deep)
 

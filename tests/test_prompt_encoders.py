@@ -8,8 +8,15 @@ import pytest
 
 from ptjax.errors import InputError
 from ptjax.prompts import (
-    PromptEncoder, embedding_std, insert_soft_prompts, label_init, materialize_encoder, random_init, text_init,
-    vectors_init, vocab_init,
+    PromptEncoder,
+    embedding_std,
+    insert_soft_prompts,
+    label_init,
+    materialize_encoder,
+    random_init,
+    text_init,
+    vectors_init,
+    vocab_init,
 )
 
 VOCAB, EMBED = 50, 16
@@ -69,7 +76,8 @@ def test_lstm_encoder_matches_pytorch_lstm_and_mlp(lstm_encoder):
             with torch.no_grad():
                 w_ih.copy_(torch.tensor(np.asarray(p["input"]["kernel"]).reshape(in_dim, 4 * half).T))
                 w_hh.copy_(torch.tensor(np.asarray(p["recurrent_kernel"]).reshape(half, 4 * half).T))
-                getattr(lstm, f"bias_ih_l{layer}{suffix}").copy_(torch.tensor(np.asarray(p["input"]["bias"]).reshape(-1)))
+                bias = torch.tensor(np.asarray(p["input"]["bias"]).reshape(-1))
+                getattr(lstm, f"bias_ih_l{layer}{suffix}").copy_(bias)
                 getattr(lstm, f"bias_hh_l{layer}{suffix}").zero_()
     with torch.no_grad():
         for index, name in ((0, "hidden"), (2, "output")):
@@ -138,7 +146,8 @@ def test_materialize_gives_the_same_vectors_without_the_encoder(lstm_encoder):
     plain, plain_params = materialize_encoder(encoder, params)
     assert plain.reparam == "none" and list(plain_params) == ["embedding"]
     assert plain_params["embedding"].shape == (2, 6, EMBED)
-    np.testing.assert_allclose(plain.apply({"params": plain_params}), encoder.apply({"params": params}), atol=1e-6)
+    expected = encoder.apply({"params": params})
+    np.testing.assert_allclose(plain.apply({"params": plain_params}), expected, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +201,8 @@ def test_insertion_gradient_flows_to_vectors_only_at_slots(lstm_encoder):
     encoder, params = lstm_encoder
 
     def loss(p):
-        return jnp.sum(insert_soft_prompts(embeds, SOFT_INDEX, encoder.apply({"params": p}), jnp.array([0, 1, 1])) ** 2)
+        vectors = encoder.apply({"params": p})
+        return jnp.sum(insert_soft_prompts(embeds, SOFT_INDEX, vectors, jnp.array([0, 1, 1])) ** 2)
 
     grads = jax.jit(jax.grad(loss))(params)
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(grads))

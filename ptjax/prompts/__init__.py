@@ -8,7 +8,14 @@ vectors inside the jitted step.
 
 from ptjax.prompts.deep import DeepPrompt, materialize_deep_prompt
 from ptjax.prompts.encoders import (
-    PromptEncoder, embedding_std, label_init, materialize_encoder, random_init, text_init, vectors_init, vocab_init,
+    PromptEncoder,
+    embedding_std,
+    label_init,
+    materialize_encoder,
+    random_init,
+    text_init,
+    vectors_init,
+    vocab_init,
 )
 from ptjax.prompts.insertion import insert_soft_prompts
 from ptjax.prompts.rendering import KINDS, Rendered, Renderer, TruncationStats, collate, render
@@ -16,11 +23,26 @@ from ptjax.prompts.templates import Template, parse_template
 from ptjax.prompts.verbalizers import Verbalizer, build_verbalizer, tokenize_word
 
 __all__ = [
-    "DeepPrompt", "materialize_deep_prompt",
-    "PromptEncoder", "embedding_std", "label_init", "materialize_encoder", "random_init", "text_init",
-    "vectors_init", "vocab_init",
+    "KINDS",
+    "DeepPrompt",
+    "PromptEncoder",
+    "Rendered",
+    "Renderer",
+    "Template",
+    "TruncationStats",
+    "Verbalizer",
+    "build_verbalizer",
+    "collate",
+    "embedding_std",
     "insert_soft_prompts",
-    "KINDS", "Rendered", "Renderer", "TruncationStats", "collate", "render",
-    "Template", "parse_template",
-    "Verbalizer", "build_verbalizer", "tokenize_word",
+    "label_init",
+    "materialize_deep_prompt",
+    "materialize_encoder",
+    "parse_template",
+    "random_init",
+    "render",
+    "text_init",
+    "tokenize_word",
+    "vectors_init",
+    "vocab_init",
 ]

@@ -64,7 +64,8 @@ class DeepPrompt(nn.Module):
         start, end = self.layer_range if self.layer_range is not None else (0, self.num_layers)
         if not 0 <= start < end <= self.num_layers:
             raise InputError(
-                f"deep prompt layer_range {self.layer_range} must satisfy 0 <= start < end <= {self.num_layers}"
+                f"deep prompt layer_range {self.layer_range} must satisfy "
+                f"0 <= start < end <= {self.num_layers}"
             )
         if self.count_from_top:
             start, end = self.num_layers - end, self.num_layers - start
@@ -93,7 +94,8 @@ class DeepPrompt(nn.Module):
         hidden = Dense(self.hidden_dim, ("embed",), ("prompt_hidden",), kernel_init=torch_linear_init,
                        name="hidden")(table)
         out_init = uniform_init(1.0 / self.hidden_dim**0.5)  # PyTorch nn.Linear's default
-        return Dense(per_position, ("prompt_hidden",), kv_axes, kernel_init=out_init, name="output")(jnp.tanh(hidden))
+        output = Dense(per_position, ("prompt_hidden",), kv_axes, kernel_init=out_init, name="output")
+        return output(jnp.tanh(hidden))
 
     def __call__(
         self, *, prompt_id: Array | None = None, batch_size: int | None = None, deterministic: bool = True
@@ -121,7 +123,8 @@ class DeepPrompt(nn.Module):
         layer_mask = None
         if (start, end) != (0, self.num_layers):
             table = jnp.pad(table, [(start, self.num_layers - end)] + [(0, 0)] * 5)
-            layer_mask = jnp.asarray((np.arange(self.num_layers) >= start) & (np.arange(self.num_layers) < end))
+            layers = np.arange(self.num_layers)
+            layer_mask = jnp.asarray((layers >= start) & (layers < end))
         return PrefixKV(keys=table[:, 0], values=table[:, 1], mask=None, layer_mask=layer_mask)
 
 

@@ -28,7 +28,8 @@ MLP and LSTM weights use "embed" and "prompt_hidden" (all small: replicate them)
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -58,7 +59,8 @@ def random_init(stddev: float = 1.0) -> Initializer:
     """Normal(0, stddev). 1.0 matches PyTorch nn.Embedding (the P-tuning encoders' input)."""
 
     def init(rng, shape, dtype=jnp.float32):
-        return (stddev * jax.random.normal(rng, (math.prod(shape),), jnp.float32)).reshape(shape).astype(dtype)
+        flat = stddev * jax.random.normal(rng, (math.prod(shape),), jnp.float32)
+        return flat.reshape(shape).astype(dtype)
 
     return init
 
@@ -132,7 +134,9 @@ def vectors_init(vectors) -> Initializer:
         if tuple(vectors.shape) == tuple(shape):
             return vectors.astype(dtype)
         if vectors.ndim != 2 or vectors.shape[-1] != shape[-1]:
-            raise InputError(f"vectors_init: vectors of shape {tuple(vectors.shape)} do not fit a prompt {tuple(shape)}")
+            raise InputError(
+                f"vectors_init: vectors of shape {tuple(vectors.shape)} do not fit a prompt {tuple(shape)}"
+            )
         rows = jnp.resize(vectors, (shape[-2], shape[-1]))
         return jnp.broadcast_to(rows, shape).astype(dtype)
 
@@ -223,7 +227,8 @@ class MLP(nn.Module):
         x = Dense(self.hidden_dim, (self.in_axis_name,), ("prompt_hidden",), kernel_init=torch_linear_init,
                   name="hidden")(x)
         x = ACTIVATIONS[self.activation](x)
-        return Dense(self.out_dim, ("prompt_hidden",), ("embed",), kernel_init=torch_linear_init, name="output")(x)
+        return Dense(self.out_dim, ("prompt_hidden",), ("embed",), kernel_init=torch_linear_init,
+                     name="output")(x)
 
 
 class PromptEncoder(nn.Module):
@@ -247,7 +252,8 @@ class PromptEncoder(nn.Module):
     @nn.compact
     def __call__(self) -> Array:
         if self.reparam not in REPARAMETERIZATIONS:
-            raise InputError(f"unknown prompt reparameterization {self.reparam!r} (known: {', '.join(REPARAMETERIZATIONS)})")
+            known = ", ".join(REPARAMETERIZATIONS)
+            raise InputError(f"unknown prompt reparameterization {self.reparam!r} (known: {known})")
         if self.activation not in ACTIVATIONS:
             raise InputError(f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
         if self.num_tokens < 1:
@@ -256,7 +262,9 @@ class PromptEncoder(nn.Module):
         bank_axes = ("prompt_bank",) if self.num_prompts else ()
         table = self.param(
             "embedding",
-            nn.with_logical_partitioning(self.table_init or random_init(1.0), bank_axes + ("prompt", "embed")),
+            nn.with_logical_partitioning(
+                self.table_init or random_init(1.0), bank_axes + ("prompt", "embed")
+            ),
             bank + (self.num_tokens, self.embed_dim),
             jnp.float32,
         )

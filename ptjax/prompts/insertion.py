@@ -29,7 +29,9 @@ def insert_soft_prompts(
     an out-of-range k is clamped); templates number their soft tokens 0 .. num_soft - 1.
     """
     if embeds.ndim != 3 or soft_index.shape != embeds.shape[:2]:
-        raise ValueError(f"embeds {embeds.shape} and soft_index {soft_index.shape} must be [b, l, e] and [b, l]")
+        raise ValueError(
+            f"embeds {embeds.shape} and soft_index {soft_index.shape} must be [b, l, e] and [b, l]"
+        )
     slot = jnp.maximum(soft_index, 0)
     if vectors.ndim == 2:
         gathered = jnp.take(vectors, slot, axis=0)  # [b, l, e]
@@ -38,7 +40,9 @@ def insert_soft_prompts(
             raise ValueError("vectors [num_prompts, num_soft, embed] need prompt_id [batch]")
         gathered = vectors[jnp.asarray(prompt_id)[:, None], slot]  # [b, l, e]
     else:
-        raise ValueError(f"vectors must be [num_soft, embed] or [num_prompts, num_soft, embed], got {vectors.shape}")
+        raise ValueError(
+            f"vectors must be [num_soft, embed] or [num_prompts, num_soft, embed], got {vectors.shape}"
+        )
     if gathered.shape[-1] != embeds.shape[-1]:
         raise ValueError(f"prompt width {gathered.shape[-1]} != embedding width {embeds.shape[-1]}")
     return jnp.where((soft_index >= 0)[..., None], gathered.astype(embeds.dtype), embeds)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import weakref
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class _Layout:
     segment_types: tuple[int, ...]
 
 
-_LAYOUTS: "weakref.WeakKeyDictionary[Any, dict[int, _Layout]]" = weakref.WeakKeyDictionary()
+_LAYOUTS: weakref.WeakKeyDictionary[Any, dict[int, _Layout]] = weakref.WeakKeyDictionary()
 
 
 def special_layout(tokenizer, num_segments: int) -> _Layout:
@@ -138,9 +139,8 @@ class Renderer:
         if not getattr(tokenizer, "is_fast", False):
             raise InputError(f"{type(tokenizer).__name__}: a fast tokenizer is needed (token offsets)")
         self.tokenizer, self.kind, self.max_length = tokenizer, kind, int(max_length)
-        self.placeholder_id = next(
-            (i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0
-        )
+        candidates = (tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id)
+        self.placeholder_id = next((i for i in candidates if i is not None), 0)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.placeholder_id
         self.stats = TruncationStats()
         self._checked: set[Template] = set()
@@ -182,7 +182,8 @@ class Renderer:
                  + template.num_soft_tokens + num_slot_tokens)
         removed = self._truncate(template, occurrences, run_tokens, total - self.max_length, truncate)
 
-        ids, soft, types = list(layout.specials[0]), [-1] * len(layout.specials[0]), list(layout.special_types[0])
+        ids, types = list(layout.specials[0]), list(layout.special_types[0])
+        soft = [-1] * len(ids)
         target_index = -1
         run_iter = iter(run_tokens)
         for number, segment in enumerate(segments):
@@ -230,7 +231,9 @@ class Renderer:
             elif self.kind == "seq2seq":
                 slot_id = self.tokenizer.convert_tokens_to_ids(SEQ2SEQ_SENTINEL)
                 if slot_id is None or slot_id == self.tokenizer.unk_token_id:
-                    raise InputError(f"{template.describe()}: the tokenizer has no {SEQ2SEQ_SENTINEL} sentinel for [MASK]")
+                    raise InputError(
+                        f"{template.describe()}: the tokenizer has no {SEQ2SEQ_SENTINEL} sentinel for [MASK]"
+                    )
         if template not in self._checked:
             if self.kind == "causal_lm" and template.text_after_target:
                 raise InputError(
@@ -279,9 +282,10 @@ class Renderer:
                     lengths[owner] += 1
         if sum(lengths.values()) < excess:
             raise InputError(
-                f"{template.describe()}: needs {excess} fewer tokens to fit max_length {self.max_length}, but "
-                f"the truncatable fields hold only {sum(lengths.values())} (soft tokens, text, slot and special "
-                "tokens are never cut): raise max_length or shorten the template"
+                f"{template.describe()}: needs {excess} fewer tokens to fit max_length "
+                f"{self.max_length}, but the truncatable fields hold only {sum(lengths.values())} "
+                "(soft tokens, text, slot and special tokens are never cut): raise max_length or "
+                "shorten the template"
             )
         removed = _longest_first(lengths, excess)
         left = dict(removed)
@@ -312,7 +316,9 @@ def render(
     return Renderer(tokenizer, kind, max_length)(template, fields, answer_ids=answer_ids, truncate=truncate)
 
 
-def collate(rendered: Sequence[Rendered], *, length: int | None = None, pad_id: int = 0) -> dict[str, np.ndarray]:
+def collate(
+    rendered: Sequence[Rendered], *, length: int | None = None, pad_id: int = 0
+) -> dict[str, np.ndarray]:
     """Right-pad rendered examples to [batch, length] numpy arrays.
 
     Returns input_ids (pad_id), attention_mask (1 real / 0 pad), soft_index (-1 on padding),
@@ -347,7 +353,9 @@ def _split(template: Template, fields: Mapping[str, Any]):
     """Segments of items ("run", text, spans) | ("soft", first, count) | ("slot",), and the field
     occurrences as (name, truncatable); spans are (start, end, occurrence) within a run."""
     if not isinstance(fields, Mapping):
-        raise InputError(f"{template.describe()}: fields must be a mapping of name -> text, got {type(fields).__name__}")
+        raise InputError(
+            f"{template.describe()}: fields must be a mapping of name -> text, got {type(fields).__name__}"
+        )
     segments: list[list[tuple]] = [[]]
     occurrences: list[tuple[str, bool]] = []
     text: list[str] = []
@@ -374,7 +382,9 @@ def _split(template: Template, fields: Mapping[str, Any]):
             value = fields.get(piece.name)
             if value is None:
                 have = ", ".join(sorted(map(str, fields)))
-                raise InputError(f"{template.describe()}: field {piece.name!r} missing from the example (has: {have})")
+                raise InputError(
+                    f"{template.describe()}: field {piece.name!r} missing from the example (has: {have})"
+                )
             value = piece.apply(str(value))
             occurrences.append((piece.name, piece.truncatable))
             if value:

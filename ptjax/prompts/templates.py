@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Union
 
 from ptjax.errors import InputError
 
@@ -109,7 +108,7 @@ class Sep:
     position: int
 
 
-Piece = Union[Text, Field, Soft, Mask, Sep]
+Piece = Text | Field | Soft | Mask | Sep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +147,8 @@ class Template:
         for piece in self.pieces:
             if isinstance(piece, Mask):
                 return content and isinstance(before, Text) and before.text[-1:].isspace()
-            content = False if isinstance(piece, Sep) else content or not (isinstance(piece, Text) and piece.text.isspace())
+            blank = isinstance(piece, Text) and piece.text.isspace()
+            content = False if isinstance(piece, Sep) else content or not blank
             before = piece
         return False
 
@@ -162,7 +162,7 @@ class Template:
             seen = seen or isinstance(piece, Mask)
         return False
 
-    def until_target(self) -> "Template":
+    def until_target(self) -> Template:
         """The template cut right after [MASK] (for causal LMs, whose answer ends the input)."""
         for i, piece in enumerate(self.pieces):
             if isinstance(piece, Mask):
@@ -184,7 +184,8 @@ def parse_template(source: str | Template, origin: str | None = None) -> Templat
 @functools.lru_cache(maxsize=1024)
 def _parse_cached(source: str, origin: str | None) -> Template:
     if not isinstance(source, str):
-        raise InputError(f"{origin + ': ' if origin else ''}a template must be a string, got {type(source).__name__}")
+        where = f"{origin}: " if origin else ""
+        raise InputError(f"{where}a template must be a string, got {type(source).__name__}")
     where = f"{origin}: " if origin else ""
 
     def fail(position: int, problem: str):

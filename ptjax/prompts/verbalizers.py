@@ -16,7 +16,8 @@ heads aggregate over the words with `word_mask`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,9 @@ class Verbalizer:
     def label_token_ids(self) -> np.ndarray:
         """int32 [num_labels]: the token of each label's single word."""
         if self.token_ids.shape[1] != 1:
-            raise InputError("label_token_ids needs one word per label; this verbalizer has several: use single_token_ids")
+            raise InputError(
+                "label_token_ids needs one word per label; this verbalizer has several: use single_token_ids"
+            )
         return self.single_token_ids()[:, 0]
 
     def _require_single_token(self) -> None:
@@ -157,7 +160,8 @@ def build_verbalizer(
         prefix = [sentinel_id] if sentinel else []
         suffix = [tokenizer.eos_token_id] if eos else []
 
-    rows = [[prefix + tokenize_word(tokenizer, w, follows_space=follows_space) + suffix for w in ws] for ws in words]
+    rows = [[prefix + tokenize_word(tokenizer, w, follows_space=follows_space) + suffix for w in label_words]
+            for label_words in words]
     for label, ws, label_rows in zip(labels, words, rows):
         for word, row in zip(ws, label_rows):
             if len(row) == len(prefix) + len(suffix):
