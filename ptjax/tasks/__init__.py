@@ -4,12 +4,13 @@
     spec = get_task("conll03")
     train = spec.load(data_dir, "train")
 
-Importing this package registers every built-in task (LAMA, SuperGLUE, GLUE/SST, tagging, SRL, QA).
+Importing this package registers every built-in task (LAMA, SuperGLUE, GLUE/SST, tagging, SRL, QA,
+PPT pre-training formats).
 """
 
 from ptjax.tasks.base import (KINDS, Example, TaskSpec, collect_labels, get_task, load_examples,
                               register, task_names)
-from ptjax.tasks import glue, lama, qa, srl, sst, superglue, tagging  # noqa: F401  (registration)
+from ptjax.tasks import glue, lama, pretraining, qa, srl, sst, superglue, tagging  # noqa: F401  (registration)
 
 __all__ = ["KINDS", "Example", "TaskSpec", "collect_labels", "get_task", "load_examples", "register",
            "task_names"]
