@@ -7,7 +7,9 @@ hold every benchmarked batch), runs warm-up steps, then times `steps` steps on r
 batches and prints one JSON line:
 
   examples_per_s, tokens_per_s (real tokens), padded_tokens_per_s (what the device computes),
-  flops_per_step (XLA's cost analysis of the compiled step, whole program, all devices),
+  flops_per_step (XLA's cost analysis of the lowered step before partitioning: the whole
+    step over all devices. XLA counts a loop body once, so with model.scan_layers=True the
+    count comes from lowering the same step with unrolled layers; flops_source says which),
   flops_per_step_estimate (dense rule of thumb, attention excluded: per padded token
     2N forward + 2N backward through activations + 2 N_trainable for weight gradients,
     N = all parameters), achieved_flops_per_s (from the cost analysis, or the estimate when
@@ -60,7 +62,27 @@ def _peak_memory() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_rss"
 
 
-def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: int = 10) -> dict:
+def _unrolled_flops(config, model: Model, batch: dict, rng) -> float | None:
+    """Cost analysis of the train step lowered (not compiled) with `model`, a build of the same
+    experiment with model.scan_layers=False: every layer's FLOPs are counted."""
+    engine = Engine(config, model)
+    optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable, total_steps=1,
+                                steps_per_epoch=1)
+    opt_shardings = engine.opt_state_shardings(optimizer.transform)
+    frozen = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          engine.frozen_shapes, engine.frozen_shardings)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch)
+    step = engine.compile_train_step(optimizer.transform, opt_shardings)
+    with engine.activate():
+        lowered = step.jitted.lower(engine.trainable_target(), frozen,
+                                    engine.opt_state_target(optimizer.transform, opt_shardings), batch, rng)
+    return _cost_flops(lowered)
+
+
+def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: int = 10,
+              unrolled_model: Model | None = None) -> dict:
+    """Time the train step. unrolled_model: the same experiment built with
+    model.scan_layers=False, used only to count FLOPs when `model` scans its layers."""
     validate(config, jax.device_count())
     engine = Engine(config, model)
     split = pipeline.prepare_split(config.task.train_split, data.features(config.task.train_split),
@@ -94,10 +116,17 @@ def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: i
 
     compile_start = time.perf_counter()
     with engine.activate():
-        compiled = train_step.jitted.lower(trainable, frozen, opt_state, batches[0],
-                                           step_rng(dropout_rng, 0)).compile()
+        lowered = train_step.jitted.lower(trainable, frozen, opt_state, batches[0], step_rng(dropout_rng, 0))
+        lowered.compile()
     compile_s = time.perf_counter() - compile_start
-    flops = _cost_flops(compiled)
+    if config.model.scan_layers and unrolled_model is not None:
+        unrolled = config.copy_and_resolve_references()
+        unrolled.model.scan_layers = False
+        flops = _unrolled_flops(unrolled, unrolled_model, batches[0], step_rng(dropout_rng, 0))
+        flops_source = "cost_analysis_unrolled"
+    else:
+        flops = _cost_flops(lowered)
+        flops_source = "cost_analysis" if not config.model.scan_layers else "cost_analysis_scan_body_once"
 
     metrics = None
     for step in range(warmup):
@@ -130,9 +159,10 @@ def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: i
         "tokens_per_s": float(np.sum(real_tokens[warmup:])) / elapsed,
         "padded_tokens_per_s": padded_tokens / per_step,
         "flops_per_step": flops,
+        "flops_source": flops_source if flops is not None else None,
         "flops_per_step_estimate": float(estimate),
         "achieved_flops_per_s": (flops if flops is not None else estimate) / per_step,
-        "achieved_flops_source": "cost_analysis" if flops is not None else "estimate",
+        "achieved_flops_source": flops_source if flops is not None else "estimate",
         "peak_memory_bytes": peak,
         "peak_memory_source": peak_source,
         "params": counts,
@@ -151,8 +181,13 @@ def main(argv) -> None:
         from ptjax.experiment import build
 
         experiment = build(config)
+        unrolled_model = None
+        if config.model.scan_layers:  # count FLOPs on an unrolled twin (traced, never run)
+            unrolled = config.copy_and_resolve_references()
+            unrolled.model.scan_layers = False
+            unrolled_model = build(unrolled).model
         result = benchmark(config, experiment.model, experiment.data, warmup=_WARMUP.value,
-                           steps=_STEPS.value)
+                           steps=_STEPS.value, unrolled_model=unrolled_model)
     except InputError as err:
         cli.fail(str(err))
     print(json.dumps(result, sort_keys=True), flush=True)

@@ -125,6 +125,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(bert_dir, tmp_p
     model, data = toy_experiment.build(config, sizes={"train": 17}, poison={"train": poisoned})
     with pytest.raises(loop.Diverged, match=rf"NaN/inf at step {bad_step}; .*last good checkpoint: step 2"):
         loop.train(config, tmp_path, model, data)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "diverged" and f"step {bad_step}" in saved["error"]
     latest = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "latest").iterdir() if p.name.isdigit())
     assert latest == [2]
     from ptjax.train.engine import Engine

@@ -101,6 +101,33 @@ def test_microbatches_interleave_rows():
     np.testing.assert_array_equal(microbatches(batch, 2)["x"], [[0, 2, 4, 6], [1, 3, 5, 7]])
 
 
+class TokenMeanModel:
+    """A loss averaged over a varying number of tokens per batch: aux["weight"] makes
+    accumulated microbatches weigh like the full batch."""
+
+    def loss(self, params, batch, rng, *, train):
+        err = (batch["x"] * params["prompt"]["w"] - batch["y"]) ** 2 * batch["mask"]
+        tokens = batch["mask"].sum()
+        return err.sum() / tokens, {"weight": tokens, "tokens": tokens}
+
+
+def test_accumulation_weights_microbatches_by_aux_weight():
+    from ptjax.train.step import make_train_step
+
+    rng = np.random.default_rng(0)
+    batch = {"x": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),
+             "y": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),
+             "mask": jnp.asarray(np.arange(5)[None] < rng.integers(1, 6, size=(8, 1)), jnp.float32)}
+    params = {"prompt": {"w": jnp.float32(0.5)}}
+    opt = optax.sgd(1.0)
+    results = []
+    for count in (1, 4):
+        step = jax.jit(make_train_step(TokenMeanModel(), opt, grad_accum_steps=count))
+        new, _, metrics = step(params, {}, opt.init(params), batch, jax.random.PRNGKey(0))
+        results.append((float(metrics["loss"]), float(new["prompt"]["w"])))
+    assert results[0] == pytest.approx(results[1], rel=1e-6)
+
+
 def test_frozen_params_never_change_and_have_no_optimizer_state(bert_dir, tmp_path):
     config = toy_experiment.toy_config(bert_dir, tmp_path)
     model, data = toy_experiment.build(config)

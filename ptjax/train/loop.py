@@ -207,35 +207,42 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
                 reporter.print(f"early stopping at step {progress.step}: no improvement of "
                                f"{best_metric} in {patience} evaluations")
 
-    start = progress.step
-    if start < total_steps and not progress.stopped_early:
-        reporter.start_progress(total_steps, start)
-        batches = pipeline.train_batches(
-            train_split, order, start_step=start, stop_step=total_steps,
-            host_range=engine.host_rows(batch_size), to_device=engine.to_device(batch_size))
-        with pipeline.Prefetch(batches) as prefetched:
-            for batch in prefetched:
-                trainable, opt_state, metrics = train_step(
-                    trainable, frozen, opt_state, batch.arrays, step_rng(dropout_rng, batch.step))
-                progress.step = done = batch.step + 1
-                pending.append((done, metrics))
-                window["examples"] += batch_size
-                window["tokens"] += batch.tokens
-                reporter.progress(1)
-                if done % config.train.log_every == 0 or done == total_steps:
-                    flush()
-                eval_every = config.train.eval_every or order.steps_per_epoch
-                if eval_splits and (done % eval_every == 0 or done == total_steps):
-                    run_eval()
-                every = config.checkpoint.every_steps
-                if (every and done % every == 0) or done == total_steps or progress.stopped_early:
-                    flush()
-                    checkpoints.save(done, trainable, opt_state, meta())
-                for hook in hooks:
-                    hook(done)
-                if progress.stopped_early:
-                    break
-        flush()
+    try:
+        start = progress.step
+        if start < total_steps and not progress.stopped_early:
+            reporter.start_progress(total_steps, start)
+            batches = pipeline.train_batches(
+                train_split, order, start_step=start, stop_step=total_steps,
+                host_range=engine.host_rows(batch_size), to_device=engine.to_device(batch_size))
+            with pipeline.Prefetch(batches) as prefetched:
+                for batch in prefetched:
+                    trainable, opt_state, metrics = train_step(
+                        trainable, frozen, opt_state, batch.arrays, step_rng(dropout_rng, batch.step))
+                    progress.step = done = batch.step + 1
+                    pending.append((done, metrics))
+                    window["examples"] += batch_size
+                    window["tokens"] += batch.tokens
+                    reporter.progress(1)
+                    if done % config.train.log_every == 0 or done == total_steps:
+                        flush()
+                    eval_every = config.train.eval_every or order.steps_per_epoch
+                    if eval_splits and (done % eval_every == 0 or done == total_steps):
+                        run_eval()
+                    every = config.checkpoint.every_steps
+                    if (every and done % every == 0) or done == total_steps or progress.stopped_early:
+                        flush()
+                        checkpoints.save(done, trainable, opt_state, meta())
+                    for hook in hooks:
+                        hook(done)
+                    if progress.stopped_early:
+                        break
+            flush()
+    except Diverged as err:
+        results.update(status="diverged", error=str(err), steps=progress.step,
+                       metrics=progress.best_metrics or progress.last_metrics or {})
+        if primary:
+            write_json_atomic(workdir / "results.json", results)
+        raise
     checkpoints.wait()
 
     final = trainable
