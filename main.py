@@ -56,6 +56,7 @@ def run(config, workdir: str, build: Callable | None = None):
 def main(argv: list[str]) -> None:
     from ptjax.errors import InputError
 
+    cli.quiet_logs()
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]} (options look like --config.a.b=value)")
     if _WORKDIR.value is None:
@@ -72,5 +73,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.quiet_logs()
     app.run(main, flags_parser=cli.parse_flags)

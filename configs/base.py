@@ -109,8 +109,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.head = head = ml_collections.ConfigDict()
     # Output head: "verbalizer" (label words scored by the LM head), "cls" (linear on [CLS]),
-    # "token" (per-token tags), "span" (start/end), "choice" (multiple choice scores).
-    head.type = "verbalizer"
+    # "token" (per-token tags), "span" (start/end), "choice" (multiple choice scores), or
+    # "auto": a linear head for ptuning_v2 / fine_tune or a backbone without an LM head, the LM
+    # head (verbalizer, or choice for multi-token label words) otherwise.
+    head.type = "auto"
     # Label words in label order for the verbalizer; empty: the task's default words.
     head.verbalizer = ()
 

@@ -173,6 +173,7 @@ def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: i
 def main(argv) -> None:
     from ptjax.errors import InputError
 
+    cli.quiet_logs()
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}")
     config = cli.load_config()
@@ -194,5 +195,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    cli.quiet_logs()
     app.run(main, flags_parser=cli.parse_flags)

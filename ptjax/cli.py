@@ -10,6 +10,7 @@ import logging
 import sys
 
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -59,6 +60,8 @@ def load_config():
 
 
 def quiet_logs() -> None:
-    """INFO logs (backend probing, orbax) would bury the one-line errors; --verbosity=0 shows them."""
-    flags.FLAGS.set_default("verbosity", -1)
-    logging.getLogger("jax").setLevel(logging.WARNING)
+    """INFO logs (backend probing, orbax) would bury progress and one-line errors. Call after
+    flag parsing; an explicit --verbosity keeps its level."""
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("jax").setLevel(logging.WARNING)

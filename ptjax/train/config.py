@@ -23,7 +23,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MESH_AXES = ("data", "fsdp", "tensor")
 PROMPT_ENCODERS = ("none", "mlp", "lstm")
 PROMPT_INITS = ("random", "vocab", "text")
-HEADS = ("verbalizer", "cls", "token", "span", "choice")
+HEADS = ("auto", "verbalizer", "cls", "token", "span", "choice")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 
 

@@ -32,7 +32,7 @@ class Model(Protocol):
 
     fingerprint: str
     """The backbone's fingerprint (Backbone.fingerprint from load_backbone); prompt exports carry
-    it so that a prompt is never restored onto another backbone."""
+    it so that a prompt is never restored onto another backbone. Read only after init_params."""
 
     def abstract_params(self) -> tuple[Params, Params]:
         """(shapes, logical_axes) of the full params tree, without reading weights.

@@ -277,9 +277,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, model: Mode
     reporter = Reporter(workdir, enabled=primary, tensorboard=config.logging.tensorboard, progress=False)
     try:
         export_info = None
-        if config.restore and model.fingerprint:  # fail before any weight is read when possible
-            ckpt.check_fingerprint(config.restore, ckpt.read_export_metadata(config.restore),
-                                   model.fingerprint)
+        if config.restore:
+            ckpt.read_export_metadata(config.restore)  # a missing or foreign export fails first
         trainable, frozen = engine.init_params(jax.random.PRNGKey(config.seed))
         counts = parameter_counts(trainable, frozen)
         reporter.print(describe_counts(counts))
