@@ -60,6 +60,9 @@ def test_checkpoints_keep_n_and_best(run):
     workdir, _, results = run
     latest = sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit())
     assert latest == [4, 6]
+    # trainable params + optimizer state only: the 1M-parameter frozen backbone is never saved
+    saved_bytes = sum(f.stat().st_size for f in (workdir / "checkpoints" / "latest" / "6").rglob("*") if f.is_file())
+    assert saved_bytes < 200_000
     best = [int(p.name) for p in (workdir / "checkpoints" / "best").iterdir() if p.name.isdigit()]
     assert best == [results["best"]["step"]]
     assert (workdir / "export").is_dir() and not list(workdir.glob("export.*"))
