@@ -11,7 +11,7 @@ traceback.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags
 

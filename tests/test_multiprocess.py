@@ -10,8 +10,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
 import toy_experiment
+
 from ptjax.train import loop
 
 RUNNER = Path(__file__).resolve().parent / "toy_run.py"

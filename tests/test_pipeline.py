@@ -4,8 +4,8 @@ per-host rows, prefetch, the feature cache, and no recompilation after warm-up."
 import jax
 import numpy as np
 import pytest
-
 import toy_experiment
+
 from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.train.step import step_rng
@@ -117,7 +117,7 @@ def test_no_recompilation_after_warm_up(tiny_model_dir, tmp_path):
     traces = []
     model, data = toy_experiment.build(config, sizes={"train": 24}, trace_counter=traces)
     steps_per_epoch = 24 // config.train.batch_size
-    engine, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
+    _, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
         config, model, data, devices=jax.devices()[:1], total_steps=2 * steps_per_epoch)
     shapes = [b["input_ids"].shape for b in batches]
     for i, batch in enumerate(batches):

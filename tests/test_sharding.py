@@ -4,9 +4,9 @@ the same losses and prompt as one device."""
 import jax
 import numpy as np
 import pytest
+import toy_experiment
 from jax.sharding import PartitionSpec as P
 
-import toy_experiment
 from ptjax.train import sharding as shd
 from ptjax.train.config import logical_axis_rules
 from ptjax.train.step import step_rng
@@ -45,14 +45,14 @@ def reference(bert_dir, tmp_path_factory):
 @pytest.mark.parametrize("mesh", [(8, 1, 1), (1, 8, 1), (2, 4, 1), (2, 1, 4)],
                          ids=["data8", "fsdp8", "data2_fsdp4", "data2_tensor4"])
 def test_meshes_match_one_device(bert_dir, tmp_path, reference, mesh):
-    engine, losses, prompt, frozen, opt_state, trainable = train_three_steps(bert_dir, tmp_path, mesh, None)
+    _, losses, prompt, frozen, opt_state, trainable = train_three_steps(bert_dir, tmp_path, mesh, None)
     ref_losses, ref_prompt = reference
     np.testing.assert_allclose(losses, ref_losses, atol=1e-5, rtol=0)
     np.testing.assert_allclose(prompt, ref_prompt, atol=1e-5, rtol=0)
     # the layout is really distributed as the mesh says, and prompts are replicated
     assert trainable["prompt"]["embedding"].sharding.is_fully_replicated
     query = frozen["backbone"]["layers"]["query"]["kernel"]  # [layers, embed, heads, kv]
-    data_, fsdp, tensor = mesh
+    _, fsdp, tensor = mesh
     expected = [None, "fsdp" if fsdp > 1 else None, "tensor" if tensor > 1 else None]
     while expected and expected[-1] is None:
         expected.pop()

@@ -6,9 +6,9 @@ import json
 import jax
 import numpy as np
 import pytest
-
 import tiny_models
 import toy_experiment
+
 from ptjax.errors import InputError
 from ptjax.train import checkpoints as ckpt
 from ptjax.train import loop
@@ -38,7 +38,7 @@ def read_jsonl(path):
 
 
 def test_metrics_results_and_event_files(run):
-    workdir, config, results = run
+    workdir, config, _ = run
     records = read_jsonl(workdir / "metrics.jsonl")
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
@@ -120,7 +120,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(bert_dir, tmp_p
     config = toy_experiment.toy_config(bert_dir, tmp_path, **{
         "train.num_steps": 6, "checkpoint.every_steps": 2, "checkpoint.async_save": False,
         "task.eval_splits": ()})
-    rng = lambda epoch: np.random.default_rng([config.seed, epoch]).permutation(17)  # noqa: E731
+    rng = lambda epoch: np.random.default_rng([config.seed, epoch]).permutation(17)
     poisoned = int(rng(0)[16])
     position = int(np.flatnonzero(rng(1) == poisoned)[0])
     assert position < 16  # the data is set up so that epoch 1 uses it

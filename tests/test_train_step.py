@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 import toy_experiment
+
 from configs import base
 from ptjax.train.optimizer import FROZEN, build_optimizer, label_tree, make_schedule
 from ptjax.train.step import merge_params, microbatches, split_params, step_rng
@@ -25,7 +25,7 @@ def one_device():
 def run_steps(config, count, *, devices=None, trace_counter=None):
     """Loss history, final trainable and frozen trees after `count` steps."""
     model, data = toy_experiment.build(config, trace_counter=trace_counter)
-    engine, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
+    _, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
         config, model, data, devices=devices or one_device(), total_steps=count)
     losses, metrics = [], None
     for i in range(count):
@@ -49,7 +49,7 @@ def test_guard_and_clipping_read_trainable_leaves_only():
     params = {"prompt": {"e": jnp.zeros(3)}, "backbone": {"w": jnp.zeros(2)}}
     # A leaf the label function calls frozen that slipped into the optimizer's tree gets no
     # update and does not count towards the clipped norm.
-    is_trainable = lambda p: p[0] == "prompt"  # noqa: E731
+    is_trainable = lambda p: p[0] == "prompt"
     assert label_tree(params, is_trainable) == {"prompt": {"e": "prompt"}, "backbone": {"w": FROZEN}}
     opt = build_optimizer(config, params, is_trainable, total_steps=10, steps_per_epoch=10).transform
     grads = {"prompt": {"e": jnp.array([0.3, 0.0, 0.4])}, "backbone": {"w": jnp.array([100.0, 100.0])}}
@@ -76,7 +76,7 @@ def test_per_group_learning_rates():
 def test_schedules():
     config = base.get_config()
     config.schedule.warmup_steps = 4
-    lr = lambda name, count, **kw: float(  # noqa: E731
+    lr = lambda name, count, **kw: float(
         make_schedule(_with(config, name, **kw), 1.0, total_steps=12, steps_per_epoch=3)(count))
     assert [lr("constant", c) for c in (0, 1, 3, 10)] == [0.25, 0.5, 1.0, 1.0]
     # linear: warm-up 4 updates, then 8 updates decaying 1, 7/8, ..., 1/8
@@ -131,7 +131,7 @@ def test_accumulation_weights_microbatches_by_aux_weight():
 def test_frozen_params_never_change_and_have_no_optimizer_state(bert_dir, tmp_path):
     config = toy_experiment.toy_config(bert_dir, tmp_path)
     model, data = toy_experiment.build(config)
-    engine, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
+    _, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
         config, model, data, devices=one_device(), total_steps=2)
     before = jax.device_get(frozen)
     prompt_before = np.asarray(trainable["prompt"]["embedding"])
@@ -158,7 +158,7 @@ def test_gradient_accumulation_equals_the_full_batch(bert_dir, tmp_path):
 def test_dropout_is_reproducible_and_varies_by_step(bert_dir, tmp_path):
     config = toy_experiment.toy_config(bert_dir, tmp_path, **{"train.dropout": True})
     model, data = toy_experiment.build(config)
-    engine, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
+    _, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
         config, model, data, devices=one_device(), total_steps=1)
     base_rng = jax.random.PRNGKey(3)
 
@@ -193,7 +193,7 @@ def test_every_optimizer_lowers_the_loss_on_one_batch(name):
     config.optimizer.weight_decay = 0.01 if name != "adam" else 0.0
     params = {"prompt": {"e": jnp.ones((4, 3))}}
     opt = build_optimizer(config, params, lambda p: True, total_steps=10, steps_per_epoch=10).transform
-    loss = lambda p: jnp.sum((p["prompt"]["e"] - 0.3) ** 2)  # noqa: E731
+    loss = lambda p: jnp.sum((p["prompt"]["e"] - 0.3) ** 2)
     state = opt.init(params)
     start = loss(params)
     for _ in range(5):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import ClassVar
 
-import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,8 +122,8 @@ class SoftPromptClassifier:
 class ParityTask:
     """TaskData protocol: random token sequences, label = parity of the first real token."""
 
-    pad_values = {"input_ids": 0, "attention_mask": 0}
-    length_groups: dict = {}
+    pad_values: ClassVar[dict] = {"input_ids": 0, "attention_mask": 0}
+    length_groups: ClassVar[dict] = {}
     primary_metric = "accuracy"
 
     def __init__(self, sizes: dict[str, int], *, min_length: int = 3, max_length: int = 20,

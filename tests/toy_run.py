@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
 
 def main(workdir: str, model_dir: str, options: dict) -> None:
@@ -27,6 +27,7 @@ def main(workdir: str, model_dir: str, options: dict) -> None:
                                    num_processes=options["num_processes"],
                                    process_id=options["process_id"])
     import toy_experiment
+
     from ptjax.train import checkpoints, loop
     from ptjax.train.engine import Engine
 

@@ -6,7 +6,8 @@ Shared by training (ptjax.train.loop), evaluation and the benchmark (ptjax.bench
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,14 @@ from ptjax.errors import InputError
 from ptjax.train import sharding as shd
 from ptjax.train.config import logical_axis_rules
 from ptjax.train.interfaces import Model
-from ptjax.train.step import as_float32, jit_eval_step, jit_train_step, make_eval_step, make_train_step, split_params
+from ptjax.train.step import (
+    as_float32,
+    jit_eval_step,
+    jit_train_step,
+    make_eval_step,
+    make_train_step,
+    split_params,
+)
 
 
 class Engine:

@@ -10,7 +10,7 @@ norm reads trainable leaves only) and in place of the update.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ def make_schedule(config: ml_collections.ConfigDict, peak: float, total_steps: i
       or one epoch. inverse_sqrt: peak * sqrt(W / (count + 1)) after warm-up.
     """
     sched = config.schedule
-    warmup = sched.warmup_steps or int(round(sched.warmup_ratio * total_steps))
+    warmup = sched.warmup_steps or round(sched.warmup_ratio * total_steps)
     name = sched.name
     period = max(1, sched.decay_every_steps or steps_per_epoch)
     decay_steps = max(1, total_steps - warmup)

@@ -47,7 +47,7 @@ class Reporter:
         if not enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)
+        self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 (open for the run)
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -108,7 +108,7 @@ def _flat_scalars(values: dict, prefix: str = ""):
 def parameter_counts(trainable: dict, frozen: dict) -> dict[str, Any]:
     import jax
 
-    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
     n_trainable, n_frozen = count(trainable), count(frozen)
     total = n_trainable + n_frozen
     return {"trainable": n_trainable, "total": total,

@@ -11,7 +11,8 @@ always a good one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -113,7 +114,7 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
         updates, new_opt_state = optimizer.update(grads, opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
         finite = jnp.isfinite(loss) & _all_finite(new_trainable)
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        keep = lambda new, old: jnp.where(finite, new, old)
         new_trainable = jax.tree.map(keep, new_trainable, trainable)
         new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
         metrics = {
