@@ -31,6 +31,7 @@ def export_prompt(workdir, config, model):
     return np.asarray(trainable["prompt"]["embedding"]), np.asarray(trainable["head"]["kernel"])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_prompt(tiny_model_dir, tmp_path):
     bert = tiny_model_dir("bert")
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 import toy_experiment
 
 from ptjax.train import loop
@@ -26,6 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_lockstep_and_agree(tiny_model_dir, tmp_path):
     bert = tiny_model_dir("bert")
     port = free_port()
