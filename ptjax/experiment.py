@@ -114,8 +114,16 @@ def single_token_words(label_words, renderer: Renderer, template) -> bool:
 def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None) -> Experiment:
     """backbone: an already opened backbone to reuse (weights loaded or not)."""
     get_method(config.method.name)
+    if config.task.name == "multi":  # MPT-2: several tasks, one shared prompt
+        from ptjax.formulations.multitask import build_multitask
+
+        return build_multitask(config, backbone or open_configured_backbone(config))
     spec = get_task(config.task.name)
     backbone = backbone or open_configured_backbone(config)
+    if spec.kind in ("tagging", "extractive_qa"):
+        from ptjax.formulations.token_tasks import build_token_experiment
+
+        return build_token_experiment(config, spec, backbone)
     renderer = Renderer(backbone.tokenizer, backbone.kind, config.task.max_length)
     formulation, template = build_formulation(config, spec, backbone, renderer)
     description = {"task": spec.name, "method": config.method.name, "backbone": backbone.name,
