@@ -1,0 +1,11 @@
+"""CoNLL-2003 NER with Lester prompt tuning (20 soft tokens before the sentence, frozen MiniLM);
+settings in configs/conll_ner.py.
+
+    python main.py --config configs/conll03_lester.py --workdir runs/conll03_lester
+"""
+
+from configs import conll_ner
+
+
+def get_config():
+    return conll_ner.get("conll03", "lester")

@@ -1,0 +1,15 @@
+"""CoNLL04 P-tuning v2 started from the MPT-2 shared prompt (and its CoNLL04 head row):
+the second stage of multi-task P-tuning v2. Point init_prompt at the MPT-2 run:
+
+    python main.py --config configs/conll_mpt2.py --workdir runs/conll_mpt2
+    python main.py --config configs/conll04_from_mpt2.py --workdir runs/conll04_from_mpt2 \
+        --config.task.options.init_prompt=runs/conll_mpt2
+"""
+
+from configs import conll_mpt2, conll_ner
+
+
+def get_config():
+    config = conll_ner.get("conll04", "ptuning_v2", prefix_length=conll_mpt2.PREFIX_LENGTH)
+    config.task.options.init_prompt = "runs/conll_mpt2"
+    return config
