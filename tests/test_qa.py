@@ -139,6 +139,7 @@ def test_decode_threshold_and_text(tmp_path, minilm_tokenizer):
             end[feature["end_position"]] = 2.0  # span score 5.0
         predictions.append({"start_logits": start, "end_logits": end})
     assert qa.decode(examples, features, predictions) == ["Jupiter"]  # 4.0 - 5.0 < 0
+    assert qa.null_score_diffs == {"a": -1.0} and qa.best_null_threshold(examples) == (1.0, -1.0)
     qa.null_threshold = -1.5
     assert qa.decode(examples, features, predictions) == [""]  # 4.0 - 5.0 > -1.5
     qa.allow_no_answer = False  # SQuAD 1.1: always the best span
@@ -185,3 +186,5 @@ def test_methods_train_and_decode(tiny_model_dir, squad_dir, family, method, tas
     keys = ("squad_v2_exact", "squad_v2_f1", "squad_v2_HasAns_f1", "squad_v2_NoAns_f1") if task == "squad_v2" \
         else ("squad_em", "squad_f1")
     assert set(keys) <= set(metrics) and 0.0 <= metrics["score"] <= 1.0
+    if task == "squad_v2":  # the threshold search can only do better than threshold 0
+        assert metrics["squad_v2_best_f1"] >= metrics["squad_v2_f1"] - 1e-9

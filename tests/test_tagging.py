@@ -88,6 +88,19 @@ def test_byte_level_bpe_alignment(bpe_tokenizers, family):
         ("Ġ", "O"), ("Ġ", "B-ORG"), ("Ġ", "O"), ("Ġ", "O")]
 
 
+def test_words_with_spaces_or_empty(minilm_tokenizer):
+    renderer = Renderer(minilm_tokenizer, "encoder", 32)
+    formulation = TokenTagging("{tokens}", CONLL03_LABELS, renderer)
+    example = Example("s", {"tokens": ("a", "", "New York", "b")}, ("O", "B-MISC", "B-LOC", "O"))
+    feature, = formulation.featurize([example])
+    assert _labelled(minilm_tokenizer, feature) == [
+        ("[CLS]", None), ("a", "O"), ("new", "B-LOC"), ("york", None), ("b", "O"), ("[SEP]", None)]
+    assert formulation.stats.untokenized_words == 1
+    predicted = np.full(len(feature["input_ids"]), CONLL03_LABELS.index("B-LOC"))
+    tags, = formulation.decode([example], [feature], [{"prediction": predicted}])
+    assert tags == ("B-LOC", "O", "B-LOC", "B-LOC")  # the empty word, never seen, is "O"
+
+
 def test_sentencepiece_alignment(tiny_model_dir):
     tokenizer = tf.AutoTokenizer.from_pretrained(tiny_model_dir("t5"))
     (ids, owners), = tokenize_words(tokenizer, [WORDS])

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ptjax.errors import InputError
+from ptjax.eval.metrics import best_no_answer_threshold
 from ptjax.formulations.base import EXAMPLE_FIELD, sequence_pad_values
 from ptjax.formulations.token_inputs import TemplateLayout, content_starts, tokenize_with_offsets
 from ptjax.heads.linear import SpanExtractor
@@ -138,7 +139,8 @@ class ExtractiveQA:
         self.pad_values = {**sequence_pad_values(self.renderer.pad_id), "context_mask": 0}
         self.length_groups = {}
         self.stats = {"examples": 0, "windows": 0, "answer_windows": 0}
-        self.null_score_diffs: dict[str, float] = {}  # guid -> null score - best span score (last decode)
+        self.span_texts: dict[str, str] = {}
+        self.null_score_diffs: dict[str, float] = {}
 
     def _contexts(self, examples: Sequence[Example]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """context text -> (ids, offsets), tokenized once per distinct context."""
@@ -193,41 +195,53 @@ class ExtractiveQA:
         return features
 
     def decode(self, examples: Sequence[Example], features: Sequence[dict], predictions: Sequence[dict]) -> list[str]:
-        """One answer string per example ("" for no answer)."""
+        """One answer string per example ("" for no answer). Also keeps, per guid, the best
+        span's text (span_texts) and null score - best span score (null_score_diffs: +inf
+        without any span), for a threshold search (`best_null_threshold`)."""
         contexts = self._contexts(examples)
         per_example: list[list[tuple[dict, dict]]] = [[] for _ in examples]
         for feature, prediction in zip(features, predictions):
             per_example[feature[EXAMPLE_FIELD]].append((feature, prediction))
-        self.null_score_diffs = {}
+        self.span_texts, self.null_score_diffs = {}, {}
         answers = []
         for example, windows in zip(examples, per_example):
-            if not windows:
-                answers.append("")
-                continue
-            starts = [np.asarray(p["start_logits"], np.float64) for _, p in windows]
-            ends = [np.asarray(p["end_logits"], np.float64) for _, p in windows]
-            candidates = []
-            for (feature, _), logits in zip(windows, starts):
-                allowed = np.zeros(len(logits), bool)
-                mask = np.asarray(feature["context_mask"], bool)
-                allowed[: len(mask)] = mask
-                allowed[feature["null_index"]] = False
-                candidates.append(allowed)
-            span = best_span(starts, ends, candidates, max_answer_length=self.max_answer_length, n_best=self.n_best)
-            null = null_score(starts, ends, [f["null_index"] for f, _ in windows])
-            if span is not None:
-                self.null_score_diffs[example.guid] = null - span.score
-            if span is None or (self.allow_no_answer and null - span.score > self.null_threshold):
-                answers.append("")
-                continue
-            feature = windows[span.window][0]
-            context = example.fields["context"]
-            _, offsets = contexts[context]
-            first = feature["window_start"] + span.start - feature["context_start"]
-            last = feature["window_start"] + span.end - feature["context_start"]
-            char_start = int(content_starts(context, offsets[first:first + 1])[0])
-            answers.append(context[char_start:int(offsets[last, 1])].strip())
+            text, difference = "", float("inf")
+            if windows:
+                text, difference = self._best_answer(example, windows, contexts)
+            self.span_texts[example.guid], self.null_score_diffs[example.guid] = text, difference
+            answers.append("" if self.allow_no_answer and difference > self.null_threshold else text)
         return answers
+
+    def _best_answer(self, example: Example, windows: list[tuple[dict, dict]], contexts) -> tuple[str, float]:
+        """(best span text or "", its null score difference) over one example's windows."""
+        starts = [np.asarray(p["start_logits"], np.float64) for _, p in windows]
+        ends = [np.asarray(p["end_logits"], np.float64) for _, p in windows]
+        candidates = []
+        for (feature, _), logits in zip(windows, starts):
+            allowed = np.zeros(len(logits), bool)
+            mask = np.asarray(feature["context_mask"], bool)
+            allowed[: len(mask)] = mask
+            allowed[feature["null_index"]] = False
+            candidates.append(allowed)
+        span = best_span(starts, ends, candidates, max_answer_length=self.max_answer_length, n_best=self.n_best)
+        if span is None:
+            return "", float("inf")
+        feature = windows[span.window][0]
+        context = example.fields["context"]
+        _, offsets = contexts[context]
+        first = feature["window_start"] + span.start - feature["context_start"]
+        last = feature["window_start"] + span.end - feature["context_start"]
+        char_start = int(content_starts(context, offsets[first:first + 1])[0])
+        null = null_score(starts, ends, [f["null_index"] for f, _ in windows])
+        return context[char_start:int(offsets[last, 1])].strip(), null - span.score
+
+    def best_null_threshold(self, examples: Sequence[Example]) -> tuple[float, float]:
+        """(best SQuAD 2.0 F1, the null_threshold reaching it) over the last decoded examples,
+        as the official 2.0 script searches it (labelled examples only)."""
+        labeled = [e for e in examples if e.label is not None]
+        references = {e.guid: list(e.label) for e in labeled}
+        return best_no_answer_threshold({e.guid: self.span_texts[e.guid] for e in labeled}, references,
+                                        {e.guid: self.null_score_diffs[e.guid] for e in labeled})
 
     def describe(self) -> dict:
         return {"formulation": "extractive_qa", "template": self.template.source, "doc_stride": self.doc_stride,

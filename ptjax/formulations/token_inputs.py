@@ -73,11 +73,8 @@ def token_words(text: str, starts: Sequence[int], ends: Sequence[int], offsets: 
 
 
 def tokenize_words(tokenizer, sentences: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(ids int32 [n], word of each token int32 [n])] per sentence of words."""
-    for words in sentences:
-        for word in words:
-            if not word or any(c.isspace() for c in word):
-                raise InputError(f"word {word!r} in {list(words)[:8]}...: words must be non-empty and hold no spaces")
+    """[(ids int32 [n], word of each token int32 [n])] per sentence of words. A word holding a
+    space keeps all its pieces; an empty word gets no token."""
     joined = [word_spans(words) for words in sentences]
     encoded = tokenize_with_offsets(tokenizer, [text for text, _, _ in joined])
     return [(ids, token_words(text, starts, ends, offsets))

@@ -81,8 +81,9 @@ def token_formulation(config: ml_collections.ConfigDict, spec: TaskSpec, rendere
 @dataclasses.dataclass
 class TokenTaskData(FormulatedTask):
     """FormulatedTask that also reports, for tagging, the words the model never saw (cut off by
-    max_length or without a sub-token; predicted "O"), and keeps each split's last answers for
-    a per-type report."""
+    max_length or without a sub-token; predicted "O") and keeps each split's last answers for
+    a per-type report; for SQuAD 2.0, the best F1 over no-answer thresholds and that threshold
+    (the official script's best_f1 / best_f1_thresh; set it as task.options.null_threshold)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -98,6 +99,9 @@ class TokenTaskData(FormulatedTask):
         if isinstance(self.formulation, TokenTagging):
             seen = sum(int((f["word_index"] >= 0).sum()) for f in features)
             metrics["unseen_words"] = float(sum(len(e.fields[WORDS_FIELD]) for e in examples) - seen)
+        if isinstance(self.formulation, ExtractiveQA) and self.formulation.allow_no_answer and labeled:
+            best_f1, threshold = self.formulation.best_null_threshold(examples)
+            metrics.update(squad_v2_best_f1=best_f1, squad_v2_best_f1_threshold=min(threshold, 1e9))
         return metrics
 
     def entity_report(self, split: str) -> str:
