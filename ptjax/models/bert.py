@@ -38,6 +38,8 @@ class BertConfig:
     pad_token_id: int = 0
     has_pooler: bool = True
     has_mlm_head: bool = True
+    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    attention_impl: str = ""
 
     @property
     def head_dim(self) -> int:
@@ -65,7 +67,7 @@ class BertLayer(nn.Module):
         dropout_rng = None if self.deterministic or cfg.attention_dropout == 0 else self.make_rng("dropout")
         attn = dot_product_attention(
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
-            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
+            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), dtype=dt, name="attention_output")(attn)
         attn = nn.Dropout(cfg.hidden_dropout)(attn, deterministic=self.deterministic)

@@ -45,6 +45,8 @@ class GPT2Config:
     residual_dropout: float = 0.1
     attention_dropout: float = 0.1
     scale_attention: bool = True
+    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    attention_impl: str = ""
 
     @property
     def head_dim(self) -> int:
@@ -76,7 +78,7 @@ class GPT2Layer(nn.Module):
         attn = dot_product_attention(
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
             scale=None if cfg.scale_attention else 1.0,
-            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
+            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), dtype=dt, name="attention_output")(attn)
         hidden = hidden + nn.Dropout(cfg.residual_dropout)(attn, deterministic=self.deterministic)

@@ -83,6 +83,8 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     attention_dropout: float = 0.0
     sliding_window: int | None = None
+    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    attention_impl: str = ""
 
 
 def rotary_tables(position_ids, inv_freq: np.ndarray, dtype):
@@ -127,7 +129,7 @@ class LlamaLayer(nn.Module):
         dropout_rng = None if self.deterministic or cfg.attention_dropout == 0 else self.make_rng("dropout")
         attn = dot_product_attention(
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
-            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
+            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), use_bias=cfg.output_bias, dtype=dt,
                      name="attention_output")(attn)

@@ -72,6 +72,8 @@ class T5Config:
     untied_lm_head: bool = False
     pad_token_id: int = 0
     decoder_start_token_id: int = 0
+    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    attention_impl: str = ""
 
     def __post_init__(self):
         if self.feed_forward_proj not in FEED_FORWARDS:
@@ -171,7 +173,7 @@ class T5Attention(nn.Module):
         dropout_rng = None if self.deterministic or cfg.dropout_rate == 0 else self.make_rng("dropout")
         out = dot_product_attention(
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value, bias=bias, scale=1.0,
-            dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng,
+            dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
         )
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return Dense(cfg.d_model, ("heads", "kv"), ("embed",), use_bias=False, dtype=dt, name="o")(out)
