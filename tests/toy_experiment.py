@@ -8,8 +8,6 @@ ptjax.tasks, so the engine is tested on its own. tests/toy_run.py runs it in a s
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import ClassVar
 
 import jax
@@ -19,16 +17,6 @@ import numpy as np
 from ptjax.models.loading import open_backbone
 
 NUM_LABELS = 2
-
-# Identical steps compile in many tests and subprocesses; a persistent compilation cache turns
-# the repeats into cache hits. Subprocesses get it through the environment.
-COMPILATION_CACHE = os.path.join(tempfile.gettempdir(), f"ptjax-test-jax-cache-{os.getuid()}")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", COMPILATION_CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 class SoftPromptClassifier:
