@@ -69,7 +69,6 @@ class TokenTagging:
         if not self.labels:
             raise InputError("a tagging task needs at least one tag")
         self.label_ids = {label: i for i, label in enumerate(self.labels)}
-        self.outside = self.label_ids.get("O")
         tokenizer, kind = self.renderer.tokenizer, self.renderer.kind
         names = list(parse_template(self.template, "tagging").field_names)
         if WORDS_FIELD not in names:
@@ -141,8 +140,6 @@ class TokenTagging:
 
     def decode(self, examples: Sequence[Example], features: Sequence[dict], predictions: Sequence[dict]) -> list[tuple]:
         """One tag per word: the prediction at its first sub-token, "O" for words without one."""
-        if self.outside is None:
-            raise InputError(f"the tag set {self.labels[:5]}... has no 'O' for words the model never sees")
         answers: list[list[str] | None] = [None] * len(examples)
         for feature, prediction in zip(features, predictions):
             example = examples[feature[EXAMPLE_FIELD]]
