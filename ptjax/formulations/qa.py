@@ -8,7 +8,7 @@ token, and so every character, is in some window.
 
 Targets: the answer's first and last token when the window holds the whole answer (the first
 gold answer of the example); otherwise, and for unanswerable SQuAD 2.0 questions, the
-"no answer" position: the first token ([CLS] / <s>) for encoders. A decoder's first token sees
+"no answer" position: the leading special token ([CLS] / <s>) for encoders. A decoder's first token sees
 nothing, so decoders get one more token after the context (the tokenizer's end-of-sequence
 token), which has seen the question and the whole window; it is their no-answer position (and
 an encoder's whose tokenizer puts no special token first).
@@ -45,12 +45,12 @@ from ptjax.tasks.base import Example
 QA_FIELDS = ("question", "context")
 
 
-def window_starts(num_tokens: int, window: int, doc_stride: int) -> list[int]:
+def window_starts(num_tokens: int, window: int, doc_stride: int, where: str = "") -> list[int]:
     """First context token of each window: windows of `window` tokens overlapping by doc_stride
     tokens, the last one reaching the end of the context (one window for a short context)."""
-    if doc_stride >= window:
-        raise InputError(f"doc_stride={doc_stride} must be smaller than the {window} context tokens per window "
-                         "(raise task.max_length or lower doc_stride / max_question_length)")
+    if num_tokens > window and doc_stride >= window:
+        raise InputError(f"{where + ': ' if where else ''}doc_stride={doc_stride} must be smaller than the {window} "
+                         "context tokens per window (raise task.max_length or lower doc_stride / max_question_length)")
     starts = [0]
     while starts[-1] + window < num_tokens:
         starts.append(starts[-1] + window - doc_stride)
@@ -166,7 +166,7 @@ class ExtractiveQA:
                 span = answer_token_span(offsets, char_start, char_start + len(text))
                 if span is None:
                     raise InputError(f"{where}: the answer {text!r} covers no context token")
-            starts = window_starts(len(ids), window, self.doc_stride)
+            starts = window_starts(len(ids), window, self.doc_stride, where)
             self.stats["examples"] += 1
             self.stats["windows"] += len(starts)
             for first in starts:
@@ -175,10 +175,10 @@ class ExtractiveQA:
                                                  append=self.null_token)
                 length = len(assembled.input_ids)
                 context_start = assembled.field_starts["context"]
-                null_index = length - 1 if self.null_token else 0
+                null_index = length - 1 if self.null_token else assembled.first_special
                 context_mask = np.zeros(length, np.int32)
                 context_mask[context_start:context_start + last - first] = 1
-                if self.null_token:  # the head allows position 0 and the context: add the null token
+                if null_index:  # the span head scores the context mask's positions and position 0
                     context_mask[null_index] = 1
                 start_position = end_position = null_index
                 if span is not None and first <= span[0] and span[1] < last:

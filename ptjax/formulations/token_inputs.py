@@ -99,6 +99,7 @@ class Assembled:
     token_type_ids: np.ndarray
     soft_index: np.ndarray
     field_starts: dict[str, int]
+    first_special: int  # position of the tokenizer's leading special token ([CLS]), -1 if none
 
 
 class TemplateLayout:
@@ -154,10 +155,22 @@ class TemplateLayout:
 
     def assemble(self, field_ids: Mapping[str, np.ndarray], *, append: Sequence[int] = ()) -> Assembled:
         """The sequence with every field's ids in place; `append`: ids after everything (the
-        no-answer position of decoders)."""
-        ids, types, soft = list(self.specials[0]), list(self.special_types[0]), [-1] * len(self.specials[0])
+        no-answer position of decoders). A template made `soft_prefix_first` puts its opening
+        soft tokens before the leading special tokens."""
+        ids, types, soft = [], [], []
+        segments = [list(segment) for segment in self.segments]
+        if getattr(self.template, "soft_prefix_first", False):
+            while segments[0] and segments[0][0][0] == "soft":
+                _, first, count = segments[0].pop(0)
+                ids += [self.placeholder_id] * count
+                soft += range(first, first + count)
+                types += [self.segment_types[0]] * count
+        first_special = len(ids) if self.specials[0] else -1
+        ids += self.specials[0]
+        types += self.special_types[0]
+        soft += [-1] * len(self.specials[0])
         starts = {}
-        for number, segment in enumerate(self.segments):
+        for number, segment in enumerate(segments):
             segment_type = self.segment_types[number]
             for item in segment:
                 if item[0] == "soft":
@@ -177,4 +190,5 @@ class TemplateLayout:
         ids += list(append)
         soft += [-1] * len(append)
         types += [types[-1] if types else 0] * len(append)
-        return Assembled(np.asarray(ids, np.int32), np.asarray(types, np.int32), np.asarray(soft, np.int32), starts)
+        return Assembled(np.asarray(ids, np.int32), np.asarray(types, np.int32), np.asarray(soft, np.int32), starts,
+                         first_special)
