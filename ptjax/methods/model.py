@@ -6,7 +6,9 @@ Forward pass, one jitted function for every method:
   1. token embeddings of the input ids (the backbone's own lookup);
   2. soft prompt vectors (P-tuning / Lester), produced by `soft_prompt`, replace the embeddings
      at the template's soft slots (`insert_soft_prompts`);
-  3. deep prompts (P-tuning v2) become per-layer prefix keys/values (`deep_prompt`);
+  3. deep prompts (P-tuning v2) become per-layer prefix keys/values (`deep_prompt`); with
+     `shift_positions` the real tokens' position ids start after the prefix, as transformers
+     numbers tokens that follow past_key_values (PEFT prefix tuning, the P-tuning v2 code);
   4. the backbone runs on the embeddings; the head scores its outputs.
 Multiple-choice batches ([batch, options, length] fields) are flattened to
 [batch * options, length] for the backbone. Which top-level groups train is the method's
@@ -52,6 +54,8 @@ class PromptModel:
     # Builds the soft prompt's initializer from the loaded backbone (vocabulary / text / label
     # init need its embeddings); None: the encoder's own random init.
     soft_prompt_init: Callable[[Backbone], Callable] | None = None
+    # Deep prompts shift the position ids of the real tokens by the prefix length.
+    shift_positions: bool = False
 
     # ------------------------------------------------------------------------------------
     # Parameters.
@@ -141,6 +145,9 @@ class PromptModel:
                     {"params": prompt_params[name]}, prompt_id=batch.get("prompt_id"),
                     batch_size=ids.shape[0] if rngs else None, deterministic=deterministic, rngs=rngs,
                 )
+        if self.shift_positions and "prefix" in kwargs:
+            kwargs["position_ids"] = shifted_position_ids(self.backbone, batch["attention_mask"],
+                                                          kwargs["prefix"].length)
         if "token_type_ids" in batch and self.backbone.family.name == "bert":
             kwargs["token_type_ids"] = batch["token_type_ids"]
         if self.backbone.kind == "seq2seq":
@@ -181,6 +188,19 @@ def flatten_options(batch: dict) -> dict:
         if name in batch:
             flat[name] = jnp.repeat(batch[name], options, axis=0)
     return flat
+
+
+def shifted_position_ids(backbone: Backbone, attention_mask: jax.Array, offset: int) -> jax.Array:
+    """int32 [batch, length] position ids of real tokens that follow `offset` prefix positions,
+    as transformers numbers them after past_key_values of that length: offset, offset + 1, ...
+    (RoBERTa: counted over real tokens from padding_idx + 1 + offset, padding at padding_idx)."""
+    if backbone.kind == "seq2seq":
+        raise ValueError("shifted positions are defined for absolute or rotary positions, not T5's relative ones")
+    batch, length = attention_mask.shape
+    if getattr(backbone.config, "position_offset_from_padding", False):
+        mask = attention_mask.astype(jnp.int32)
+        return (jnp.cumsum(mask, axis=1) + offset) * mask + backbone.config.pad_token_id
+    return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32) + offset, (batch, length))
 
 
 def embedding_width(backbone: Backbone) -> int:

@@ -182,8 +182,16 @@ class Renderer:
                  + template.num_soft_tokens + num_slot_tokens)
         removed = self._truncate(template, occurrences, run_tokens, total - self.max_length, truncate)
 
-        ids, types = list(layout.specials[0]), list(layout.special_types[0])
-        soft = [-1] * len(ids)
+        ids, types, soft = [], [], []
+        if template.soft_prefix_first:  # the opening soft tokens go before the leading specials
+            while segments[0] and segments[0][0][0] == "soft":
+                _, first, count = segments[0].pop(0)
+                ids += [self.placeholder_id] * count
+                soft += range(first, first + count)
+                types += [layout.segment_types[0]] * count
+        ids += layout.specials[0]
+        types += layout.special_types[0]
+        soft += [-1] * len(layout.specials[0])
         target_index = -1
         run_iter = iter(run_tokens)
         for number, segment in enumerate(segments):

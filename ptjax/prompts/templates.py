@@ -43,6 +43,10 @@ Rendering (`render` / `Renderer`) per backbone kind:
   seq2seq: [MASK] becomes the first sentinel (<extra_id_0>); target_index is its position; the
     answer is the decoder's business (see verbalizers).
 Soft tokens get a placeholder id (unk, else pad, else eos) that insertion overwrites.
+By default every token of the template follows the tokenizer's leading special tokens
+([CLS] [P*3] ... for BERT). `Template.with_soft_prefix_first()` moves the soft tokens that open
+the template before them ([P*3] [CLS] ...): where Hugging Face PEFT puts its virtual tokens and
+where Lester et al. prepend the prompt (see `ptjax.interop`).
 
 Truncation: when the rendered sequence exceeds max_length, fields are shortened from their end,
 longest first, among the fields marked `truncate` (all fields if none is marked, or the names
@@ -118,6 +122,8 @@ class Template:
     source: str
     pieces: tuple[Piece, ...]
     origin: str | None = None  # where the template came from, for error messages
+    # The leading soft tokens render before the tokenizer's leading special tokens.
+    soft_prefix_first: bool = False
 
     def describe(self) -> str:
         where = f"{self.origin}: " if self.origin else ""
@@ -167,8 +173,26 @@ class Template:
         for i, piece in enumerate(self.pieces):
             if isinstance(piece, Mask):
                 cut = piece.position + len("[MASK]")
-                return Template(self.source[:cut], self.pieces[: i + 1], self.origin)
+                return Template(self.source[:cut], self.pieces[: i + 1], self.origin, self.soft_prefix_first)
         raise InputError(f"{self.describe()}: has no [MASK] to cut at")
+
+    @property
+    def leading_soft_tokens(self) -> int:
+        """Soft tokens before any text, field, slot or separator (leading whitespace ignored)."""
+        count = 0
+        for piece in self.pieces:
+            if isinstance(piece, Soft):
+                count += piece.count
+            elif not (isinstance(piece, Text) and not piece.text.strip()):
+                break
+        return count
+
+    def with_soft_prefix_first(self) -> Template:
+        """This template with its leading soft tokens placed before the special tokens."""
+        if not self.leading_soft_tokens:
+            raise InputError(f"{self.describe()}: placing the soft prefix first needs a template that starts "
+                             "with [P] tokens")
+        return dataclasses.replace(self, soft_prefix_first=True)
 
 
 def parse_template(source: str | Template, origin: str | None = None) -> Template:
