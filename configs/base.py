@@ -93,6 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
     prompt.length = 20
     # Prompt encoder: "none" (plain embedding), "mlp" or "lstm" (BiLSTM + 2-layer MLP).
     prompt.encoder = "none"
+    # Soft tokens that open the template go before the tokenizer's leading special tokens
+    # ([P*20] [CLS] text [SEP]), where Hugging Face PEFT puts virtual tokens and Lester et al.
+    # prepend the prompt; False: after them ([CLS] [P*20] text [SEP]). PEFT export needs True.
+    prompt.soft_prefix_first = False
     # Initialization of prompt vectors: "random", "vocab" (embeddings of random vocabulary
     # tokens) or "text" (embeddings of init_text's tokens).
     prompt.init = "random"
@@ -106,6 +110,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Layers that carry a prefix: [layer_start, layer_end), layer_end -1 meaning the last layer.
     deep.layer_start = 0
     deep.layer_end = -1
+    # Number the real tokens' positions after the prefix (prefix length, length + 1, ...), as
+    # transformers does after past_key_values: what PEFT prefix tuning and the P-tuning v2 code
+    # give BERT, RoBERTa, GPT-2 and Llama. False: real tokens keep positions 0, 1, ... (PEFT
+    # export needs True; not for T5, whose positions are relative).
+    deep.shift_positions = False
 
     config.head = head = ml_collections.ConfigDict()
     # Output head: "verbalizer" (label words scored by the LM head), "cls" (linear on [CLS]),

@@ -56,6 +56,8 @@ def method_template(config: ml_collections.ConfigDict, plain: str, with_slots: s
 
     plain: the task's template without soft tokens (manual pattern or classifier input);
     with_slots: its P-tuning variant with [P] slots. Lester prepends config.prompt.length slots.
+    config.prompt.soft_prefix_first puts the template's opening soft tokens before the
+    tokenizer's leading special tokens (PEFT's and Lester et al.'s placement).
     """
     method = get_method(config.method.name)
     if config.prompt.template:
@@ -71,6 +73,8 @@ def method_template(config: ml_collections.ConfigDict, plain: str, with_slots: s
         raise InputError(f"{template.describe()}: method {config.method.name} needs [P] soft-token slots")
     if not method.soft_tokens and has_slots:
         raise InputError(f"{template.describe()}: method {config.method.name} has no soft tokens; remove the [P] slots")
+    if config.prompt.get("soft_prefix_first", False) and has_slots:
+        template = template.with_soft_prefix_first()
     return template
 
 
@@ -130,8 +134,16 @@ def build_prompt_model(config: ml_collections.ConfigDict, backbone: Backbone, he
         deep = DeepPrompt(num_layers=layers, layer_range=(deep_cfg.layer_start, end), **common)
         if decoder_layers:
             decoder_deep = DeepPrompt(num_layers=decoder_layers, **common)
+    shift_positions = bool(method.deep and config.prompt.deep.get("shift_positions", False))
+    if shift_positions and backbone.kind == "seq2seq":
+        raise InputError("config.prompt.deep.shift_positions: T5's relative positions have nothing to shift")
+    metadata = {**metadata, "prompt_layout": {
+        "template": template.source, "num_soft_tokens": template.num_soft_tokens,
+        "soft_prefix_first": template.soft_prefix_first, "soft_encoder": config.prompt.encoder if soft else "",
+        "deep_length": config.prompt.deep.length if deep else 0, "shift_positions": shift_positions,
+    }}
     return PromptModel(
         backbone=backbone, head=head, soft_prompt=soft, deep_prompt=deep, decoder_deep_prompt=decoder_deep,
-        trainable=frozenset(trains), metadata=metadata,
+        trainable=frozenset(trains), metadata=metadata, shift_positions=shift_positions,
         soft_prompt_init=_soft_prompt_init(config) if soft is not None else None,
     )
