@@ -124,6 +124,10 @@ def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None
         from ptjax.formulations.token_tasks import build_token_experiment
 
         return build_token_experiment(config, spec, backbone)
+    if spec.kind == "fact_probe":  # LAMA
+        from ptjax.formulations.lama import build_lama_experiment
+
+        return build_lama_experiment(config, spec, backbone)
     renderer = Renderer(backbone.tokenizer, backbone.kind, config.task.max_length)
     formulation, template = build_formulation(config, spec, backbone, renderer)
     description = {"task": spec.name, "method": config.method.name, "backbone": backbone.name,

