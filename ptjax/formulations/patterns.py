@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ptjax.errors import InputError
 from ptjax.tasks.base import Example, TaskSpec
+from ptjax.tasks.pretraining import (NextSentencePairs, PseudoLabelledSentences, SentenceSelection,
+                                     UnifiedChoice)
 
 YES_NO = {"False": "No", "True": "Yes"}
 
@@ -104,6 +106,39 @@ _SENTIMENT = dict(
 PATTERNS["sst2"] = PATTERNS["sst2_trees"] = TaskPatterns(**_SENTIMENT, label_words={"0": "terrible", "1": "great"})
 PATTERNS["sst5"] = PATTERNS["sst5_text"] = TaskPatterns(
     **_SENTIMENT, label_words={"0": "terrible", "1": "bad", "2": "okay", "3": "good", "4": "great"})
+
+
+
+def _race_options(example: Example) -> list[str]:
+    return [example.fields[f"option_{letter}"] for letter in "abcd"]
+
+
+PATTERNS["race"] = PATTERNS["race_m"] = PATTERNS["race_h"] = TaskPatterns(
+    manual="{article|truncate} Question: {question|rstrip_punct}? Answer: [MASK].",
+    ptuning="{article|truncate} [P*3] Question: {question|rstrip_punct}? [P*3] Answer: [MASK].",
+    linear="",
+    linear_choice="{article|truncate} [SEP] {question} {option}",
+    options=_race_options,
+)
+PATTERNS["yahoo_answers"] = TaskPatterns(
+    manual="{title} {content|truncate} {answer|truncate} Topic: [MASK].",
+    ptuning="{title} {content|truncate} {answer|truncate} [P*3] Topic: [P*3] [MASK].",
+    linear="{title} {content|truncate} [SEP] {answer|truncate}",
+    label_words={str(k + 1): word for k, word in enumerate(
+        ("society", "science", "health", "education", "computers", "sports", "business", "entertainment",
+         "family", "politics"))},
+)
+# Few-shot samples (ptjax.tasks.fewshot) read like their task.
+for _base in ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h"):
+    PATTERNS[f"{_base}_fewshot"] = PATTERNS[_base]
+# PPT pre-training formats: the builders' patterns and verbalizers. ptjax.formulations.ppt builds
+# these tasks (a causal LM gets the sentence-pair slot at the end; unified multiple choice masks
+# the letters beyond each example's options); the entries say what the formats are.
+for _builder in (NextSentencePairs, SentenceSelection, UnifiedChoice, PseudoLabelledSentences):
+    _inputs = "{sentence}" if _builder is PseudoLabelledSentences else (
+        "{s1} [SEP] {s2}" if _builder is NextSentencePairs else "{query} [SEP] {options}")
+    PATTERNS[_builder.task] = TaskPatterns(manual=_builder.pattern, ptuning=f"[P*3] {_builder.pattern}",
+                                           linear=_inputs, label_words=dict(_builder.verbalizer))
 
 
 def patterns_for(spec: TaskSpec) -> TaskPatterns:

@@ -1,0 +1,82 @@
+"""Few-shot samples of tasks that have no fixed few-shot split (FewGLUE has train/dev32 files).
+
+PPT's protocol: a training set of 32 examples and a dev set of 32 other examples, both drawn from
+the original training data with the labels balanced (tasks with many labels: 8 per label), and the
+original validation set as the test set. `<task>_fewshot` is that view of a task:
+
+    get_task("sst2_fewshot").load(data_dir, "train")              # 32 of SST-2 train, 16 per label
+    get_task("sst2_fewshot").load(data_dir, "dev32")              # 32 others
+    get_task("sst2_fewshot").load(data_dir, "dev")                # GLUE dev, whole
+    get_task("yahoo_answers_fewshot").load(data_dir, "train", per_label=8)
+
+Options: shots (examples per sample, default 32), per_label (examples per label; overrides
+shots), sample_seed (which sample; the same seed gives the same examples on every machine),
+balanced (split `shots` evenly over the labels; False: a plain random draw). Any other split
+name is the base task's own split.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from ptjax.errors import InputError
+from ptjax.tasks.base import Example, TaskSpec, get_task, register
+
+SAMPLED_SPLITS = ("train", "dev32")
+BASES = ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h")
+
+
+def sample(examples: list[Example], labels: tuple[str, ...], *, shots: int, per_label: int, seed: Any,
+           balanced: bool, samples: int = 2, name: str = "task") -> list[list[Example]]:
+    """`samples` disjoint samples of the examples (in a random order), each balanced over labels."""
+    order = list(range(len(examples)))
+    random.Random(f"{name}/{seed}").shuffle(order)
+    if per_label or balanced:
+        quota = [per_label] * len(labels) if per_label else [
+            shots // len(labels) + (k < shots % len(labels)) for k in range(len(labels))]
+        by_label: dict[str, list[int]] = {label: [] for label in labels}
+        for index in order:
+            label = examples[index].label
+            if label in by_label:
+                by_label[label].append(index)
+        for label, want in zip(labels, quota):
+            if len(by_label[label]) < samples * want:
+                raise InputError(f"{name}: label {label!r} has {len(by_label[label])} training examples; "
+                                 f"{samples} samples of {want} need {samples * want}")
+        chosen = []
+        for s in range(samples):
+            rows = {i for label, want in zip(labels, quota) for i in by_label[label][s * want:(s + 1) * want]}
+            chosen.append([i for i in order if i in rows])
+    else:
+        if len(order) < samples * shots:
+            raise InputError(f"{name}: {len(order)} training examples; {samples} samples of {shots} need more")
+        chosen = [order[s * shots:(s + 1) * shots] for s in range(samples)]
+    return [[examples[i] for i in rows] for rows in chosen]
+
+
+def fewshot_task(base: str) -> TaskSpec:
+    """Register `<base>_fewshot` (see the module docstring)."""
+    spec = get_task(base)
+    name = f"{base}_fewshot"
+
+    def load(data_dir: Any, split: str, shots: int = 32, per_label: int = 0, sample_seed: int = 0,
+             balanced: bool = True) -> list[Example]:
+        if split not in SAMPLED_SPLITS:
+            return spec.load(data_dir, split)
+        if shots < 1 or per_label < 0:
+            raise InputError(f"{name}: need shots >= 1 and per_label >= 0, got {shots}, {per_label}")
+        train = [e for e in spec.load(data_dir, "train") if e.label is not None]
+        picked = sample(train, tuple(spec.labels), shots=shots, per_label=per_label, seed=sample_seed,
+                        balanced=balanced, name=name)[SAMPLED_SPLITS.index(split)]
+        return [Example(f"{name}-{split}-{k}", e.fields, e.label, {**e.meta, "source_guid": e.guid})
+                for k, e in enumerate(picked)]
+
+    splits = SAMPLED_SPLITS + tuple(s for s in spec.splits if s != "train")
+    return register(TaskSpec(name, spec.kind, spec.labels, spec.metrics, load, splits, spec.fields,
+                             choices=spec.choices, description=f"{spec.description} (few-shot sample)",
+                             split_aliases=dict(spec.split_aliases)), replace=True)
+
+
+for _base in BASES:
+    fewshot_task(_base)
