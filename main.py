@@ -4,6 +4,8 @@
 
 The config's `mode` picks what runs: "train" (train, evaluate, export the prompt; a rerun with
 the same workdir resumes) or "eval" (evaluate the prompt export named by --config.restore).
+Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
+DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
 Bad input (unknown config key, impossible setting, malformed data line, wrong checkpoint) ends
 with one line `error: ...` on stderr and exit status 2; anything else is a bug and keeps its
 traceback.
@@ -48,6 +50,10 @@ def run(config, workdir: str, build: Callable | None = None):
     from ptjax.train.config import validate
 
     validate(config, jax.device_count())
+    if config.mode == "sweep":  # ptjax/sweep.py: each run of the sweep builds its own experiment
+        from ptjax.sweep import run_sweep
+
+        return run_sweep(config, workdir, build)
     if build is None:
         from ptjax.experiment import build
     return MODES[config.mode](config, workdir, build(config))

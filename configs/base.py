@@ -221,6 +221,19 @@ def get_config() -> ml_collections.ConfigDict:
     # A progress bar with the loss and examples/s on stderr.
     logging.progress = True
 
+    config.sweep = sweep = ml_collections.ConfigDict()
+    # Mode "sweep" (ptjax/sweep.py) runs this config once per variant x grid point x seed, each in
+    # DIR/<variant>/[<grid point>/]seed_<seed> (a rerun skips finished runs and resumes the rest),
+    # then writes DIR/results.md and DIR/results*.csv (metrics as mean ± std over seeds, and
+    # per-group tables such as LAMA's P@1 per relation). Variants: "name: key=value; key=value"
+    # config overrides (runs default to mode "train"), e.g. "manual: mode=eval; method.name=manual";
+    # none: one variant "base".
+    sweep.variants = ()
+    # Grid: "key=(value, value, ...)" entries; every combination runs for every variant.
+    sweep.grid = ()
+    # Seeds (config.seed of each run); empty: config.seed alone.
+    sweep.seeds = ()
+
     config.lock()
     config.task.options.unlock()
     return config

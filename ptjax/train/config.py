@@ -14,7 +14,7 @@ import ml_collections
 
 from ptjax.errors import InputError
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "sweep")
 METHODS = ("fine_tune", "manual", "lester", "ptuning", "ptuning_v2")
 OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sqrt")

@@ -1,0 +1,418 @@
+"""Comparison runs: named variants x grid points x seeds of one config, each in its own run
+directory, and their results as tables (mode "sweep").
+
+    python main.py --config configs/quickstart.py --workdir DIR
+    python main.py --config configs/rte_lester.py --workdir DIR --config.mode=sweep \
+        --config.sweep.grid="('optimizer.learning_rate=(1e-3, 3e-3)', 'prompt.length=(20, 100)')" \
+        --config.sweep.seeds="(0, 1, 2)"
+
+config.sweep (configs/base.py):
+  variants  ("name: key=value; key=value", ...): config overrides per variant, e.g.
+            "manual: mode=eval; method.name=manual". Runs default to mode "train". No variants: one
+            variant "base" with no overrides.
+  grid      ("key=(v1, v2)", ...): every combination runs for every variant.
+  seeds     (0, 1, ...): config.seed of each run; empty: config.seed alone.
+Values are Python literals (numbers, tuples, True/False) or plain text, converted to the type
+of the key they set. A run applies its variant's overrides, then its grid point's, then its seed.
+
+Run directories: DIR/<variant>/[<key>=<value>,.../]seed_<seed>/ with the run's own metrics.jsonl,
+results.json, checkpoints and export. A rerun with the same DIR skips finished runs (results.json
+completed, early stopped or diverged), resumes unfinished ones from their checkpoints, and refuses a
+run directory made by a different config. Then it writes
+  DIR/results.md    the summary table (one row per variant and grid point: metrics of each eval
+                    split as mean ± std over seeds) and, for metrics reported per group
+                    ("p_at_1/P19": LAMA's per-relation P@1), one table per such metric with rows =
+                    groups + the overall value and columns = variants; printed at the end too
+  DIR/results.csv   the summary, raw values (mean and std columns)
+  DIR/results_<metric>.csv   each per-group table, raw values
+The tables are task-agnostic: they hold whatever metrics the runs' results.json report.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from ptjax.errors import InputError
+
+FINISHED = ("completed", "early_stopped", "diverged")
+RUN_RECORD = "sweep_run.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    variant: str
+    point: tuple[tuple[str, Any], ...]  # grid assignments
+    seed: int
+    overrides: tuple[tuple[str, Any], ...]  # variant, then grid, then seed
+    path: Path
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing the sweep section.
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal when the text is one (1e-3, (0, 1), True), else the text itself."""
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_variant(entry: str, where: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """ "name: key=value; key=value" -> (name, ((key, value), ...))."""
+    name, _, body = entry.partition(":")
+    name = name.strip()
+    if not _NAME.match(name):
+        raise InputError(f"{where}: variant name {name!r} must be letters, digits, _ . + - (a folder name)")
+    assignments = []
+    for part in filter(str.strip, body.split(";")):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{where}: {part.strip()!r} is not key=value")
+        assignments.append((key.strip(), parse_value(value)))
+    return name, tuple(assignments)
+
+
+def parse_grid(entry: str, where: str) -> tuple[str, tuple[Any, ...]]:
+    """ "key=(v1, v2)" -> (key, (v1, v2))."""
+    key, sep, values = entry.partition("=")
+    parsed = parse_value(values) if sep else None
+    if not key.strip() or not isinstance(parsed, (tuple, list)) or not parsed:
+        raise InputError(f"{where}: {entry!r} should be key=(value, value, ...)")
+    return key.strip(), tuple(parsed)
+
+
+def set_key(config: ml_collections.ConfigDict, key: str, value: Any, where: str) -> None:
+    """config.<key> = value, converted to the type the key holds (int -> float, list -> tuple,
+    text -> str). task.options takes new keys; every other key must exist."""
+    *parents, leaf = key.split(".")
+    node = config
+    for i, part in enumerate(parents):
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise InputError(f"{where}: config has no section {'.'.join(parents[: i + 1])!r} (in {key!r})")
+        node = node[part]
+    free = ".".join(parents) == "task.options"
+    if leaf not in node and not free:
+        raise InputError(f"{where}: config has no key {key!r}")
+    current = node.get(leaf)
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, str) and not isinstance(value, str):
+        value = str(value)
+    elif isinstance(current, bool) and not isinstance(value, bool):
+        raise InputError(f"{where}: {key} takes True or False, got {value!r}")
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif isinstance(current, tuple) and isinstance(value, (str, int, float)):
+        value = (value,)
+    try:
+        node[leaf] = value
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise InputError(f"{where}: cannot set {key}={value!r}: {err}") from None
+
+
+def _slug(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "_"
+
+
+def plan_runs(config: ml_collections.ConfigDict, workdir: Path) -> list[Run]:
+    """Every run of the sweep, in order: variants, then grid points, then seeds."""
+    sweep = config.sweep
+    variants = [parse_variant(v, f"config.sweep.variants[{i}]") for i, v in enumerate(sweep.variants)]
+    variants = variants or [("base", ())]
+    names = [name for name, _ in variants]
+    if len(set(names)) != len(names):
+        raise InputError(f"config.sweep.variants: names must differ, got {names}")
+    grid = [parse_grid(g, f"config.sweep.grid[{i}]") for i, g in enumerate(sweep.grid)]
+    seeds = tuple(int(s) for s in sweep.seeds) or (int(config.seed),)
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"config.sweep.seeds={seeds}: repeated seed")
+    runs = []
+    for name, assignments in variants:
+        for values in itertools.product(*(vals for _, vals in grid)):
+            point = tuple((key, value) for (key, _), value in zip(grid, values))
+            folder = workdir / name
+            if point:
+                folder = folder / ",".join(f"{key}={_slug(value)}" for key, value in point)
+            for seed in seeds:
+                runs.append(Run(name, point, seed, assignments + point + (("seed", seed),),
+                                folder / f"seed_{seed}"))
+    return runs
+
+
+def run_config(config: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:
+    """The base config with mode "train" and the run's overrides applied."""
+    derived = copy.deepcopy(config)
+    derived.mode = "train"
+    derived.task.options.unlock()
+    for key, value in run.overrides:
+        set_key(derived, key, value, f"sweep run {run.path.name} of variant {run.variant!r}")
+    if derived.mode == "sweep":
+        raise InputError(f"variant {run.variant!r}: a sweep run cannot itself be a sweep (mode=sweep)")
+    return derived
+
+
+# --------------------------------------------------------------------------------------------
+# Running.
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_record(run: Run, config_dict: dict) -> None:
+    record = _read_json(run.path / RUN_RECORD)
+    if record is not None and record.get("config") != json.loads(json.dumps(config_dict, default=str)):
+        raise InputError(
+            f"{run.path}: made by a different config than this sweep's run of variant {run.variant!r} "
+            "(changed overrides or base config); use another --workdir or delete that folder"
+        )
+
+
+def is_finished(path: Path) -> bool:
+    results = _read_json(path / "results.json")
+    return bool(results) and results.get("status") in FINISHED
+
+
+class BackboneCache:
+    """Opens each backbone once for the runs that leave it frozen (a run that trains the backbone
+    donates its weights' buffers, so the next run opens a fresh copy)."""
+
+    def __init__(self):
+        self._key, self._backbone = None, None
+
+    def get(self, config):
+        from ptjax.experiment import open_configured_backbone
+
+        key = json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+        if key != self._key:
+            self._key, self._backbone = key, open_configured_backbone(config)
+        return self._backbone
+
+    def release_if_trained(self, config) -> None:
+        if config.mode == "train" and (config.method.name == "fine_tune" or config.method.train_backbone):
+            self._key, self._backbone = None, None
+
+
+def execute(config: ml_collections.ConfigDict, workdir: Path, run: Run, backbones: BackboneCache,
+            build: Callable | None = None, devices: list | None = None) -> None:
+    """Train or evaluate one run in its directory (train resumes from its checkpoints)."""
+    import jax
+
+    from ptjax.train import loop
+    from ptjax.train.config import validate
+
+    validate(config, len(devices) if devices is not None else jax.device_count())
+    _write_record(run, config, 0.0)  # before anything runs: a later rerun can check its config
+    if build is None:
+        from ptjax.experiment import build as build_experiment
+
+        def build(cfg):
+            return build_experiment(cfg, backbone=backbones.get(cfg))
+    experiment = build(config)
+    started = time.perf_counter()
+    try:
+        if config.mode == "train":
+            loop.train(config, run.path, experiment.model, experiment.data, devices=devices)
+        elif config.mode == "eval":
+            loop.evaluate(config, run.path, experiment.model, experiment.data, devices=devices)
+        else:
+            raise InputError(f"variant {run.variant!r}: a sweep runs modes 'train' and 'eval', not {config.mode!r}")
+    except loop.Diverged as err:  # recorded in its results.json; the other runs go on
+        print(f"sweep: {run.path.relative_to(workdir)} diverged: {err}", flush=True)
+    finally:
+        backbones.release_if_trained(config)
+    _write_record(run, config, time.perf_counter() - started)
+
+
+def _write_record(run: Run, config: ml_collections.ConfigDict, seconds: float) -> None:
+    """DIR/<run>/sweep_run.json: the run's config and the seconds spent on it (all invocations)."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    previous = _read_json(run.path / RUN_RECORD) or {}
+    record = {"variant": run.variant, "point": {k: repr(v) for k, v in run.point}, "seed": run.seed,
+              "seconds": round(previous.get("seconds", 0.0) + seconds, 1),
+              "config": json.loads(json.dumps(config.to_dict(), default=str))}
+    (run.path / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Callable | None = None,
+              devices: list | None = None) -> dict:
+    """Run (or finish) every run of config.sweep, write the tables; returns {"runs", "markdown"}.
+
+    build: config -> Experiment (default ptjax.experiment.build, sharing opened backbones).
+    devices: the devices each run uses (default all)."""
+    workdir = Path(workdir)
+    runs = plan_runs(config, workdir)
+    configs = [run_config(config, run) for run in runs]
+    for run, derived in zip(runs, configs):  # refuse a foreign directory before anything runs
+        _check_record(run, derived.to_dict())
+    backbones = BackboneCache()
+    for number, (run, derived) in enumerate(zip(runs, configs), 1):
+        label = f"[{number}/{len(runs)}] {run.path.relative_to(workdir)}"
+        if is_finished(run.path):
+            print(f"sweep {label}: finished earlier, skipped", flush=True)
+            continue
+        print(f"sweep {label}: {derived.mode} " + " ".join(f"{k}={v!r}" for k, v in run.overrides), flush=True)
+        execute(derived, workdir, run, backbones, build, devices)
+    markdown = write_tables(workdir, collect(runs))
+    print(markdown, flush=True)
+    return {"runs": [str(r.path) for r in runs], "markdown": markdown}
+
+
+# --------------------------------------------------------------------------------------------
+# Tables.
+
+
+@dataclasses.dataclass
+class Row:
+    variant: str
+    point: tuple[tuple[str, Any], ...]
+    metrics: dict[str, list[float]]  # "split/metric" or "metric" -> one value per finished seed
+    seeds: int
+    statuses: list[str]
+
+    @property
+    def label(self) -> str:
+        if not self.point:
+            return self.variant
+        return f"{self.variant} [" + ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.point) + "]"
+
+
+def collect(runs: list[Run]) -> list[Row]:
+    """One Row per variant and grid point, with each run's final metrics (results.json)."""
+    rows: dict[tuple, Row] = {}
+    for run in runs:
+        row = rows.setdefault((run.variant, run.point), Row(run.variant, run.point, {}, 0, []))
+        results = _read_json(run.path / "results.json") or {}
+        row.statuses.append(results.get("status", "missing"))
+        metrics = results.get("metrics") or {}
+        if not metrics:
+            continue
+        row.seeds += 1
+        single = len(metrics) == 1
+        for split, values in metrics.items():
+            for name, value in (values or {}).items():
+                if isinstance(value, (int, float)):
+                    row.metrics.setdefault(name if single else f"{split}/{name}", []).append(float(value))
+    return list(rows.values())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _breakdowns(names: list[str]) -> dict[str, list[str]]:
+    """metric -> its groups, for metrics reported per group ("p_at_1/P19" -> p_at_1: [P19])."""
+    found: dict[str, list[str]] = {}
+    for name in names:
+        base, _, group = name.rpartition("/")
+        if base and base in names:
+            found.setdefault(base, []).append(group)
+    return {base: sorted(groups, key=_natural) for base, groups in found.items()}
+
+
+def _natural(text: str) -> list:
+    """Sort key with numbers compared as numbers (P19 before P101)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+
+
+def _percent(values: list[float]) -> bool:
+    return bool(values) and all(0.0 <= v <= 1.0 for v in values)
+
+
+def _cell(values: list[float] | None, percent: bool) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    scale = 100.0 if percent else 1.0
+    text = f"{mean * scale:.1f}" if percent else f"{mean:.4g}"
+    if len(values) > 1:
+        text += f" ± {std * scale:.1f}" if percent else f" ± {std:.2g}"
+    return text
+
+
+def write_tables(workdir: Path, rows: list[Row]) -> str:
+    """results.md, results.csv and results_<metric>.csv in workdir; returns the markdown."""
+    names = list(dict.fromkeys(n for row in rows for n in row.metrics))
+    breakdowns = _breakdowns(names)
+    grouped = {f"{base}/{g}" for base, groups in breakdowns.items() for g in groups}
+    summary = [n for n in names if n not in grouped]
+    # "score" repeats the primary metric for one-metric tasks (LAMA's p_at_1): keep it only when it differs.
+    if "score" in summary and any(all(r.metrics.get("score") == r.metrics.get(o) for r in rows)
+                                  for o in summary if o != "score"):
+        summary.remove("score")
+    percent = {n: _percent([v for r in rows for v in r.metrics.get(n, [])]) for n in names}
+    point_keys = list(dict.fromkeys(k for row in rows for k, _ in row.point))
+    seeds = max((len(r.statuses) for r in rows), default=0)
+
+    out = io.StringIO()
+    out.write(f"# Sweep results ({workdir})\n\nMean ± sample std over {seeds} seed(s) per row; "
+              "metrics marked % are ×100.\n\n")
+    header = ["variant", *(k for k in point_keys), "runs", *(n + (" %" if percent[n] else "") for n in summary)]
+    out.write(_md_row(header) + _md_row(["---"] * len(header)))
+    for row in rows:
+        point = dict(row.point)
+        status = f"{row.seeds}/{len(row.statuses)}" + ("" if all(s in FINISHED for s in row.statuses) else " (unfinished)")
+        out.write(_md_row([row.variant, *(str(point.get(k, "")) for k in point_keys), status,
+                           *(_cell(row.metrics.get(n), percent[n]) for n in summary)]))
+    for base, groups in breakdowns.items():
+        mark = " (%)" if percent[base] else ""
+        out.write(f"\n## {base} per group{mark}\n\n")
+        header = ["group", *(row.label for row in rows)]
+        out.write(_md_row(header) + _md_row(["---"] * len(header)))
+        for group in groups:
+            out.write(_md_row([group, *(_cell(r.metrics.get(f"{base}/{group}"), percent[base]) for r in rows)]))
+        out.write(_md_row([f"**all ({base})**", *(_cell(r.metrics.get(base), percent[base]) for r in rows)]))
+    markdown = out.getvalue()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.md").write_text(markdown)
+
+    with open(workdir / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", *point_keys, "seeds", "runs", *(f"{n}_{s}" for n in names if n not in grouped
+                                                                     for s in ("mean", "std"))])
+        for row in rows:
+            point = dict(row.point)
+            stats = [x for n in names if n not in grouped
+                     for x in (mean_std(row.metrics[n]) if row.metrics.get(n) else ("", ""))]
+            writer.writerow([row.variant, *(point.get(k, "") for k in point_keys), row.seeds, len(row.statuses),
+                             *stats])
+    for base, groups in breakdowns.items():
+        with open(workdir / f"results_{_slug(base)}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["group", *(f"{row.label}_{s}" for row in rows for s in ("mean", "std"))])
+            for group, name in [*((g, f"{base}/{g}") for g in groups), ("all", base)]:
+                writer.writerow([group, *(x for r in rows for x in (mean_std(r.metrics[name]) if r.metrics.get(name)
+                                                                      else ("", "")))])
+    return markdown
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |\n"
