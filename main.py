@@ -3,7 +3,10 @@
     python main.py --config configs/NAME.py --workdir DIR [--config.a.b=value ...]
 
 The config's `mode` picks what runs: "train" (train, evaluate, export the prompt; a rerun with
-the same workdir resumes) or "eval" (evaluate the prompt export named by --config.restore).
+the same workdir resumes), "eval" (evaluate the prompt export named by --config.restore) or
+"plan" (compile the train step with abstract weights on a real or simulated mesh and report
+per-device memory, FLOPs and whether it fits: ptjax/plan.py; --workdir optional; exit status 1
+when it does not fit).
 Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
 DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
 Bad input (unknown config key, impossible setting, malformed data line, wrong checkpoint) ends
@@ -13,16 +16,20 @@ traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from absl import app, flags
 
 from ptjax import cli
 
+EXIT_DOES_NOT_FIT = 1  # mode "plan": the step does not fit the stated device memory
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics.jsonl, results.json")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "call jax.distributed.initialize() first (multi-host TPU pods / GPU clusters it can detect)",
+    "start jax.distributed first: detected on TPU pods and SLURM, or set JAX_COORDINATOR_ADDRESS, "
+    "JAX_NUM_PROCESSES and JAX_PROCESS_ID (ptjax/train/distributed.py, launch/)",
 )
 
 
@@ -38,9 +45,15 @@ def _eval(config, workdir, experiment):
     return loop.evaluate(config, workdir, experiment.model, experiment.data)
 
 
-# mode -> runner(config, workdir, experiment). Later modes ("plan", "bench", ...) add entries
-# here and to ptjax.train.config.MODES.
-MODES: dict[str, Callable] = {"train": _train, "eval": _eval}
+def _plan(config, workdir, experiment):
+    from ptjax.plan import run_plan
+
+    return run_plan(config, workdir, experiment)
+
+
+# mode -> runner(config, workdir, experiment). Later modes add entries here and to
+# ptjax.train.config.MODES.
+MODES: dict[str, Callable] = {"train": _train, "eval": _eval, "plan": _plan}
 
 
 def run(config, workdir: str, build: Callable | None = None):
@@ -54,7 +67,9 @@ def run(config, workdir: str, build: Callable | None = None):
         from ptjax.sweep import run_sweep
 
         return run_sweep(config, workdir, build)
-    if build is None:
+    if build is None and config.mode == "plan":  # the backbone without its weights
+        from ptjax.plan import build_without_weights as build
+    elif build is None:
         from ptjax.experiment import build
     return MODES[config.mode](config, workdir, build(config))
 
@@ -65,17 +80,23 @@ def main(argv: list[str]) -> None:
     cli.quiet_logs()
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]} (options look like --config.a.b=value)")
-    if _WORKDIR.value is None:
-        cli.fail("--workdir is required")
     config = cli.load_config()
-    if _DISTRIBUTED.value:
-        import jax
-
-        jax.distributed.initialize()
+    if _WORKDIR.value is None and config.mode != "plan":
+        cli.fail("--workdir is required")
     try:
-        run(config, _WORKDIR.value)
+        if _DISTRIBUTED.value:  # launch/*: the coordinator, process count and id from the environment
+            from ptjax.train.distributed import initialize
+
+            initialize()
+        if config.mode == "plan":  # before JAX starts its backends
+            from ptjax.plan import use_simulated_devices
+
+            use_simulated_devices(config.plan.devices)
+        result = run(config, _WORKDIR.value)
     except InputError as err:
         cli.fail(str(err))
+    if config.mode == "plan" and not result["fits"]:
+        sys.exit(EXIT_DOES_NOT_FIT)
 
 
 if __name__ == "__main__":

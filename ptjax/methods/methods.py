@@ -23,7 +23,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.methods.model import PromptModel, embedding_rows, embedding_width
 from ptjax.models.loading import Backbone
-from ptjax.prompts import encoders
+from ptjax.prompts import encoders, pretrained
 from ptjax.prompts.deep import DeepPrompt
 from ptjax.prompts.encoders import PromptEncoder
 from ptjax.prompts.templates import Template, parse_template
@@ -86,11 +86,17 @@ def prefix_dims(backbone: Backbone) -> tuple[int, int, int, int]:
     return cfg.num_layers, kv_heads, head_dim, getattr(cfg, "num_decoder_layers", 0) or 0
 
 
-def _soft_prompt_init(config: ml_collections.ConfigDict):
-    """(backbone) -> initializer of the soft-token table, per config.prompt.init."""
+def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source_task: str = ""):
+    """(backbone) -> initializer of the soft-token table, per config.prompt.init.
+    source_task: the PPT pre-training task whose prompt "pretrained" picks from a folder of runs."""
     init, text = config.prompt.init, config.prompt.init_text
 
     def make(backbone: Backbone):
+        if init == "pretrained":
+            vectors = pretrained.read_prompt(config.prompt.init_from, fingerprint=backbone.fingerprint,
+                                             num_tokens=num_tokens, width=embedding_width(backbone),
+                                             source_task=source_task)
+            return pretrained.pretrained_init(vectors)
         vocab = np.arange(backbone.config.vocab_size)
         if init == "random":
             return encoders.random_init(encoders.embedding_std(embedding_rows(backbone, vocab)))
@@ -101,7 +107,7 @@ def _soft_prompt_init(config: ml_collections.ConfigDict):
             if not ids:
                 raise InputError("config.prompt.init='text' needs a non-empty config.prompt.init_text")
             return encoders.text_init(jnp.asarray(embedding_rows(backbone, ids)), list(range(len(ids))))
-        raise InputError(f"config.prompt.init={init!r}: choose 'random', 'vocab' or 'text'")
+        raise InputError(f"config.prompt.init={init!r}: choose 'random', 'vocab', 'text' or 'pretrained'")
 
     return make
 
@@ -145,5 +151,6 @@ def build_prompt_model(config: ml_collections.ConfigDict, backbone: Backbone, he
     return PromptModel(
         backbone=backbone, head=head, soft_prompt=soft, deep_prompt=deep, decoder_deep_prompt=decoder_deep,
         trainable=frozenset(trains), metadata=metadata, shift_positions=shift_positions,
-        soft_prompt_init=_soft_prompt_init(config) if soft is not None else None,
+        soft_prompt_init=(_soft_prompt_init(config, soft.num_tokens, metadata.get("prompt_source", ""))
+                          if soft is not None else None),
     )

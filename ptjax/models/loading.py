@@ -356,13 +356,19 @@ def open_backbone(
     files = resolve_checkpoint(name_or_path)
     hf_config, tokenizer = load_hf_config_and_tokenizer(files, with_tokenizer=with_tokenizer)
     family = family_for(getattr(hf_config, "model_type", None), where=str(files.folder / "config.json"))
-    source = open_tensor_source(files.weights)
-    try:
-        names = frozenset(_strip_prefixes(source.names(), family.checkpoint_prefixes))
-    finally:
-        source.close()
+    names = tensor_names(files, family)
     return backbone_from_config(str(name_or_path), hf_config, tokenizer, names, files, dtype=dtype,
                                 compute_dtype=compute_dtype, scan_layers=scan_layers, remat_policy=remat_policy)
+
+
+def tensor_names(files: CheckpointFiles, family: Family) -> frozenset[str]:
+    """The checkpoint's tensor names with and without model prefixes, from the file headers
+    (no tensor is read); InputError when the checkpoint has no weight files."""
+    source = open_tensor_source(files.weights)
+    try:
+        return frozenset(_strip_prefixes(source.names(), family.checkpoint_prefixes))
+    finally:
+        source.close()
 
 
 def backbone_from_config(name: str, hf_config: Any, tokenizer: Any, tensor_names: frozenset[str],

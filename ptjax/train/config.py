@@ -14,7 +14,7 @@ import ml_collections
 
 from ptjax.errors import InputError
 
-MODES = ("train", "eval", "sweep")
+MODES = ("train", "eval", "sweep", "plan")
 METHODS = ("fine_tune", "manual", "lester", "ptuning", "ptuning_v2")
 OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sqrt")
@@ -22,7 +22,8 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MESH_AXES = ("data", "fsdp", "tensor")
 PROMPT_ENCODERS = ("none", "mlp", "lstm")
-PROMPT_INITS = ("random", "vocab", "text")
+PROMPT_INITS = ("random", "vocab", "text", "pretrained")
+PROMPT_PATTERNS = ("task", "format", "hybrid", "unified")
 HEADS = ("auto", "verbalizer", "cls", "token", "span", "choice")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 
@@ -141,6 +142,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _choice(prompt.init, PROMPT_INITS, "prompt.init")
     if prompt.init == "text" and not prompt.init_text:
         raise InputError("config.prompt.init='text' needs config.prompt.init_text")
+    if prompt.init == "pretrained" and not prompt.init_from:
+        raise InputError("config.prompt.init='pretrained' needs config.prompt.init_from (a prompt export or workdir)")
+    if prompt.init == "pretrained" and prompt.encoder != "none":
+        raise InputError(f"config.prompt.init='pretrained' loads prompt vectors; config.prompt.encoder="
+                         f"{prompt.encoder!r} would re-encode them (use 'none')")
+    _choice(prompt.pattern, PROMPT_PATTERNS, "prompt.pattern")
     deep = prompt.deep
     _positive(deep.length, "prompt.deep.length", zero_ok=True)
     _positive(deep.reparam_hidden, "prompt.deep.reparam_hidden")
@@ -228,6 +235,13 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _positive(ckpt.every_steps, "checkpoint.every_steps", zero_ok=True)
     _positive(ckpt.keep, "checkpoint.keep")
     _positive(ckpt.keep_best, "checkpoint.keep_best", zero_ok=True)
+
+    plan = config.plan
+    _positive(plan.devices, "plan.devices", zero_ok=True)
+    _positive(plan.device_memory_gib, "plan.device_memory_gib")
+    if not 0.0 <= plan.memory_margin < 1.0:
+        raise InputError(f"config.plan.memory_margin={plan.memory_margin}: must be in [0, 1)")
+    _positive(plan.examples, "plan.examples")
 
     if config.mode == "eval" and not task.eval_splits:
         raise InputError("config.mode='eval' needs at least one split in config.task.eval_splits")
