@@ -20,11 +20,11 @@ plan.device_memory_gib minus plan.memory_margin.
 
 The compile targets the platform of the devices used. Simulated CPU devices stand in for
 accelerators: weights, optimizer state and the activations kept for the backward pass have their
-real sizes (bfloat16 compiles as float16, the same size, because XLA-CPU has no bf16 matmul and
-would otherwise hold float32 copies of whole weight stacks). XLA-CPU still computes half-precision
-matmuls in float32 and copies per-layer weight slices that accelerator compilers fuse into the
-matmuls, so temporaries are an upper bound: a tight one for scanned layers (one layer's copies at
-a time), a loose one with model.scan_layers=False (every layer's copies at once).
+real sizes. XLA-CPU has no bf16 matmul; it converts operands and results to float32 and copies
+per-layer weight slices that accelerator compilers fuse into the matmuls (CPU_COMPILER_OPTIONS
+keeps those copies inside the layer loop), so temporaries are an upper bound: a tight one for
+scanned layers (one layer's copies at a time), a loose one with model.scan_layers=False (every
+layer's copies at once).
 
 The batch has the config's global batch size and the longest shapes a run can take: the
 default length group padded to the bucket that holds task.max_length, other groups (e.g. T5
@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
@@ -90,17 +89,6 @@ def use_simulated_devices(count: int) -> None:
 # The backbone, without weights.
 
 
-def planned_dtype(name: str):
-    """The dtype a plan compiles with for config dtype `name`: bfloat16 becomes float16 (the
-    same size) on CPU, where XLA has no bf16 matmul and would keep float32 copies of the weights
-    that an accelerator never makes."""
-    from ptjax.experiment import DTYPES
-
-    if name == "bfloat16" and jax.devices()[0].platform == "cpu":
-        return jnp.float16
-    return DTYPES[name]
-
-
 def architecture_name(config: ml_collections.ConfigDict) -> str:
     return config.plan.architecture or config.model.name
 
@@ -108,11 +96,13 @@ def architecture_name(config: ml_collections.ConfigDict) -> str:
 def open_architecture(config: ml_collections.ConfigDict, *, scan_layers: bool | None = None) -> Backbone:
     """The config's backbone as module + abstract params, weights neither read nor downloaded
     (ptjax.models.architectures)."""
+    from ptjax.experiment import DTYPES
+
     model = config.model
     try:
         return architectures.open_architecture(
-            architecture_name(config), dtype=planned_dtype(model.dtype),
-            compute_dtype=planned_dtype(model.compute_dtype) if model.compute_dtype else None,
+            architecture_name(config), dtype=DTYPES[model.dtype],
+            compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
             scan_layers=model.scan_layers if scan_layers is None else scan_layers,
             remat_policy=model.remat_policy, standin=config.plan.tokenizer)
     except InputError as err:
@@ -174,6 +164,17 @@ def abstract_batch(config: ml_collections.ConfigDict, data, engine: Engine) -> t
 # The plan.
 
 
+# XLA-CPU has no bf16 matmul: it converts the operands to float32, and loop-invariant code
+# motion then hoists the conversion of a whole scanned weight stack out of the layer loop (a
+# float32 copy of every layer's weights at once, which no accelerator makes). Without that pass
+# the conversion stays per layer.
+CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+
+
+def compiler_options() -> dict | None:
+    return CPU_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None
+
+
 @dataclasses.dataclass
 class Memory:
     """Per-device bytes of a compiled executable (XLA's memory analysis)."""
@@ -230,7 +231,7 @@ def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = T
     with engine.activate():
         lowered = step.jitted.lower(trainable, frozen, opt_state, batch, rng)
     lowered_at = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=compiler_options())
     compile_s = time.perf_counter() - lowered_at
     memory = Memory.of(compiled)
 
