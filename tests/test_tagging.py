@@ -167,7 +167,7 @@ def test_srl_predicate_appended(tmp_path, minilm_tokenizer, bpe_tokenizers):
 
 
 # P-tuning v2 on an encoder trains in tests/test_multitask.py.
-METHODS = [("bert", "fine_tune", 1e-3), ("bert", "lester", 3e-2), ("gpt2", "ptuning_v2", 3e-2)]
+METHODS = [("bert", "fine_tune", 3e-3), ("bert", "lester", 3e-2), ("gpt2", "ptuning_v2", 3e-2)]
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,8 @@ def test_methods_train_and_decode(tiny_model_dir, conll03_dir, family, method, l
     model, data = experiment.model, experiment.data
     assert (model.soft_prompt is not None) == (method == "lester")
     assert (model.deep_prompt is not None) == (method == "ptuning_v2")
-    params, losses = token_training.train(model, data, steps=24, learning_rate=learning_rate)
-    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4]), losses
+    params, before, after = token_training.train_and_measure(model, data, steps=30, learning_rate=learning_rate)
+    assert after < 0.75 * before, (before, after)
 
     predictions = token_training.predict(model, params, data, "validation")
     examples = data.examples("validation")
