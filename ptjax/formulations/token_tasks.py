@@ -148,16 +148,22 @@ def build_token_experiment(config: ml_collections.ConfigDict, spec: TaskSpec, ba
 
 
 def read_export_params(source: str, fingerprint: str) -> tuple[dict, dict]:
-    """(params as saved, export info) of a prompt export; refuses one made on another backbone."""
+    """(params as numpy arrays, export info) of a prompt export, whatever mesh wrote it (read
+    onto one device from the export's own parameter table); refuses another backbone's."""
     import orbax.checkpoint as ocp
+    from flax import traverse_util
 
     from ptjax.train import checkpoints as ckpt
 
     path = ckpt.resolve_export(source)
     info = ckpt.read_export_metadata(path)
     ckpt.check_fingerprint(path, info, fingerprint)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = traverse_util.unflatten_dict({
+        tuple(name.split("/")): jax.ShapeDtypeStruct(tuple(shape), np.float32, sharding=one_device)
+        for name, shape in info["params"].items()})
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+        restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     return jax.tree.map(np.asarray, dict(restored.params)), info
 
 
