@@ -14,9 +14,9 @@ The report gives, per device, the memory of the compiled step from XLA's buffer 
 (arguments: frozen weights, trainable params, optimizer state, batch; outputs; donated outputs
 that reuse argument buffers; temporaries such as activations kept for the backward pass;
 generated code), the peak estimate arguments + outputs - aliased + temporaries + code, the
-step's FLOPs (XLA's cost analysis of the whole step; a scanned layer stack is counted on an
-unrolled twin, as ptjax.bench does), compile time, and a verdict against
-plan.device_memory_gib minus plan.memory_margin.
+step's FLOPs (XLA's cost analysis of the whole step; scanned layers and accumulated
+microbatches are counted on a twin without loops, `count_step_flops`), compile time, and a
+verdict against plan.device_memory_gib minus plan.memory_margin.
 
 The compile targets the platform of the devices used. Simulated CPU devices stand in for
 accelerators: weights, optimizer state and the activations kept for the backward pass have their
@@ -145,8 +145,9 @@ def planned_lengths(config: ml_collections.ConfigDict, split: pipeline.SplitData
 def abstract_batch(config: ml_collections.ConfigDict, data, engine: Engine) -> tuple[dict, dict[str, int]]:
     """({field: ShapeDtypeStruct with its batch sharding}, lengths) for one global train batch."""
     split_name = config.task.train_split
-    split = pipeline.prepare_split(split_name, data.features(split_name), data.pad_values,
-                                   getattr(data, "length_groups", {}) or {}, tuple(config.task.length_buckets))
+    groups = getattr(data, "length_groups", {}) or {}
+    split = pipeline.prepare_split(split_name, data.features(split_name), data.pad_values, groups,
+                                   tuple(config.task.length_buckets))
     lengths = planned_lengths(config, split)
     micro = config.train.batch_size
     rows = np.arange(micro) % len(split)
@@ -193,7 +194,8 @@ class Memory:
     def of(cls, compiled) -> Memory:
         stats = compiled.memory_analysis()
         if stats is None:
-            raise RuntimeError(f"{jax.devices()[0].platform}: XLA reports no memory analysis for this backend")
+            platform = jax.devices()[0].platform
+            raise RuntimeError(f"{platform}: XLA reports no memory analysis for this backend")
         return cls(int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes),
                    int(stats.alias_size_in_bytes), int(stats.temp_size_in_bytes),
                    int(stats.generated_code_size_in_bytes))
@@ -210,6 +212,23 @@ def shard_bytes(tree: Any) -> int:
 
 def _abstract(shapes: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+
+
+def count_step_flops(config: ml_collections.ConfigDict, lowered, batch: dict,
+                     rng) -> tuple[float | None, str]:
+    """(FLOPs of one train step, how they were counted). XLA's cost analysis counts a loop body
+    once, so a step with scanned layers or accumulated microbatches is counted on a twin that
+    has neither: the same step lowered (never compiled) with unrolled layers and the whole batch
+    at once, which does the same arithmetic."""
+    if not config.model.scan_layers and config.optimizer.grad_accum_steps == 1:
+        return _cost_flops(lowered), "cost_analysis"
+    from ptjax.experiment import build
+
+    unrolled = config.copy_and_resolve_references()
+    unrolled.model.scan_layers = False
+    unrolled.optimizer.grad_accum_steps = 1
+    twin = build(planning_config(unrolled), backbone=open_architecture(unrolled)).model
+    return _unrolled_flops(unrolled, twin, batch, rng), "cost_analysis_unrolled"
 
 
 def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = True) -> dict:
@@ -237,15 +256,7 @@ def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = T
 
     flops, flops_source = None, None
     if count_flops:
-        if config.model.scan_layers:
-            unrolled = config.copy_and_resolve_references()
-            unrolled.model.scan_layers = False
-            from ptjax.experiment import build
-
-            twin = build(planning_config(unrolled), backbone=open_architecture(unrolled)).model
-            flops, flops_source = _unrolled_flops(unrolled, twin, batch, rng), "cost_analysis_unrolled"
-        else:
-            flops, flops_source = _cost_flops(lowered), "cost_analysis"
+        flops, flops_source = count_step_flops(config, lowered, batch, rng)
 
     count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
     n_trainable, n_frozen = count(engine.trainable_shapes), count(engine.frozen_shapes)
@@ -306,7 +317,8 @@ def format_report(report: dict) -> str:
         flops_line = (f"  FLOPs per step: {flops:.4g} ({report['flops_source']}), "
                       f"{flops / report['devices']:.4g} per device")
     else:
-        flops_line = f"  FLOPs per step: not reported by XLA; estimate {report['flops_per_step_estimate']:.4g}"
+        estimate = report["flops_per_step_estimate"]
+        flops_line = f"  FLOPs per step: not reported by XLA; estimate {estimate:.4g}"
     lines = [
         (f"plan: {report['architecture']} ({report['family']}), method {report['method']}, "
          f"{params['total']:,} parameters ({params['trainable']:,} trainable), weights {report['dtype']}, "

@@ -59,7 +59,8 @@ def test_local_processes_script_trains_through_main_distributed(tiny_model_dir, 
             f"--config.model.name={tiny_model_dir('bert')}", f"--config.data_dir={sst2_dir(tmp_path)}",
             "--config.task.name=sst2", "--config.method.name=lester", "--config.prompt.length=4",
             "--config.task.max_length=32", "--config.train.batch_size=4", "--config.train.eval_batch_size=4",
-            "--config.train.num_steps=2", "--config.logging.progress=False", "--config.logging.tensorboard=False"]
+            "--config.train.num_steps=2", "--config.logging.progress=False",
+            "--config.logging.tensorboard=False"]
     proc = subprocess.run(["bash", str(REPO / "launch" / "local_processes.sh"), "2", "2", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=900, check=False,
                           env={**os.environ, "PTJAX_LOG_PREFIX": str(tmp_path / "log")})

@@ -73,7 +73,8 @@ after = status()
 source = open_tensor_source(sys.argv[1])
 layers = backbone.params["layers"]
 down = np.asarray(jax.device_get(layers["down"]["kernel"]))[3].astype(np.float32)
-expected_down = np.asarray(source.read("model.layers.3.mlp.down_proj.weight")).T.astype(jnp.bfloat16).astype(np.float32)
+expected_down = np.asarray(source.read("model.layers.3.mlp.down_proj.weight")).T
+expected_down = expected_down.astype(jnp.bfloat16).astype(np.float32)
 embed = np.asarray(jax.device_get(backbone.params["embed"]["embedding"])).astype(np.float32)
 expected_embed = np.asarray(source.read("model.embed_tokens.weight")).astype(jnp.bfloat16).astype(np.float32)
 print(json.dumps({

@@ -32,7 +32,8 @@ from ptjax.models.loading import (
 from ptjax.models.registry import family_for
 
 _T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24,
-           "num_decoder_layers": 24, "num_heads": 64, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+           "num_decoder_layers": 24, "num_heads": 64, "feed_forward_proj": "gated-gelu",
+           "tie_word_embeddings": False}
 _LLAMA2_13B = {"vocab_size": 32000, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
                "num_attention_heads": 40, "num_key_value_heads": 40, "max_position_embeddings": 4096,
                "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False}
@@ -42,8 +43,8 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "google/t5-v1_1-xxl": ("t5", _T5_XXL),
     "google/t5-xxl-lm-adapt": ("t5", _T5_XXL),
     # The original T5 11B: narrow, with a very wide ReLU feed-forward and a tied head.
-    "google-t5/t5-11b": ("t5", {"vocab_size": 32128, "d_model": 1024, "d_kv": 128, "d_ff": 65536, "num_layers": 24,
-                                "num_heads": 128, "feed_forward_proj": "relu"}),
+    "google-t5/t5-11b": ("t5", {"vocab_size": 32128, "d_model": 1024, "d_kv": 128, "d_ff": 65536,
+                                "num_layers": 24, "num_heads": 128, "feed_forward_proj": "relu"}),
     "google/mt5-xxl": ("mt5", {**_T5_XXL, "vocab_size": 250112}),
     "meta-llama/Llama-2-13b-hf": ("llama", _LLAMA2_13B),
 }
@@ -71,7 +72,9 @@ def implied_tensor_names(hf_config: Any) -> frozenset[str]:
     if getattr(hf_config, "mlp_bias", False):
         names.add("layers.0.mlp.gate_proj.bias")
     if hf_config.model_type in ("bert", "roberta", "xlm-roberta"):
-        names.update({"pooler.dense.weight", "cls.predictions.transform.dense.weight", "lm_head.dense.weight"})
+        # The MLM head under BERT's name and under RoBERTa's: either family finds its own.
+        names.update({"pooler.dense.weight", "cls.predictions.transform.dense.weight",
+                      "lm_head.dense.weight"})
     return frozenset(names)
 
 
