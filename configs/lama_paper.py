@@ -11,7 +11,8 @@ Backbone: SmolLM2-135M (the causal LM shipped here; the paper's GPT-2 / Megatron
 `paper(method)` gives the same settings for the other methods (lama_manual.py, lama_fine_tune.py,
 lama_manual_fine_tune.py, lama_compare.py). Deviations, on purpose: weight decay is decoupled
 (AdamW; the paper's code adds it to the gradient, L2-style; ptjax's "adam" has no weight decay);
-no gradient clipping, as in the paper's code.
+gradient clipping at global norm 1.0 (ptjax's default; the paper does not mention clipping. The
+first gradients of a randomly initialized prompt have norms of ~500-1300 against ~20-30 later).
 
 Facts: relations.jsonl and fact-retrieval/<relation>/{train,dev}.jsonl under
 config.data_dir/lama; every relation with train and dev facts; facts whose object is not one
@@ -31,6 +32,15 @@ def paper(method: str = "ptuning"):
     config.task.train_split = "train"
     config.task.eval_splits = ("validation",)  # LAMA's dev split
     config.task.max_length = 64
+    # LAMA's options (ptjax/formulations/lama.py), declared so that the command line can set them:
+    # relations to probe (empty: all with train and dev facts), the common vocabulary ("29k" /
+    # "34k": facts and predictions restricted to it) and the model list read from it, and caps on
+    # facts per relation (a fixed random sample; 0: all).
+    config.task.options.relations = ()
+    config.task.options.common_vocab = ""
+    config.task.options.vocab_model = "bert-base-cased"
+    config.task.options.train_facts_per_relation = 0
+    config.task.options.eval_facts_per_relation = 0
     config.method.name = method
     config.prompt.encoder = "lstm"
     config.prompt.init = "random"
@@ -38,7 +48,7 @@ def paper(method: str = "ptuning"):
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 1e-5
     config.optimizer.weight_decay = 5e-4
-    config.optimizer.clip_norm = 0.0
+    config.optimizer.clip_norm = 1.0  # ptjax's default; the paper does not mention clipping
     config.schedule.name = "exponential"
     config.schedule.decay_rate = 0.98
     config.schedule.decay_every_steps = 0  # once per epoch

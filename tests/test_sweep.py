@@ -6,7 +6,6 @@ import csv
 import json
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from test_lama import ONE_DEVICE, lama_config, write_lama
@@ -20,11 +19,6 @@ VARIANTS = ("manual: mode=eval; method.name=manual",
 
 def sweep_config(model_dir, data_dir, variants=VARIANTS, seeds=(0, 1)):
     config = lama_config(model_dir, data_dir, **{"train.num_steps": 3, "train.eval_every": 3})
-    if "sweep" not in config:  # the sweep section of configs/base.py
-        config.unlock()
-        config.sweep = ml_collections.ConfigDict({"variants": (), "grid": (), "seeds": ()})
-        config.lock()
-        config.task.options.unlock()
     config.mode = "sweep"
     config.sweep.variants = variants
     config.sweep.seeds = seeds
