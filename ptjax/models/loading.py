@@ -330,7 +330,7 @@ def fingerprint(family: Family, config: Any, source: TensorSource, rules: dict) 
     """sha256 over the architecture config and raw checkpoint bytes of a few tensors."""
     digest = hashlib.sha256()
     digest.update(family.name.encode())
-    digest.update(repr(config).encode())
+    digest.update(repr(dataclasses.replace(config, attention_impl="")).encode())  # weights, not kernels
     names = _strip_prefixes(source.names(), family.checkpoint_prefixes)
     sampled = sorted(rules.items())[:3]
     for path, rule in sampled:
@@ -348,17 +348,20 @@ def open_backbone(
     compute_dtype=None,
     scan_layers: bool = True,
     remat_policy: str = "none",
+    attention_impl: str = "",
     with_tokenizer: bool = True,
 ) -> Backbone:
     """Config, tokenizer, module and abstract params of a checkpoint, without reading weights.
     dtype: storage dtype of the weights (bf16 halves memory); compute_dtype: activations
-    (defaults to dtype)."""
+    (defaults to dtype); attention_impl: jax.nn.dot_product_attention's implementation
+    ("" lets JAX choose, "xla", "cudnn")."""
     files = resolve_checkpoint(name_or_path)
     hf_config, tokenizer = load_hf_config_and_tokenizer(files, with_tokenizer=with_tokenizer)
     family = family_for(getattr(hf_config, "model_type", None), where=str(files.folder / "config.json"))
     names = tensor_names(files, family)
     return backbone_from_config(str(name_or_path), hf_config, tokenizer, names, files, dtype=dtype,
-                                compute_dtype=compute_dtype, scan_layers=scan_layers, remat_policy=remat_policy)
+                                compute_dtype=compute_dtype, scan_layers=scan_layers, remat_policy=remat_policy,
+                                attention_impl=attention_impl)
 
 
 def tensor_names(files: CheckpointFiles, family: Family) -> frozenset[str]:
@@ -373,12 +376,13 @@ def tensor_names(files: CheckpointFiles, family: Family) -> frozenset[str]:
 
 def backbone_from_config(name: str, hf_config: Any, tokenizer: Any, tensor_names: frozenset[str],
                          files: CheckpointFiles | None, *, dtype=jnp.float32, compute_dtype=None,
-                         scan_layers: bool = True, remat_policy: str = "none") -> Backbone:
+                         scan_layers: bool = True, remat_policy: str = "none",
+                         attention_impl: str = "") -> Backbone:
     """A Backbone from a transformers config and the checkpoint's tensor names (prefixes
     stripped; they say which optional parts exist). files=None: an architecture without a
     checkpoint (ptjax.plan), whose weights cannot be loaded."""
     family = family_for(getattr(hf_config, "model_type", None), where=f"{name}: config")
-    config = family.config_from_hf(hf_config, tensor_names)
+    config = dataclasses.replace(family.config_from_hf(hf_config, tensor_names), attention_impl=attention_impl)
     module = family.build(config, dtype=compute_dtype or dtype, scan_layers=scan_layers, remat_policy=remat_policy)
     shapes, logical = abstract_params(family, config, module)
     shapes = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes)
