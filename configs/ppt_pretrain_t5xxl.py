@@ -24,7 +24,7 @@ tokens (unified multiple choice reaches ~400 with 16 options), bucketed at 128/2
 
 from configs import base
 
-TFDS_C4 = dict(source="tfds", dataset="c4/en", field="text", dataset_split="train")
+TFDS_C4 = {"source": "tfds", "dataset": "c4/en", "field": "text", "dataset_split": "train"}
 
 
 def pod_mesh(config, chips: int, global_batch: int) -> None:

@@ -22,7 +22,7 @@ the LM's prior for some words. On 200 SST-5 dev sentences SmolLM2 with the defau
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,13 @@ from ptjax.formulations.classification import VerbalizerClassification
 from ptjax.prompts.templates import parse_template
 from ptjax.prompts.verbalizers import build_verbalizer
 from ptjax.tasks.base import Example, TaskSpec
-from ptjax.tasks.pretraining import (LETTERS, NextSentencePairs, PseudoLabelledSentences, SentenceSelection,
-                                     UnifiedChoice)
+from ptjax.tasks.pretraining import (
+    LETTERS,
+    NextSentencePairs,
+    PseudoLabelledSentences,
+    SentenceSelection,
+    UnifiedChoice,
+)
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import argparse
 import json
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ptjax.data.readers import read_jsonl, read_trees
 from ptjax.errors import InputError

@@ -14,8 +14,9 @@ Fields: article, question, option_a .. option_d; label "A" .. "D".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ptjax.data.readers import get_field, read_json, read_jsonl
 from ptjax.errors import InputError, at
