@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ptjax.errors import InputError
-from ptjax.formulations import ppt
+from ptjax.formulations import ppt, wsc
 from ptjax.formulations.base import FormulatedTask
 from ptjax.formulations.choice import MultipleChoice, label_word_choice
 from ptjax.formulations.classification import LinearClassification, VerbalizerClassification
@@ -67,6 +67,8 @@ def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Rend
     kind = head_type(config, spec, backbone)
     if kind in LM_HEADS and backbone.kind == "encoder":
         raise InputError(f"{backbone.name} has no LM head (an encoder without MLM weights): use config.head.type='cls'")
+    if wsc.handles(config, spec, kind):  # WSC on an LM: the model names the referent (PET, P-tuning)
+        return wsc.build_formulation(config, spec, backbone, renderer)
     decoder_start = getattr(backbone.config, "decoder_start_token_id", 0) or 0
     origin = f"task {spec.name}"
     label_words = dict(zip(spec.labels, config.head.verbalizer)) if config.head.verbalizer else patterns.label_words

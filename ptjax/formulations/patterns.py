@@ -6,6 +6,8 @@ next token) and T5 (whose decoder writes the word after the sentinel). The P-tun
 add soft tokens around the same anchors ("?", "Answer:"), as P-tuning does. The linear inputs
 are what P-tuning v2 and fine-tuning feed a [CLS] head: the fields, pairs split by [SEP].
 Long fields carry `truncate`, so the question and the slot survive truncation.
+WSC on an LM head names the referent instead (`ptjax.formulations.wsc`); the yes/no patterns
+here serve linear heads and head.type='verbalizer'.
 Any of these is overridden by config.prompt.template / config.head.verbalizer.
 """
 
@@ -15,6 +17,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 from ptjax.errors import InputError
+from ptjax.formulations.wsc import marked_fields
 from ptjax.tasks.base import Example, TaskSpec
 from ptjax.tasks.pretraining import (NextSentencePairs, PseudoLabelledSentences, SentenceSelection,
                                      UnifiedChoice)
@@ -52,7 +55,11 @@ def _copa_options(example: Example) -> list[str]:
 
 
 def _as_continuation(sentence: str) -> str:
+    """A choice as the rest of the premise's sentence: no final stop, first letter lowercased
+    (except the pronoun I: "so I took a nap")."""
     sentence = sentence.strip().rstrip(".!?")
+    if sentence.split(" ", 1)[0].split("'", 1)[0] == "I":
+        return sentence
     return sentence[:1].lower() + sentence[1:]
 
 
@@ -68,10 +75,12 @@ PATTERNS: dict[str, TaskPatterns] = {
         linear="{question} [SEP] {passage|truncate}",
         label_words=YES_NO,
     ),
+    # The two sentences are numbered (run together they read as one text); P-tuning keeps the
+    # word in quotes and "?" as anchors.
     "wic": TaskPatterns(
-        manual='{sentence1} {sentence2} Question: is the word "{word}" used in the same sense in both '
-               "sentences? Answer: [MASK].",
-        ptuning='{sentence1} {sentence2} [P*3] "{word}" ? [P*3] Answer: [MASK].',
+        manual='Sentence 1: {sentence1} Sentence 2: {sentence2} Question: is the word "{word}" used in the '
+               "same sense in both sentences? Answer: [MASK].",
+        ptuning='Sentence 1: {sentence1} Sentence 2: {sentence2} [P*3] "{word}" ? [P*3] Answer: [MASK].',
         linear="{word}: {sentence1} [SEP] {sentence2}",
         label_words=YES_NO,
     ),
@@ -81,6 +90,7 @@ PATTERNS: dict[str, TaskPatterns] = {
         ptuning='{text|truncate} [P*3] "{span2_text}" refer to "{span1_text}" ? [P*3] Answer: [MASK].',
         linear='{text|truncate} [SEP] "{span2_text}" refers to "{span1_text}"',
         label_words=YES_NO,
+        fields=marked_fields,  # the pronoun marked in the text (*they*): it may occur twice
     ),
     "multirc": TaskPatterns(
         manual='{passage|truncate} Question: {question|rstrip_punct}? Is the answer "{answer}" correct? '
@@ -93,7 +103,7 @@ PATTERNS: dict[str, TaskPatterns] = {
         manual="{premise|rstrip_punct}, {connective} [MASK].",
         ptuning="{premise|rstrip_punct} [P*3] {connective} [P*3] [MASK].",
         linear="",
-        linear_choice="{premise} {connective} [SEP] {option}",
+        linear_choice="{premise|rstrip_punct}, {connective} [SEP] {option}",
         options=_copa_options,
         fields=_copa_fields,
     ),
