@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-size", type=int, default=8192)
     parser.add_argument("--spec-tflops", type=float, default=989.0, help="datasheet peak of the device in dtype")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from ptjax.hostmem import keep_freed_memory
+
+    keep_freed_memory()  # before the first step: see ptjax/hostmem.py
 
     from ptjax.bench_peft import Case, PtjaxSide
 

@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     from ptjax import cli
 
     args = parse(sys.argv[1:] if argv is None else argv)
+    from ptjax.hostmem import keep_freed_memory
+
+    keep_freed_memory()  # before the first step: see ptjax/hostmem.py
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count())

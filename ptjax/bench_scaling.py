@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan-layers", action="store_true")
     parser.add_argument("--out", default="benchmarks/step_time")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from ptjax.hostmem import keep_freed_memory
+
+    keep_freed_memory()  # before the first step: see ptjax/hostmem.py
     import jax
 
     from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint

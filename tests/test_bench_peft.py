@@ -10,6 +10,12 @@ import pytest
 from ptjax import bench_mfu, bench_peft, bench_scaling
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_test_process_allocator(monkeypatch):
+    """The commands tune glibc's malloc for long CPU runs (ptjax/hostmem.py); not this process."""
+    monkeypatch.setenv("PTJAX_KEEP_FREED_MEMORY", "0")
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
@@ -51,3 +57,11 @@ def test_scaling_plot_and_mfu_commands(tiny_model_dir, tmp_path, capsys):
                            "--peak-size", "64", "--dtype", "float32"]) == 0
     (mfu,) = json_lines(capsys.readouterr().out)
     assert mfu["params"] > 0 and mfu["flops_per_step"] > 0 and 0 < mfu["mfu_vs_measured_matmul"]
+
+
+def test_keep_freed_memory_applies_once_or_is_switched_off(monkeypatch):
+    from ptjax import hostmem
+
+    assert hostmem.keep_freed_memory() is False  # switched off by the fixture
+    monkeypatch.setattr(hostmem, "_done", True)
+    assert hostmem.keep_freed_memory() is True   # already applied: nothing to do
