@@ -149,8 +149,7 @@ def abstract_batch(config: ml_collections.ConfigDict, data, engine: Engine) -> t
     split = pipeline.prepare_split(split_name, data.features(split_name), data.pad_values, groups,
                                    tuple(config.task.length_buckets))
     lengths = planned_lengths(config, split)
-    micro = config.train.batch_size
-    rows = np.arange(micro) % len(split)
+    rows = np.arange(config.train.batch_size) % len(split)  # a few examples, repeated
     arrays = pipeline.collate(split, rows, lengths)
     batch = {
         name: jax.ShapeDtypeStruct(
