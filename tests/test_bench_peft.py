@@ -65,3 +65,25 @@ def test_keep_freed_memory_applies_once_or_is_switched_off(monkeypatch):
     assert hostmem.keep_freed_memory() is False  # switched off by the fixture
     monkeypatch.setattr(hostmem, "_done", True)
     assert hostmem.keep_freed_memory() is True   # already applied: nothing to do
+
+
+def test_hash_dropout_masks_keep_the_rate_and_look_independent():
+    import jax
+    import numpy as np
+
+    from ptjax.models.layers import Dropout, dropout_mask
+
+    key = jax.random.PRNGKey(3)
+    mask = np.asarray(dropout_mask(key, (64, 1000), 0.9))
+    assert abs(mask.mean() - 0.9) < 0.006
+    other = np.asarray(dropout_mask(jax.random.fold_in(key, 1), (64, 1000), 0.9))
+    assert abs((mask == other).mean() - (0.9**2 + 0.1**2)) < 0.01  # another key: an independent mask
+    flat = mask.reshape(-1).astype(float)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02      # neighbours uncorrelated
+    assert abs(np.corrcoef(mask[:-1].reshape(-1), mask[1:].reshape(-1))[0, 1]) < 0.02
+    # More than 2^32 elements: the leading axes are mixed in (traced only, never materialized).
+    assert jax.eval_shape(lambda k: dropout_mask(k, (2**12, 2**12, 2**10), 0.5), key).shape == (2**12, 2**12, 2**10)
+    x = np.ones((8, 100), np.float32)
+    out = np.asarray(Dropout(0.25).apply({}, x, deterministic=False, rngs={"dropout": key}))
+    assert set(np.unique(out)) <= {0.0, np.float32(1 / 0.75)} and abs((out > 0).mean() - 0.75) < 0.06
+    np.testing.assert_array_equal(Dropout(0.25).apply({}, x, deterministic=True), x)

@@ -140,7 +140,10 @@ class PromptModel:
         for name, key in (("deep", "prefix"), ("decoder_deep", "decoder_prefix")):
             module_ = self._prompt_modules().get(name)
             if module_ is not None:
-                rngs = {"dropout": jax.random.fold_in(prompt_rng, len(key))} if train and prompt_rng is not None else {}
+                # Only prefix dropout needs a prefix per example; otherwise one prefix is shared by the
+                # batch (a per-example copy would be materialized and summed back in the backward pass).
+                dropout = train and prompt_rng is not None and getattr(module_, "dropout_rate", 0.0) > 0
+                rngs = {"dropout": jax.random.fold_in(prompt_rng, len(key))} if dropout else {}
                 kwargs[key] = module_.apply(
                     {"params": prompt_params[name]}, prompt_id=batch.get("prompt_id"),
                     batch_size=ids.shape[0] if rngs else None, deterministic=deterministic, rngs=rngs,

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.models.layers import (
-    ACTIVATIONS, BackboneOutput, Dense, Embed, LayerNorm, PrefixKV, constrain, dot_product_attention, layer_stack,
+    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, dot_product_attention, layer_stack,
     make_attention_mask, prepend_prefix_mask,
 )
 from ptjax.models.registry import Family, TensorRule
@@ -70,13 +70,13 @@ class BertLayer(nn.Module):
             dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), dtype=dt, name="attention_output")(attn)
-        attn = nn.Dropout(cfg.hidden_dropout)(attn, deterministic=self.deterministic)
+        attn = Dropout(cfg.hidden_dropout)(attn, deterministic=self.deterministic)
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(attn + hidden)
 
         inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="intermediate")(hidden)
         inner = constrain(ACTIVATIONS[cfg.hidden_act](inner), ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
-        out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
+        out = Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="output_norm")(out + hidden)
         hidden = constrain(hidden, ("batch", "length", "embed"))
         return hidden, hidden
@@ -100,7 +100,7 @@ class BertModel(nn.Module):
         self.position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, "embed"), dtype=dt)
         self.token_type_embeddings = Embed(cfg.type_vocab_size, cfg.hidden_size, (None, "embed"), dtype=dt)
         self.embeddings_norm = LayerNorm(cfg.layer_norm_eps, dtype=dt)
-        self.embeddings_dropout = nn.Dropout(cfg.hidden_dropout)
+        self.embeddings_dropout = Dropout(cfg.hidden_dropout)
         if cfg.has_pooler:
             self.pooler = Dense(cfg.hidden_size, ("embed",), (None,), dtype=dt)
         if cfg.has_mlm_head:

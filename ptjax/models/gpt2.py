@@ -19,6 +19,7 @@ from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
     Dense,
+    Dropout,
     Embed,
     LayerNorm,
     PrefixKV,
@@ -81,13 +82,13 @@ class GPT2Layer(nn.Module):
             dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), dtype=dt, name="attention_output")(attn)
-        hidden = hidden + nn.Dropout(cfg.residual_dropout)(attn, deterministic=self.deterministic)
+        hidden = hidden + Dropout(cfg.residual_dropout)(attn, deterministic=self.deterministic)
 
         x = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="mlp_norm")(hidden)
         inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="intermediate")(x)
         inner = constrain(ACTIVATIONS[cfg.activation](inner), ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
-        hidden = hidden + nn.Dropout(cfg.residual_dropout)(out, deterministic=self.deterministic)
+        hidden = hidden + Dropout(cfg.residual_dropout)(out, deterministic=self.deterministic)
         hidden = constrain(hidden, ("batch", "length", "embed"))
         return hidden, (hidden if self.return_hidden else None)
 
@@ -108,7 +109,7 @@ class GPT2Model(nn.Module):
         cfg, dt = self.config, self.dtype
         self.token_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt)
         self.position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, "embed"), dtype=dt)
-        self.embeddings_dropout = nn.Dropout(cfg.embedding_dropout)
+        self.embeddings_dropout = Dropout(cfg.embedding_dropout)
         self.final_norm = LayerNorm(cfg.layer_norm_eps, dtype=dt)
 
     def embed_tokens(self, input_ids):

@@ -33,6 +33,7 @@ from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
     Dense,
+    Dropout,
     Embed,
     PrefixKV,
     RMSNorm,
@@ -197,7 +198,7 @@ class T5FeedForward(nn.Module):
         else:
             inner = act(dense(name="wi")(x))
         inner = constrain(inner, ("batch", "length", "mlp"))
-        inner = nn.Dropout(cfg.dropout_rate)(inner, deterministic=self.deterministic)
+        inner = Dropout(cfg.dropout_rate)(inner, deterministic=self.deterministic)
         return Dense(cfg.d_model, ("mlp",), ("embed",), use_bias=False, dtype=dt, name="wo")(inner)
 
 
@@ -219,7 +220,7 @@ class T5Block(nn.Module):
         cfg, dt = self.config, self.dtype
         norm = functools.partial(RMSNorm, cfg.layer_norm_eps, dtype=dt)
         attention = functools.partial(T5Attention, cfg, dtype=dt, deterministic=self.deterministic)
-        dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=self.deterministic)
+        dropout = functools.partial(Dropout(cfg.dropout_rate), deterministic=self.deterministic)
 
         normed = norm(name="self_attention_norm")(hidden)
         out = attention(name="self_attention")(normed, normed, self_mask, position_bias, prefix_kv)
@@ -272,7 +273,7 @@ class T5Stack(nn.Module):
                                              key_length=encoder_hidden.shape[1], causal=False)
             encoder_hidden = encoder_hidden.astype(self.dtype)
 
-        hidden = nn.Dropout(cfg.dropout_rate)(embeds.astype(self.dtype), deterministic=deterministic)
+        hidden = Dropout(cfg.dropout_rate)(embeds.astype(self.dtype), deterministic=deterministic)
         hidden = constrain(hidden, ("batch", "length", "embed"))
         stack = layer_stack(
             T5Block, num_layers=self.num_layers, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
@@ -283,7 +284,7 @@ class T5Stack(nn.Module):
         last, per_layer = stack(hidden, prefix_kv, self_mask, position_bias, encoder_hidden, cross_mask)
 
         final = RMSNorm(cfg.layer_norm_eps, dtype=self.dtype, name="final_norm")(last)
-        final = nn.Dropout(cfg.dropout_rate)(final, deterministic=deterministic)
+        final = Dropout(cfg.dropout_rate)(final, deterministic=deterministic)
         all_hidden = None
         if output_hidden_states:
             all_hidden = jnp.concatenate([hidden[None], per_layer[:-1], final[None]])
