@@ -307,7 +307,7 @@ def candidate_tokens(tokenizer, vocab_size: int, words=None, *, follows_space: b
 
 def build_lama_experiment(config, spec: TaskSpec, backbone):
     from ptjax.experiment import Experiment
-    from ptjax.methods.methods import build_prompt_model, get_method, method_template
+    from ptjax.methods.methods import build_prompt_model, method_template
     from ptjax.prompts.banks import PromptEncoderBank
 
     if backbone.kind not in PTUNING_TEMPLATES:
@@ -341,7 +341,6 @@ def build_lama_experiment(config, spec: TaskSpec, backbone):
     template = formulation.template(first)
     description = {"task": spec.name, "method": method, "backbone": backbone.name, "relations": list(relations),
                    **formulation.describe()}
-    get_method(method)
     model = build_prompt_model(config, backbone, formulation.head, template, description, num_prompts=len(relations))
     if model.soft_prompt is not None:  # one independent encoder per relation, as P-tuning trains them
         bank = PromptEncoderBank(num_prompts=len(relations), num_tokens=template.num_soft_tokens,

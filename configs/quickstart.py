@@ -1,0 +1,35 @@
+"""Quickstart: does P-tuning find better prompts than hand-written ones? SmolLM2-135M (real
+weights, offline) probed for 563 facts about countries that ship with ptjax
+(ptjax/tasks/data/world_facts: capital, capital of, continent, official language, currency),
+manual prompt ("The capital of France is [MASK]") vs P-tuning ("[P*3] France [P*3] [MASK]", one
+BiLSTM + MLP prompt encoder per relation, frozen model), then the P@1 table per relation.
+
+    python main.py --config configs/quickstart.py --workdir /tmp/ptjax-quickstart
+
+Settings as configs/lama_paper.py except: the quickstart's data, a learning rate of 1e-3 (1e-5
+needs far more than the quickstart's 150 steps), a constant learning rate, 150 steps of batch 8
+(about 4.5 epochs), dev evaluated once at the end. Facts whose object is not one SmolLM2 token
+(" Kathmandu") are dropped, as LAMA does. The tables land in the workdir (results.md, results.csv,
+results_p_at_1.csv); each run's own files under manual/seed_0 and ptuning/seed_0.
+"""
+
+from configs import base
+from configs.lama_paper import paper
+
+
+def get_config():
+    config = paper("ptuning")
+    config.data_dir = str(base.REPO_ROOT / "ptjax" / "tasks" / "data" / "world_facts")
+    config.mode = "sweep"
+    config.sweep.variants = (
+        "manual: mode=eval; method.name=manual",
+        "ptuning: method.name=ptuning",
+    )
+    config.optimizer.learning_rate = 1e-3
+    config.schedule.name = "constant"
+    config.train.num_steps = 150
+    config.train.eval_every = 150
+    config.train.early_stopping_patience = 0
+    config.checkpoint.every_steps = 0  # only at the end
+    config.logging.tensorboard = False
+    return config
