@@ -26,7 +26,6 @@ from ptjax.formulations.lama import (
 from ptjax.prompts.rendering import Renderer
 from ptjax.prompts.templates import parse_template
 from ptjax.tasks.base import Example, get_task
-from ptjax.train import loop
 from ptjax.train.engine import Engine
 from ptjax.train.step import merge_params
 
@@ -311,15 +310,13 @@ def test_smollm2_manual_prompt_knows_capitals(smollm2, tmp_path):
     experiment = build(config, backbone=smollm2)
     data, model = experiment.data, experiment.model
     assert experiment.description["templates"] == {"P36": "The capital of {sub} is [MASK]"}
-    results = loop.evaluate(config, tmp_path / "run", model, data, devices=ONE_DEVICE)
-    assert results["metrics"]["validation"]["p_at_1"] >= 0.8
-
     engine = Engine(config, model, devices=ONE_DEVICE)
     trainable, frozen = engine.init_params(jax.random.PRNGKey(0))
     batch = batch_of(data.features("validation"), data.pad_values)
     with engine.activate():
         predicted = jax.jit(lambda params, batch: model.predict(merge_params(params, frozen), batch))(
             trainable, batch)["prediction"]
-    answers = data.formulation.decode(data.examples("validation"), data.features("validation"),
-                                      [{"prediction": p} for p in np.asarray(predicted)])
+    predictions = [{"prediction": p} for p in np.asarray(predicted)]
+    answers = data.formulation.decode(data.examples("validation"), data.features("validation"), predictions)
     assert answers[:2] == ["Paris", "Berlin"]
+    assert data.evaluate("validation", predictions)["p_at_1"] >= 0.8
