@@ -18,7 +18,8 @@ of the key they set. A run applies its variant's overrides, then its grid point'
 Run directories: DIR/<variant>/[<key>=<value>,.../]seed_<seed>/ with the run's own metrics.jsonl,
 results.json, checkpoints and export. A rerun with the same DIR skips finished runs (results.json
 completed, early stopped or diverged), resumes unfinished ones from their checkpoints, and refuses a
-run directory made by a different config. Then it writes
+run directory made by a different config (sections sweep and logging aside: adding variants or
+seeds later keeps the finished runs). Then it writes
   DIR/results.md    the summary table (one row per variant and grid point: metrics of each eval
                     split as mean ± std over seeds) and, for metrics reported per group
                     ("p_at_1/P19": LAMA's per-relation P@1), one table per such metric with rows =
@@ -183,9 +184,16 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _check_record(run: Run, config_dict: dict) -> None:
+def _comparable(config: ml_collections.ConfigDict) -> dict:
+    """The run's config as JSON, without the sections that do not change its results (the sweep
+    itself: adding a variant or a seed keeps the finished runs; logging)."""
+    return {k: v for k, v in json.loads(json.dumps(config.to_dict(), default=str)).items()
+            if k not in ("sweep", "logging")}
+
+
+def _check_record(run: Run, config: ml_collections.ConfigDict) -> None:
     record = _read_json(run.path / RUN_RECORD)
-    if record is not None and record.get("config") != json.loads(json.dumps(config_dict, default=str)):
+    if record is not None and record.get("config") != _comparable(config):
         raise InputError(
             f"{run.path}: made by a different config than this sweep's run of variant {run.variant!r} "
             "(changed overrides or base config); use another --workdir or delete that folder"
@@ -254,7 +262,7 @@ def _write_record(run: Run, config: ml_collections.ConfigDict, seconds: float) -
     previous = _read_json(run.path / RUN_RECORD) or {}
     record = {"variant": run.variant, "point": {k: repr(v) for k, v in run.point}, "seed": run.seed,
               "seconds": round(previous.get("seconds", 0.0) + seconds, 1),
-              "config": json.loads(json.dumps(config.to_dict(), default=str))}
+              "config": _comparable(config)}
     (run.path / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
@@ -268,7 +276,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Cal
     runs = plan_runs(config, workdir)
     configs = [run_config(config, run) for run in runs]
     for run, derived in zip(runs, configs):  # refuse a foreign directory before anything runs
-        _check_record(run, derived.to_dict())
+        _check_record(run, derived)
     backbones = BackboneCache()
     for number, (run, derived) in enumerate(zip(runs, configs), 1):
         label = f"[{number}/{len(runs)}] {run.path.relative_to(workdir)}"

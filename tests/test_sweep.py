@@ -100,8 +100,11 @@ def test_two_variants_two_seeds_tables_and_rerun(tmp_path, tiny_model_dir, capsy
     assert markdown in capsys.readouterr().out
 
     # A rerun skips every finished run; a run without results.json resumes from its checkpoint.
+    # (The variants listed in another order, with another progress setting: the same runs.)
     stamps = {key: (workdir / key[0] / f"seed_{key[1]}" / "results.json").stat().st_mtime_ns for key in results}
     (workdir / "ptuning" / "seed_1" / "results.json").unlink()
+    config = sweep_config(tiny_model_dir("gpt2"), data_dir, variants=VARIANTS[::-1])
+    config.logging.progress = True
     run_sweep(config, workdir, devices=ONE_DEVICE)
     captured = capsys.readouterr()
     assert captured.out.count("finished earlier, skipped") == 3 and "resuming from step 3" in captured.err
