@@ -23,7 +23,10 @@ and the median of the per-round ratios. FLOPs per step are XLA's cost analysis o
 ptjax step (layers unrolled so every layer counts; multiply-add = 2 FLOPs; attention, backward
 and optimizer included); the same count is used for the PEFT side, which does the same math.
 MFU = FLOPs per step / step time / matmul peak, the peak being the best of several
-4096 x 4096 float32 matmuls in JAX and in torch in this process, before the cases.
+4096 x 4096 float32 matmuls in JAX and in torch in this process, before the cases. The same ratio
+is also given in CPU time (process user + system seconds, all threads, per step and per peak
+matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb less than wall time
+(idle threads that spin count as busy, so it errs low). The load average goes with every line.
 
 Prints one JSON line per case, then one line with the peak. Needs torch and peft (test
 requirements); nothing in ptjax's runtime imports this module.
@@ -35,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -68,7 +72,8 @@ LEARNING_RATE, CLIP_NORM = 1e-3, 1.0
 
 
 def matmul_peak(size: int = 4096, repeats: int = 5) -> dict:
-    """Best float32 matmul FLOP/s of JAX and of torch on this machine (2 size^3 FLOPs each)."""
+    """Best float32 matmul FLOP/s of JAX and of torch on this machine (2 size^3 FLOPs each), per
+    second of wall time and per second of process CPU time (all threads)."""
     import torch
 
     flops = 2.0 * size**3
@@ -76,18 +81,26 @@ def matmul_peak(size: int = 4096, repeats: int = 5) -> dict:
     b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()
-    jax_best = min(_timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
+    jax_runs = [_timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats)]
     ta, tb = torch.randn(size, size), torch.randn(size, size)
     torch.matmul(ta, tb)
-    torch_best = min(_timed(lambda: torch.matmul(ta, tb)) for _ in range(repeats))
-    return {"size": size, "jax_flops_per_s": flops / jax_best, "torch_flops_per_s": flops / torch_best,
-            "peak_flops_per_s": flops / min(jax_best, torch_best)}
+    torch_runs = [_timed(lambda: torch.matmul(ta, tb)) for _ in range(repeats)]
+    best = min(w for w, _ in jax_runs + torch_runs)
+    return {"size": size, "jax_flops_per_s": flops / min(w for w, _ in jax_runs),
+            "torch_flops_per_s": flops / min(w for w, _ in torch_runs), "peak_flops_per_s": flops / best,
+            "peak_flops_per_cpu_s": flops / min(max(c, 1e-9) for _, c in jax_runs + torch_runs)}
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process, microseconds
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of fn()."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +295,7 @@ class PeftSide:
 # --------------------------------------------------------------------------------------------
 
 
-def run_case(name: str, case: Case, *, model: str | None, rounds: int, steps: int, warmup: int, peak: float,
+def run_case(name: str, case: Case, *, model: str | None, rounds: int, steps: int, warmup: int, peak: dict,
              scan_layers: bool) -> dict:
     model_name = model or case.backbone
     from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
@@ -295,10 +308,12 @@ def run_case(name: str, case: Case, *, model: str | None, rounds: int, steps: in
     ours_compile = time.perf_counter() - compile_start
     theirs = PeftSide(case, model_name, inputs)
     theirs.run(warmup)
-    ours_rates, theirs_rates = [], []
+    ours_rates, theirs_rates, ours_cpu, theirs_cpu = [], [], [], []
     for _ in range(rounds):
-        ours_rates.append(case.batch * steps / ours.run(steps))
-        theirs_rates.append(case.batch * steps / theirs.run(steps))
+        for side, rates, cpu in ((ours, ours_rates, ours_cpu), (theirs, theirs_rates, theirs_cpu)):
+            wall, seconds = _timed(lambda side=side: side.run(steps))
+            rates.append(case.batch * steps / wall)
+            cpu.append(seconds / steps)
     ratios = [a / b for a, b in zip(ours_rates, theirs_rates)]
     ours_eps, theirs_eps = statistics.median(ours_rates), statistics.median(theirs_rates)
     flops = ours.flops
@@ -316,12 +331,20 @@ def run_case(name: str, case: Case, *, model: str | None, rounds: int, steps: in
         "final_loss": {"ptjax": ours.loss, "peft": theirs.loss},
         "scan_layers": scan_layers,
     }
+    result["ptjax_cpu_s_per_step"] = statistics.median(ours_cpu)
+    result["peft_cpu_s_per_step"] = statistics.median(theirs_cpu)
     if flops:
         result["ptjax_flops_per_s"] = flops * ours_eps / case.batch
         result["peft_flops_per_s"] = flops * theirs_eps / case.batch
-        if peak:
-            result["ptjax_mfu"] = result["ptjax_flops_per_s"] / peak
-            result["peft_mfu"] = result["peft_flops_per_s"] / peak
+        if peak.get("peak_flops_per_s"):
+            result["ptjax_mfu"] = result["ptjax_flops_per_s"] / peak["peak_flops_per_s"]
+            result["peft_mfu"] = result["peft_flops_per_s"] / peak["peak_flops_per_s"]
+            # The same with CPU time (all threads) on both sides: less sensitive to other jobs.
+            per_cpu_s = peak["peak_flops_per_cpu_s"]
+            for side in ("ptjax", "peft"):
+                cpu = result[f"{side}_cpu_s_per_step"]
+                result[f"{side}_mfu_cpu_time"] = flops / cpu / per_cpu_s if cpu > 0 else None
+    result["load_average"] = os.getloadavg()
     return result
 
 
@@ -355,15 +378,16 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in CASES]
         if unknown:
             raise InputError(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
-        peak = matmul_peak(args.peak_size) if args.peak_size else {"peak_flops_per_s": None}
+        peak = matmul_peak(args.peak_size) if args.peak_size else {}
         for name in names:
             case = dataclasses.replace(CASES[name], **{k: v for k, v in (("batch", args.batch),
                                                                        ("length", args.length)) if v})
             result = run_case(name, case, model=args.model, rounds=args.rounds, steps=args.steps,
-                              warmup=args.warmup, peak=peak["peak_flops_per_s"], scan_layers=args.scan_layers)
+                              warmup=args.warmup, peak=peak, scan_layers=args.scan_layers)
             print(json.dumps(result, sort_keys=True), flush=True)
         print(json.dumps({"matmul_peak": peak, "jax": jax.__version__, "torch": torch.__version__,
-                          "device": jax.devices()[0].device_kind}, sort_keys=True), flush=True)
+                          "device": jax.devices()[0].device_kind, "load_average": os.getloadavg()},
+                         sort_keys=True), flush=True)
     except InputError as err:
         cli.fail(str(err))
     return 0

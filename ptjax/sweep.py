@@ -187,13 +187,16 @@ def _read_json(path: Path) -> dict | None:
 def _comparable(config: ml_collections.ConfigDict) -> dict:
     """The run's config as JSON, without the sections that do not change its results (the sweep
     itself: adding a variant or a seed keeps the finished runs; logging)."""
-    return {k: v for k, v in json.loads(json.dumps(config.to_dict(), default=str)).items()
-            if k not in ("sweep", "logging")}
+    return _without_unrelated(json.loads(json.dumps(config.to_dict(), default=str)))
+
+
+def _without_unrelated(config_dict: dict) -> dict:
+    return {k: v for k, v in config_dict.items() if k not in ("sweep", "logging")}
 
 
 def _check_record(run: Run, config: ml_collections.ConfigDict) -> None:
     record = _read_json(run.path / RUN_RECORD)
-    if record is not None and record.get("config") != _comparable(config):
+    if record is not None and _without_unrelated(record.get("config") or {}) != _comparable(config):
         raise InputError(
             f"{run.path}: made by a different config than this sweep's run of variant {run.variant!r} "
             "(changed overrides or base config); use another --workdir or delete that folder"

@@ -30,7 +30,7 @@ def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
     # Both sides train exactly the same parameters (prompt, plus the linear head for MiniLM cases).
     assert result["trainable_params"]["ptjax"] == result["trainable_params"]["peft"] > 0
     for key in ("ptjax_examples_per_s", "peft_examples_per_s", "speedup_median_of_rounds", "flops_per_step",
-                "ptjax_mfu", "peft_mfu"):
+                "ptjax_mfu", "peft_mfu", "ptjax_mfu_cpu_time", "peft_cpu_s_per_step"):
         assert result[key] > 0, key
     assert peak["matmul_peak"]["peak_flops_per_s"] > 0
 
