@@ -365,7 +365,7 @@ def test_t5xxl_config_validates_and_builds_without_weights(argument, t5, data_di
 
 
 @pytest.mark.parametrize("argument", ["ppt_nsp", "ppt_unified_mc,256", "ppt_nss,32"])
-def test_t5xxl_pretraining_config_validates_and_builds_without_weights(argument, t5, tmp_path):
+def test_t5xxl_pretraining_config_validates_and_builds_without_weights(argument, t5, tmp_path, data_dir):
     from configs import ppt_pretrain_t5xxl
 
     config = ppt_pretrain_t5xxl.get_config(argument)
@@ -376,7 +376,7 @@ def test_t5xxl_pretraining_config_validates_and_builds_without_weights(argument,
     assert experiment.model.abstract_params()[0]["prompt"]["soft"]["embedding"].shape == (100, 4096)
 
 
-def test_headline_command_names_the_missing_backbone(tmp_path):
+def test_headline_command_names_the_missing_backbone(tmp_path, data_dir):
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "main.py", "--config", "configs/ppt_t5xxl.py", "--workdir", str(tmp_path)],
                           check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

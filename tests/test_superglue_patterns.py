@@ -239,7 +239,7 @@ def test_wsc_keeps_yes_no_on_linear_heads_and_when_asked(tiny_model_dir, data_di
 # Protocol configs.
 
 
-def test_paper_protocols_and_hyperparameters():
+def test_paper_protocols_and_hyperparameters(data_dir):
     full = superglue_paper.paper("rte", "ptuning", "full")
     assert full.data_dir.endswith("superglue_full") and full.task.eval_splits == ("val",)
     assert (full.optimizer.name, full.schedule.name, full.optimizer.learning_rate) == ("adamw", "linear", 1e-5)
@@ -258,7 +258,7 @@ def test_paper_protocols_and_hyperparameters():
         validate(config, 1)
 
 
-def test_sweep_configs_seeds_grid_and_variants():
+def test_sweep_configs_seeds_grid_and_variants(data_dir):
     few = superglue_fewshot.get_config("rte")
     assert few.mode == "sweep" and len(few.sweep.seeds) >= 3
     assert {v.split(":")[0] for v in few.sweep.variants} >= {"manual_zero_shot", "ptuning"}

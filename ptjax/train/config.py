@@ -104,13 +104,6 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     if not config.model.name:
         raise InputError("config.model.name is empty: name a backbone (package, folder or hub id)")
 
-    data_dir = Path(config.data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise InputError(
-            f"data directory {data_dir} does not exist (set it with --config.data_dir=PATH or "
-            f"the PTJAX_DATA_DIR environment variable)"
-        )
-
     task = config.task
     _positive(task.max_length, "task.max_length")
     for bucket in task.length_buckets:
@@ -245,3 +238,11 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
 
     if config.mode == "eval" and not task.eval_splits:
         raise InputError("config.mode='eval' needs at least one split in config.task.eval_splits")
+
+    # Last: the config's own mistakes are reported even where the data is not there yet.
+    data_dir = Path(config.data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise InputError(
+            f"data directory {data_dir} does not exist (set it with --config.data_dir=PATH or "
+            f"the PTJAX_DATA_DIR environment variable)"
+        )
