@@ -2,11 +2,12 @@
 
     python main.py --config configs/superglue_ablation.py:length --workdir runs/ablation_length
     python main.py --config configs/superglue_ablation.py:depth --workdir runs/ablation_depth
-    python -m configs.superglue_ablation_plot runs/ablation_length runs/ablation_depth results/
 
 length  prefix length {1, 4, 16, 64} x embedding vs MLP reparameterization (hidden 512)
 depth   prefixes on k of MiniLM's 6 layers, k in {2, 4}, counted from the bottom ([0, k)) or from
         the top ([6 - k, 6)), and on all 6 layers; prefix length 16, no reparameterization
+Each sweep writes its table (results.md / results.csv) and its plot (results.png: lines over the
+prefix length per variant; bars per depth variant) in its workdir.
 Task and budget: SST-2 as in configs/superglue_minilm_compare.py (the first 2,000 GLUE train rows,
 80 steps x 16, dev every 40 steps; lr 1e-2, the better P-tuning v2 rate of that comparison's
 grid), one seed per point. The paper draws RTE and BoolQ on RoBERTa/BERT-large; SST-2 is the

@@ -2,7 +2,7 @@
 directory, and their results as tables (mode "sweep").
 
     python main.py --config configs/quickstart.py --workdir DIR
-    python main.py --config configs/rte_lester.py --workdir DIR --config.mode=sweep \
+    python main.py --config configs/superglue_paper.py:rte,lester --workdir DIR --config.mode=sweep \
         --config.sweep.grid="('optimizer.learning_rate=(1e-3, 3e-3)', 'prompt.length=(20, 100)')" \
         --config.sweep.seeds="(0, 1, 2)"
 
@@ -26,6 +26,8 @@ seeds later keeps the finished runs). Then it writes
                     groups + the overall value and columns = variants; printed at the end too
   DIR/results.csv   the summary, raw values (mean and std columns)
   DIR/results_<metric>.csv   each per-group table, raw values
+  DIR/results.png   the summary as a plot (ptjax/sweep_plot.py: lines over a numeric grid key,
+                    else bars)
 The tables are task-agnostic: they hold whatever metrics the runs' results.json report.
 """
 
@@ -47,6 +49,7 @@ from typing import Any
 
 import ml_collections
 
+from ptjax import sweep_plot
 from ptjax.errors import InputError
 
 FINISHED = ("completed", "early_stopped", "diverged")
@@ -290,6 +293,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Cal
         execute(derived, workdir, run, backbones, build, devices)
     markdown = write_tables(workdir, collect(runs))
     print(markdown, flush=True)
+    figure = sweep_plot.plot(workdir)
+    if figure:
+        print(f"plot: {figure}", flush=True)
     return {"runs": [str(r.path) for r in runs], "markdown": markdown}
 
 

@@ -120,3 +120,32 @@ def test_two_variants_two_seeds_tables_and_rerun(tmp_path, tiny_model_dir, capsy
     with pytest.raises(InputError, match="different config"):
         run_sweep(changed, workdir, devices=ONE_DEVICE)
     assert jax.devices()  # the runs left the process usable
+
+
+def test_plot_draws_lines_over_a_numeric_grid_key_and_bars_otherwise(tmp_path):
+    import matplotlib.image
+
+    from ptjax import sweep_plot
+    from ptjax.sweep import Row, write_tables
+
+    lengths = [Row(variant, (("prompt.deep.length", n),), {"val/score": [0.5 + n / 100, 0.6], "val/accuracy": [0.5]},
+                   2, ["completed"] * 2)
+               for variant in ("embedding", "mlp") for n in (1, 4, 16)]
+    write_tables(tmp_path / "length", lengths)
+    grid_keys, metrics, rows = sweep_plot.read_results(tmp_path / "length" / "results.csv")
+    assert grid_keys == ["prompt.deep.length"] and sweep_plot.default_metrics(metrics) == ["val/score"]
+    assert len(rows) == 6
+    figure = sweep_plot.plot(tmp_path / "length")
+    assert figure == tmp_path / "length" / "results.png"
+    assert matplotlib.image.imread(figure).shape[1] > 300  # one panel: val/score
+
+    depths = [Row(name, (), {"val/score": [0.7]}, 1, ["completed"]) for name in ("bottom_2", "top_2", "all_6")]
+    write_tables(tmp_path / "depth", depths)
+    assert sweep_plot.plot(tmp_path / "depth", out=tmp_path / "depth.png").is_file()
+
+    with pytest.raises(InputError, match="no metric"):
+        sweep_plot.plot(tmp_path / "depth", metrics=["val/f1"])
+    with pytest.raises(InputError, match="not a grid key"):
+        sweep_plot.plot(tmp_path / "depth", x_key="prompt.length")
+    with pytest.raises(InputError, match="no such file"):
+        sweep_plot.plot(tmp_path / "missing")
