@@ -94,3 +94,20 @@ def test_half_written_checkpoints_are_ignored(tiny_model_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "resume"] == [2]
     assert results["steps"] == 3 and not interrupted.exists()
+
+
+def test_best_checkpoint_of_a_replayed_step_is_replaced(tmp_path):
+    """A run killed between a best-on-dev save and the next `latest` save evaluates that step
+    again on resume: the second best save of the step replaces the first instead of failing."""
+    import jax.numpy as jnp
+
+    from ptjax.train.checkpoints import Checkpoints
+
+    first = Checkpoints(tmp_path, keep=1, keep_best=1, best_mode="max", async_save=False)
+    first.save_best(30, {"prompt": jnp.zeros(3)}, 0.5, {"step": 30})
+    first.close()
+    again = Checkpoints(tmp_path, keep=1, keep_best=1, best_mode="max", async_save=False)
+    again.save_best(30, {"prompt": jnp.ones(3)}, 0.6, {"step": 30})
+    trainable, meta = again.restore_best({"prompt": jnp.zeros(3)})
+    again.close()
+    assert meta == {"step": 30} and np.asarray(trainable["prompt"]).tolist() == [1.0, 1.0, 1.0]

@@ -83,6 +83,10 @@ class Checkpoints:
     def save_best(self, step: int, trainable: dict, score: float, meta: dict) -> None:
         if self.best is None:
             return
+        if step in self.best.all_steps():
+            # A run killed after this evaluation but before its next `latest` save replays the
+            # step on resume: the replay's checkpoint replaces the first one.
+            self.best.delete(step)
         self.best.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(trainable), meta=ocp.args.JsonSave(meta),
         ), metrics={"score": float(score)}, force=True)
