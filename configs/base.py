@@ -98,8 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
     # prepend the prompt; False: after them ([CLS] [P*20] text [SEP]). PEFT export needs True.
     prompt.soft_prefix_first = False
     # Initialization of prompt vectors: "random", "vocab" (embeddings of random vocabulary
-    # tokens), "text" (embeddings of init_text's tokens) or "pretrained" (PPT: the soft prompt of
-    # the prompt export init_from, trained on the same backbone with the same prompt length).
+    # tokens), "text" (embeddings of init_text's tokens) or "pretrained" (the prompt of the export
+    # init_from, trained on the same backbone with the same prompt shape: PPT's pre-trained soft
+    # prompts, MPT-2's shared prompt and its head row for the task).
     prompt.init = "random"
     prompt.init_text = ""
     # A prompt export or workdir, or a folder of PPT pre-training workdirs named after their tasks

@@ -1,9 +1,9 @@
 """CoNLL04 P-tuning v2 started from the MPT-2 shared prompt (and its CoNLL04 head row):
-the second stage of multi-task P-tuning v2. Point init_prompt at the MPT-2 run:
+the second stage of multi-task P-tuning v2. Point prompt.init_from at the MPT-2 run:
 
     python main.py --config configs/conll_mpt2.py --workdir runs/conll_mpt2
     python main.py --config configs/conll04_from_mpt2.py --workdir runs/conll04_from_mpt2 \
-        --config.task.options.init_prompt=runs/conll_mpt2
+        --config.prompt.init_from=runs/conll_mpt2
 """
 
 from configs import conll_mpt2, conll_ner
@@ -11,5 +11,6 @@ from configs import conll_mpt2, conll_ner
 
 def get_config():
     config = conll_ner.get("conll04", "ptuning_v2", prefix_length=conll_mpt2.PREFIX_LENGTH)
-    config.task.options.init_prompt = "runs/conll_mpt2"
+    config.prompt.init = "pretrained"
+    config.prompt.init_from = "runs/conll_mpt2"
     return config

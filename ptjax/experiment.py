@@ -140,6 +140,13 @@ def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None
     if config.prompt.init == "pretrained":  # which PPT pre-training run a folder of runs offers
         description["prompt_source"] = ppt.source_task(spec.name, config.prompt.pattern)
     model = build_prompt_model(config, backbone, formulation.head, template, description)
+    if config.prompt.init == "pretrained" and config.method.name == "ptuning_v2":
+        # Deep prompts have no initializer to read vectors into: the warm start replaces them.
+        from ptjax.formulations.token_tasks import WarmStartedModel
+        from ptjax.prompts import pretrained
+
+        source = pretrained.resolve(config.prompt.init_from, description.get("prompt_source", ""))
+        model = WarmStartedModel.wrap(model, str(source), spec.name)
     data = FormulatedTask(
         spec=spec, formulation=formulation, data_dir=config.data_dir, load_options=dict(config.task.options),
         max_examples={config.task.train_split: config.task.max_train_examples,

@@ -62,7 +62,8 @@ def test_mixed_batches_per_task_metrics_and_warm_start(tiny_model_dir, data_root
     trainable, _ = token_training.partition(model, params)
     checkpoints.write_export(tmp_path / "export", trainable, metadata=model.export_metadata(),
                              fingerprint=model.fingerprint, backbone=str(model_dir))
-    single = token_data.config(model_dir, data_root, "conll04", "ptuning_v2", init_prompt=str(tmp_path))
+    single = token_data.config(model_dir, data_root, "conll04", "ptuning_v2")
+    single.prompt.init, single.prompt.init_from = "pretrained", str(tmp_path)
     warm = build(single).model
     assert isinstance(warm, WarmStartedModel)
     started = token_training.init_params(warm, seed=5)
@@ -72,7 +73,8 @@ def test_mixed_batches_per_task_metrics_and_warm_start(tiny_model_dir, data_root
     np.testing.assert_array_equal(started["head"]["bias"], np.asarray(trainable["head"]["bias"])[1:2])
 
     # A prompt of another shape is refused with the shapes named.
-    other = token_data.config(model_dir, data_root, "conll04", "ptuning_v2", init_prompt=str(tmp_path))
+    other = token_data.config(model_dir, data_root, "conll04", "ptuning_v2")
+    other.prompt.init, other.prompt.init_from = "pretrained", str(tmp_path)
     other.prompt.deep.length = 2
     with pytest.raises(InputError, match="does not match"):
         token_training.init_params(build(other).model)

@@ -113,7 +113,7 @@ def test_referent_head_learns_from_right_candidates_only():
     batch = {"option_mask": jnp.ones((2, 1), jnp.int32), "label": jnp.array([1, 0]),
              "score_positions": jnp.array([[[0, 1]], [[0, 1]]]), "score_targets": jnp.array([[[0, 2]], [[0, 2]]]),
              "score_mask": jnp.ones((2, 1, 2), jnp.int32)}
-    lm_logits = lambda h: 2.0 * h  # noqa: E731
+    lm_logits = lambda h: 2.0 * h
     head = ReferentHead()
     loss, aux = head.loss({}, outputs, lm_logits, batch, train=True)
     log_p = jax.nn.log_softmax(jnp.array([2.0, 0.0, 0.0]))  # the right token gets logit 2 at position 0
@@ -159,3 +159,28 @@ def test_evaluation_predicts_every_example_once(tiny_model_dir, data_dir, task, 
     answers = data.formulation.decode(data.examples("val"), features, predictions)
     right = sum(a == e.label for a, e in zip(answers, data.examples("val")))
     assert metrics["accuracy"] == pytest.approx(right / 13)
+
+
+def test_deep_prompt_warm_start_from_an_export(tiny_model_dir, data_dir, tmp_path):
+    """prompt.init='pretrained' on P-tuning v2: the deep prompt starts as the export's."""
+    from flax import traverse_util
+
+    from ptjax.formulations.token_tasks import WarmStartedModel
+    from ptjax.train import checkpoints
+
+    model_dir = tiny_model_dir("bert")
+    source = build(make_config(model_dir, "rte", "ptuning_v2")).model
+    engine = Engine(make_config(model_dir, "rte", "ptuning_v2"), source, devices=jax.devices()[:1])
+    trainable, _ = engine.init_params(jax.random.PRNGKey(3))
+    checkpoints.write_export(tmp_path / "export", trainable, metadata=source.export_metadata(),
+                             fingerprint=source.fingerprint, backbone=str(model_dir))
+
+    config = make_config(model_dir, "rte", "ptuning_v2")
+    config.prompt.init, config.prompt.init_from = "pretrained", str(tmp_path)
+    warm = build(config).model
+    assert isinstance(warm, WarmStartedModel)
+    started, _ = Engine(config, warm, devices=jax.devices()[:1]).init_params(jax.random.PRNGKey(4))
+    expected = traverse_util.flatten_dict(trainable["prompt"])
+    assert expected
+    for path, value in traverse_util.flatten_dict(started["prompt"]).items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(expected[path]))

@@ -13,7 +13,7 @@ proportion to their sizes. Evaluation scores each task with its own metrics ("co
 Tasks mix when their formulations use the same head type with the same feature fields: any
 tagging tasks (NER, SRL), extractive-QA tasks (SQuAD 1.1 with 2.0), or classification tasks with
 a linear [CLS] head. Per-task tuning afterwards starts a single-task run from the export:
-config.task.options.init_prompt = "MPT_WORKDIR" (see ptjax.formulations.token_tasks).
+config.prompt.init = "pretrained", config.prompt.init_from = "MPT_WORKDIR" (see ptjax.formulations.token_tasks).
 """
 
 from __future__ import annotations
@@ -135,8 +135,7 @@ def build_multitask(config: ml_collections.ConfigDict, backbone):
     description = {"task": MULTI_TASK, "tasks": list(names), "method": config.method.name,
                    "backbone": backbone.name, "formulations": descriptions}
     model = build_prompt_model(config, backbone, head, templates[0], description)
-    source = shared.get("init_prompt")
-    if source:
-        model = WarmStartedModel.wrap(model, str(source), MULTI_TASK)
+    if config.prompt.init == "pretrained":
+        model = WarmStartedModel.wrap(model, config.prompt.init_from, MULTI_TASK)
     data = MultiTaskData(tasks, list(names))
     return Experiment(model=model, data=data, backbone=backbone, description=description)

@@ -4,9 +4,9 @@ from a config, and warm starts from an exported prompt (MPT-2's per-task tuning)
 Options in config.task.options besides the task loader's own:
     extractive QA    doc_stride (128), max_question_length (64), max_answer_length (30),
                      n_best (20), null_threshold (0.0), allow_no_answer (default: SQuAD 2.0 tasks)
-    any task         init_prompt: a prompt export (DIR/export or a workdir holding one) whose
-                     prompt parameters start this run; when it is a multi-task export naming
-                     this task, its head row for the task starts this run's head too.
+Warm start: config.prompt.init = "pretrained" and config.prompt.init_from = a prompt export (or a
+workdir holding one): its prompt parameters (soft or deep) start this run; when it is a multi-task
+export naming this task, its head row for the task starts this run's head too.
 Head: config.head.type "token" for tagging, "span" for QA (or "auto").
 """
 
@@ -36,12 +36,11 @@ log = logging.getLogger(__name__)
 TOKEN_KINDS = {"tagging": "token", "extractive_qa": "span"}
 QA_OPTIONS = ("doc_stride", "max_question_length", "max_answer_length", "n_best", "null_threshold",
               "allow_no_answer")
-COMMON_OPTIONS = ("init_prompt",)
 
 
 def split_options(options: dict, kind: str) -> tuple[dict, dict]:
     """(loader options, formulation options) of config.task.options for a task of `kind`."""
-    own = set(COMMON_OPTIONS) | (set(QA_OPTIONS) if kind == "extractive_qa" else set())
+    own = set(QA_OPTIONS) if kind == "extractive_qa" else set()
     mine = {k: v for k, v in options.items() if k in own}
     return {k: v for k, v in options.items() if k not in own}, mine
 
@@ -137,9 +136,8 @@ def build_token_experiment(config: ml_collections.ConfigDict, spec: TaskSpec, ba
     description = {"task": spec.name, "method": config.method.name, "backbone": backbone.name,
                    **data.formulation.describe()}
     model = build_prompt_model(config, backbone, data.formulation.head, template, description)
-    source = dict(config.task.options).get("init_prompt")
-    if source:
-        model = WarmStartedModel.wrap(model, str(source), spec.name)
+    if config.prompt.init == "pretrained":
+        model = WarmStartedModel.wrap(model, config.prompt.init_from, spec.name)
     return Experiment(model=model, data=data, backbone=backbone, description=description)
 
 
@@ -211,7 +209,7 @@ class WarmStartedModel(PromptModel):
         params = super().init_params(rng, shardings)
         exported, info = read_export_params(self.init_from, self.fingerprint)
         if "prompt" not in params or "prompt" not in exported:
-            raise InputError(f"{self.init_from}: init_prompt needs a method with a prompt on both sides "
+            raise InputError(f"{self.init_from}: a warm start needs a method with a prompt on both sides "
                              f"(this run: {sorted(params)}, the export: {sorted(exported)})")
         current, saved = _paths(params["prompt"]), _paths(exported["prompt"])
         shapes = {p: tuple(v.shape) for p, v in current.items()}
