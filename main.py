@@ -63,6 +63,10 @@ def run(config, workdir: str, build: Callable | None = None):
     from ptjax.train.config import validate
 
     validate(config, jax.device_count())
+    if jax.default_backend() == "cpu" and config.mode != "plan":
+        from ptjax.hostmem import keep_freed_memory
+
+        keep_freed_memory()  # XLA:CPU's per-step temporaries stay mapped: ptjax/hostmem.py
     if config.mode == "sweep":  # ptjax/sweep.py: each run of the sweep builds its own experiment
         from ptjax.sweep import run_sweep
 

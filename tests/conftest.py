@@ -11,6 +11,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# main.run tunes glibc's malloc to keep freed memory (ptjax/hostmem.py): a long test session that
+# loads many models should give memory back instead.
+os.environ.setdefault("PTJAX_KEEP_FREED_MEMORY", "0")
 # Identical steps compile in many tests and in the subprocesses some tests start: a persistent
 # compilation cache, fresh for each test session, turns the repeats into cache hits.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ptjax-test-jax-cache-"))
