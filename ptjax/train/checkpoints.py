@@ -38,6 +38,12 @@ def param_table(tree: dict) -> dict[str, list[int]]:
     return {"/".join(p): list(v.shape) for p, v in sorted(traverse_util.flatten_dict(tree).items())}
 
 
+def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
+    """Each manager's own barrier names: with several processes, the async saves of `latest` and
+    `best` at one step finalize concurrently, and shared names collide ("barrier already ongoing")."""
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 class Checkpoints:
     """The latest-N and best-K checkpoint managers of one workdir."""
 
@@ -48,7 +54,7 @@ class Checkpoints:
             root / "latest",
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-                cleanup_tmp_directories=True,
+                cleanup_tmp_directories=True, multiprocessing_options=_barriers("latest"),
             ),
         )
         self.best = None
@@ -59,6 +65,7 @@ class Checkpoints:
                     max_to_keep=keep_best, create=True, enable_async_checkpointing=async_save,
                     best_fn=lambda metrics: metrics["score"], best_mode=best_mode,
                     keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True,
+                    multiprocessing_options=_barriers("best"),
                 ),
             )
 
