@@ -40,7 +40,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps")
 
 
-def _cost_flops(compiled) -> float | None:
+def cost_flops(compiled) -> float | None:
+    """XLA's FLOP count of a lowered or compiled computation (multiply-add = 2), None when the
+    backend has none. A scanned layer loop counts once: see unrolled_flops."""
     try:
         cost = compiled.cost_analysis()
     except Exception:  # noqa: BLE001 - some backends do not implement it
@@ -62,7 +64,7 @@ def _peak_memory() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_rss"
 
 
-def _unrolled_flops(config, model: Model, batch: dict, rng) -> float | None:
+def unrolled_flops(config, model: Model, batch: dict, rng) -> float | None:
     """Cost analysis of the train step lowered (not compiled) with `model`, a build of the same
     experiment with model.scan_layers=False: every layer's FLOPs are counted."""
     engine = Engine(config, model)
@@ -76,7 +78,7 @@ def _unrolled_flops(config, model: Model, batch: dict, rng) -> float | None:
     with engine.activate():
         lowered = step.jitted.lower(engine.trainable_target(), frozen,
                                     engine.opt_state_target(optimizer.transform, opt_shardings), batch, rng)
-    return _cost_flops(lowered)
+    return cost_flops(lowered)
 
 
 def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: int = 10,
@@ -122,10 +124,10 @@ def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: i
     if config.model.scan_layers and unrolled_model is not None:
         unrolled = config.copy_and_resolve_references()
         unrolled.model.scan_layers = False
-        flops = _unrolled_flops(unrolled, unrolled_model, batches[0], step_rng(dropout_rng, 0))
+        flops = unrolled_flops(unrolled, unrolled_model, batches[0], step_rng(dropout_rng, 0))
         flops_source = "cost_analysis_unrolled"
     else:
-        flops = _cost_flops(lowered)
+        flops = cost_flops(lowered)
         flops_source = "cost_analysis" if not config.model.scan_layers else "cost_analysis_scan_body_once"
 
     metrics = None

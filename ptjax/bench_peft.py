@@ -136,7 +136,7 @@ class PtjaxSide:
         """backbone: use this one (weights set) instead of opening model_name; dtype: of the
         frozen weights and activations ("float32" or "bfloat16")."""
         from configs import base
-        from ptjax.bench import _cost_flops, _unrolled_flops
+        from ptjax.bench import cost_flops, unrolled_flops
         from ptjax.experiment import open_configured_backbone
         from ptjax.train.engine import Engine
         from ptjax.train.optimizer import build_optimizer
@@ -179,9 +179,9 @@ class PtjaxSide:
             unrolled = config.copy_and_resolve_references()
             unrolled.model.scan_layers = False
             twin = self._model(unrolled, open_configured_backbone(unrolled))
-            self.flops = _unrolled_flops(unrolled, twin, self.batches[0], step_rng(self.rng, 0))
+            self.flops = unrolled_flops(unrolled, twin, self.batches[0], step_rng(self.rng, 0))
         else:
-            self.flops = None if scan_layers else _cost_flops(lowered)
+            self.flops = None if scan_layers else cost_flops(lowered)
         self.counts = {"trainable": int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.trainable))),
                        "total": int(backbone.num_params())}
         self.done = 0

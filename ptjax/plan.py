@@ -49,7 +49,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
-from ptjax.bench import _cost_flops, _unrolled_flops
+from ptjax.bench import cost_flops, unrolled_flops
 from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.models import architectures
@@ -220,14 +220,14 @@ def count_step_flops(config: ml_collections.ConfigDict, lowered, batch: dict,
     has neither: the same step lowered (never compiled) with unrolled layers and the whole batch
     at once, which does the same arithmetic."""
     if not config.model.scan_layers and config.optimizer.grad_accum_steps == 1:
-        return _cost_flops(lowered), "cost_analysis"
+        return cost_flops(lowered), "cost_analysis"
     from ptjax.experiment import build
 
     unrolled = config.copy_and_resolve_references()
     unrolled.model.scan_layers = False
     unrolled.optimizer.grad_accum_steps = 1
     twin = build(planning_config(unrolled), backbone=open_architecture(unrolled)).model
-    return _unrolled_flops(unrolled, twin, batch, rng), "cost_analysis_unrolled"
+    return unrolled_flops(unrolled, twin, batch, rng), "cost_analysis_unrolled"
 
 
 def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = True) -> dict:

@@ -27,7 +27,7 @@ def test_benchmark_reports_throughput_flops_and_memory(tiny_model_dir, tmp_path)
     # XLA counts the scanned layer body once: the unrolled count holds both layers.
     engine, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(config, model, data)
     with engine.activate():
-        scanned = bench._cost_flops(step.jitted.lower(trainable, frozen, opt_state, batches[0],
+        scanned = bench.cost_flops(step.jitted.lower(trainable, frozen, opt_state, batches[0],
                                                       jax.random.PRNGKey(0)))
     assert 1.3 * scanned < result["flops_per_step"] < 2.5 * scanned
     assert result["flops_per_step_estimate"] > 0 and result["peak_memory_bytes"] > 0
