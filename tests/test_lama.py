@@ -314,8 +314,9 @@ def test_smollm2_manual_prompt_knows_capitals(smollm2, tmp_path):
     trainable, frozen = engine.init_params(jax.random.PRNGKey(0))
     batch = batch_of(data.features("validation"), data.pad_values)
     with engine.activate():
-        predicted = jax.jit(lambda params, batch: model.predict(merge_params(params, frozen), batch))(
-            trainable, batch)["prediction"]
+        # The frozen weights are an argument, not a closure: captured, they become HLO constants.
+        predicted = jax.jit(lambda params, frozen, batch: model.predict(merge_params(params, frozen), batch))(
+            trainable, frozen, batch)["prediction"]
     predictions = [{"prediction": p} for p in np.asarray(predicted)]
     answers = data.formulation.decode(data.examples("validation"), data.features("validation"), predictions)
     assert answers[:2] == ["Paris", "Berlin"]
