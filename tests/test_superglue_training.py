@@ -184,3 +184,34 @@ def test_deep_prompt_warm_start_from_an_export(tiny_model_dir, data_dir, tmp_pat
     assert expected
     for path, value in traverse_util.flatten_dict(started["prompt"]).items():
         np.testing.assert_array_equal(np.asarray(value), np.asarray(expected[path]))
+
+
+@pytest.mark.parametrize("init", ["vocab", "text"])
+def test_soft_prompt_init_reads_the_embeddings_as_an_argument(tiny_model_dir, data_dir, init):
+    """prompt.init='vocab' / 'text': rows of the backbone's embeddings, which reach the jitted
+    init as an argument (captured, a real vocabulary becomes a constant of the compiled program)."""
+    import warnings
+
+    from ptjax.methods.model import embedding_rows
+
+    config = make_config(tiny_model_dir("bert"), "rte", "lester")
+    config.prompt.init, config.prompt.init_text = init, "it is true"
+    model = build(config).model
+    engine = Engine(config, model, devices=jax.devices()[:1])
+    limit = jax.config.jax_captured_constants_warn_bytes
+    try:
+        jax.config.update("jax_captured_constants_warn_bytes", 4096)  # the table is ~130 kB
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainable, frozen = engine.init_params(jax.random.PRNGKey(0))
+    finally:
+        jax.config.update("jax_captured_constants_warn_bytes", limit)
+    assert not [w for w in caught if "constant" in str(w.message).lower()]
+    table = np.asarray(trainable["prompt"]["soft"]["embedding"])
+    vocab = embedding_rows(model.backbone, np.arange(model.backbone.config.vocab_size))
+    if init == "text":
+        ids = model.backbone.tokenizer("it is true", add_special_tokens=False)["input_ids"]
+        np.testing.assert_allclose(table, vocab[np.resize(ids, len(table))], rtol=1e-6)
+    else:
+        distances = np.abs(table[:, None, :] - vocab[None]).max(-1)
+        assert (distances.min(1) < 1e-6).all() and len(set(distances.argmin(1))) == len(table)

@@ -87,7 +87,10 @@ def prefix_dims(backbone: Backbone) -> tuple[int, int, int, int]:
 
 
 def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source_task: str = ""):
-    """(backbone) -> initializer of the soft-token table, per config.prompt.init.
+    """(backbone) -> (make, arrays): `make(*arrays)` is the soft-token table's initializer, per
+    config.prompt.init. The arrays it reads (the embedding matrix for "vocab") are returned apart
+    so PromptModel.init_params passes them into its jit as arguments: closed over, a vocabulary's
+    embeddings would become a constant of the compiled program (a slow compile, a copy in memory).
     source_task: the PPT pre-training task whose prompt "pretrained" picks from a folder of runs."""
     init, text = config.prompt.init, config.prompt.init_text
 
@@ -96,17 +99,18 @@ def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source
             vectors = pretrained.read_prompt(config.prompt.init_from, fingerprint=backbone.fingerprint,
                                              num_tokens=num_tokens, width=embedding_width(backbone),
                                              source_task=source_task)
-            return pretrained.pretrained_init(vectors)
+            return pretrained.pretrained_init, (vectors,)
         vocab = np.arange(backbone.config.vocab_size)
         if init == "random":
-            return encoders.random_init(encoders.embedding_std(embedding_rows(backbone, vocab)))
+            std = encoders.embedding_std(embedding_rows(backbone, vocab))
+            return (lambda: encoders.random_init(std)), ()
         if init == "vocab":
-            return encoders.vocab_init(jnp.asarray(embedding_rows(backbone, vocab)))
+            return encoders.vocab_init, (embedding_rows(backbone, vocab),)
         if init == "text":
             ids = backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise InputError("config.prompt.init='text' needs a non-empty config.prompt.init_text")
-            return encoders.text_init(jnp.asarray(embedding_rows(backbone, ids)), list(range(len(ids))))
+            return (lambda rows: encoders.text_init(rows, list(range(len(ids))))), (embedding_rows(backbone, ids),)
         raise InputError(f"config.prompt.init={init!r}: choose 'random', 'vocab', 'text' or 'pretrained'")
 
     return make

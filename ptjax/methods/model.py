@@ -51,9 +51,9 @@ class PromptModel:
     decoder_deep_prompt: nn.Module | None = None
     trainable: frozenset = frozenset({"prompt", "head"})
     metadata: dict = dataclasses.field(default_factory=dict)
-    # Builds the soft prompt's initializer from the loaded backbone (vocabulary / text / label
-    # init need its embeddings); None: the encoder's own random init.
-    soft_prompt_init: Callable[[Backbone], Callable] | None = None
+    # (loaded backbone) -> (make, arrays): make(*arrays) is the soft prompt's initializer
+    # (vocabulary / text init read the embeddings); None: the encoder's own random init.
+    soft_prompt_init: Callable[[Backbone], tuple[Callable, tuple]] | None = None
     # Deep prompts shift the position ids of the real tokens by the prefix length.
     shift_positions: bool = False
 
@@ -109,10 +109,13 @@ class PromptModel:
         if self.backbone.params is None:
             self.backbone.load_weights(shardings["backbone"])
         own_shardings = {k: v for k, v in shardings.items() if k != "backbone"}
-        soft_prompt = None
-        if self.soft_prompt_init is not None:  # reads the loaded embeddings: outside the jit
-            soft_prompt = self.soft_prompt.clone(table_init=self.soft_prompt_init(self.backbone))
-        own = jax.jit(lambda key: self._init_own(key, soft_prompt)[0], out_shardings=own_shardings)(rng)
+        make_init, arrays = (None, ()) if self.soft_prompt_init is None else self.soft_prompt_init(self.backbone)
+
+        def init(key, arrays):  # the initializer's arrays are arguments, not compiled-in constants
+            soft_prompt = None if make_init is None else self.soft_prompt.clone(table_init=make_init(*arrays))
+            return self._init_own(key, soft_prompt)[0]
+
+        own = jax.jit(init, out_shardings=own_shardings)(rng, tuple(arrays))
         return {"backbone": self.backbone.params, **own}
 
     def is_trainable(self, path: tuple[str, ...]) -> bool:

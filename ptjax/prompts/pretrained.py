@@ -73,12 +73,12 @@ def read_prompt(init_from: str | Path, *, fingerprint: str, num_tokens: int, wid
     return np.asarray(table, np.float32)
 
 
-def pretrained_init(vectors: np.ndarray) -> Initializer:
+def pretrained_init(vectors) -> Initializer:
     """An initializer that returns `vectors` [tokens, width] (for every prompt of a bank)."""
-    vectors = np.asarray(vectors, np.float32)
+    vectors = jnp.asarray(vectors, jnp.float32)
 
     def init(rng, shape, dtype=jnp.float32):
-        if tuple(shape[-2:]) != vectors.shape:
+        if tuple(shape[-2:]) != tuple(vectors.shape):
             raise InputError(f"pre-trained prompt {list(vectors.shape)} does not fit a prompt of shape {list(shape)}")
         return jnp.broadcast_to(jnp.asarray(vectors), shape).astype(dtype)
 
