@@ -8,11 +8,10 @@ Importing this package registers every built-in task (LAMA, SuperGLUE, GLUE/SST,
 PPT pre-training formats, RACE, Yahoo Answers, few-shot samples).
 """
 
+# Registration does not depend on this order (a module imports the tasks it builds on).
+from ptjax.tasks import fewshot, glue, lama, pretraining, qa, race, srl, sst, superglue, tagging, yahoo  # noqa: F401
 from ptjax.tasks.base import (KINDS, Example, TaskSpec, collect_labels, get_task, load_examples,
                               register, task_names)
-from ptjax.tasks import glue, lama, pretraining, qa, srl, sst, superglue, tagging  # noqa: F401  (registration)
-from ptjax.tasks import race, yahoo  # noqa: F401  (registration)
-from ptjax.tasks import fewshot  # noqa: F401  (after the tasks it samples)
 
 __all__ = ["KINDS", "Example", "TaskSpec", "collect_labels", "get_task", "load_examples", "register",
            "task_names"]

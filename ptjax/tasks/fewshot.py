@@ -21,6 +21,7 @@ import random
 from typing import Any
 
 from ptjax.errors import InputError
+from ptjax.tasks import glue, race, sst, yahoo  # noqa: F401  (register the tasks sampled here first)
 from ptjax.tasks.base import Example, TaskSpec, get_task, register
 
 SAMPLED_SPLITS = ("train", "dev32")
