@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # before the first step: see ptjax/hostmem.py
 
-    from ptjax.bench_peft import Case, PtjaxSide
+    from ptjax.bench_sides import Case, PtjaxSide
 
     dtype = DTYPES[args.dtype]
     peak = matmul_peak(dtype, args.peak_size)

