@@ -142,7 +142,7 @@ def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None
     model = build_prompt_model(config, backbone, formulation.head, template, description)
     if config.prompt.init == "pretrained" and config.method.name == "ptuning_v2":
         # Deep prompts have no initializer to read vectors into: the warm start replaces them.
-        from ptjax.formulations.token_tasks import WarmStartedModel
+        from ptjax.methods.warm_start import WarmStartedModel
         from ptjax.prompts import pretrained
 
         source = pretrained.resolve(config.prompt.init_from, description.get("prompt_source", ""))

@@ -11,7 +11,7 @@ from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.experiment import build
 from ptjax.formulations.multitask import MultiTaskData
-from ptjax.formulations.token_tasks import WarmStartedModel
+from ptjax.methods.warm_start import WarmStartedModel
 
 
 @pytest.fixture(scope="module")

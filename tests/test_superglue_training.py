@@ -165,7 +165,7 @@ def test_deep_prompt_warm_start_from_an_export(tiny_model_dir, data_dir, tmp_pat
     """prompt.init='pretrained' on P-tuning v2: the deep prompt starts as the export's."""
     from flax import traverse_util
 
-    from ptjax.formulations.token_tasks import WarmStartedModel
+    from ptjax.methods.warm_start import WarmStartedModel
     from ptjax.train import checkpoints
 
     model_dir = tiny_model_dir("bert")

@@ -26,7 +26,8 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.formulations.base import FormulatedTask
-from ptjax.formulations.token_tasks import TOKEN_KINDS, WarmStartedModel, build_token_task, split_options
+from ptjax.formulations.token_tasks import TOKEN_KINDS, build_token_task, split_options
+from ptjax.methods.warm_start import WarmStartedModel
 from ptjax.methods.methods import build_prompt_model
 from ptjax.prompts.rendering import Renderer
 from ptjax.tasks.base import get_task

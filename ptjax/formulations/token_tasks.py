@@ -17,9 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.eval.scoring import score_predictions
@@ -27,7 +25,7 @@ from ptjax.formulations.base import FormulatedTask
 from ptjax.formulations.qa import ExtractiveQA
 from ptjax.formulations.tagging import WORDS_FIELD, TokenTagging
 from ptjax.methods.methods import build_prompt_model, method_template
-from ptjax.methods.model import PromptModel
+from ptjax.methods.warm_start import WarmStartedModel
 from ptjax.prompts.rendering import Renderer
 from ptjax.tasks.base import Example, TaskSpec, collect_labels
 
@@ -139,96 +137,3 @@ def build_token_experiment(config: ml_collections.ConfigDict, spec: TaskSpec, ba
     if config.prompt.init == "pretrained":
         model = WarmStartedModel.wrap(model, config.prompt.init_from, spec.name)
     return Experiment(model=model, data=data, backbone=backbone, description=description)
-
-
-# --------------------------------------------------------------------------------------------
-# Warm starts from an exported prompt.
-
-
-def read_export_params(source: str, fingerprint: str) -> tuple[dict, dict]:
-    """(params as numpy arrays, export info) of a prompt export, whatever mesh wrote it (read
-    onto one device from the export's own parameter table); refuses another backbone's."""
-    import orbax.checkpoint as ocp
-    from flax import traverse_util
-
-    from ptjax.train import checkpoints as ckpt
-
-    path = ckpt.resolve_export(source)
-    info = ckpt.read_export_metadata(path)
-    ckpt.check_fingerprint(path, info, fingerprint)
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = traverse_util.unflatten_dict({
-        tuple(name.split("/")): jax.ShapeDtypeStruct(tuple(shape), np.float32, sharding=one_device)
-        for name, shape in info["params"].items()})
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    return jax.tree.map(np.asarray, dict(restored.params)), info
-
-
-def _paths(tree: dict, prefix=()) -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_paths(value, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = value
-    return out
-
-
-def _put(tree: dict, path: tuple, value) -> None:
-    for key in path[:-1]:
-        tree = tree[key]
-    tree[path[-1]] = value
-
-
-def head_row(exported: np.ndarray, target_shape: tuple, row: int) -> np.ndarray | None:
-    """A multi-task head leaf [tasks, ..., width] cut to one task's [1, ..., labels], or None
-    when the shapes do not line up."""
-    if exported.ndim != len(target_shape) or row >= exported.shape[0] or target_shape[0] != 1:
-        return None
-    if exported.shape[1:-1] != tuple(target_shape[1:-1]) or exported.shape[-1] < target_shape[-1]:
-        return None
-    return exported[row:row + 1, ..., : target_shape[-1]]
-
-
-@dataclasses.dataclass
-class WarmStartedModel(PromptModel):
-    """A PromptModel whose fresh parameters take the prompt (and, from a multi-task export
-    naming `task`, that task's head row) of an exported run. Resuming from a checkpoint still
-    restores the checkpoint over them."""
-
-    init_from: str = ""
-    task: str = ""
-
-    @classmethod
-    def wrap(cls, model: PromptModel, source: str, task: str) -> WarmStartedModel:
-        fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(PromptModel)}
-        return cls(**fields, init_from=source, task=task)
-
-    def init_params(self, rng, shardings: dict) -> dict:
-        params = super().init_params(rng, shardings)
-        exported, info = read_export_params(self.init_from, self.fingerprint)
-        if "prompt" not in params or "prompt" not in exported:
-            raise InputError(f"{self.init_from}: a warm start needs a method with a prompt on both sides "
-                             f"(this run: {sorted(params)}, the export: {sorted(exported)})")
-        current, saved = _paths(params["prompt"]), _paths(exported["prompt"])
-        shapes = {p: tuple(v.shape) for p, v in current.items()}
-        if shapes != {p: tuple(v.shape) for p, v in saved.items()}:
-            raise InputError(f"{self.init_from}: its prompt {sorted((('/'.join(p), v.shape) for p, v in saved.items()))} "
-                             f"does not match this method's {sorted(('/'.join(p), s) for p, s in shapes.items())}")
-        for path, value in saved.items():
-            leaf = current[path]
-            _put(params["prompt"], path, jax.device_put(value.astype(leaf.dtype), leaf.sharding))
-        tasks = list((info.get("method") or {}).get("tasks") or [])
-        taken = "prompt"
-        if self.task in tasks and "head" in params and "head" in exported:
-            row = tasks.index(self.task)
-            current_head, saved_head = _paths(params["head"]), _paths(exported["head"])
-            rows = {p: head_row(saved_head[p], tuple(v.shape), row) for p, v in current_head.items() if p in saved_head}
-            if len(rows) == len(current_head) and all(r is not None for r in rows.values()):
-                for path, value in rows.items():
-                    leaf = current_head[path]
-                    _put(params["head"], path, jax.device_put(value.astype(leaf.dtype), leaf.sharding))
-                taken = f"prompt and head row {row} ({self.task})"
-        log.info("warm start from %s: %s", self.init_from, taken)
-        return params

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ptjax.errors import InputError
 from ptjax.models.loading import Backbone, open_backbone
@@ -67,12 +66,7 @@ TASK_TYPES = {"causal_lm": "CAUSAL_LM", "masked_lm": "FEATURE_EXTRACTION", "enco
 def read_export_params(path: str | Path) -> tuple[dict, dict]:
     """(trainable params as numpy arrays, export info) of a prompt export, on no particular
     backbone (the fingerprint is kept in info)."""
-    path = ckpt.resolve_export(path)
-    info = ckpt.read_export_metadata(path)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), dict(restored.params))
-    return params, info
+    return ckpt.read_export_arrays(path)
 
 
 def _dims(backbone: Backbone) -> tuple[int, int, int, int, int]:

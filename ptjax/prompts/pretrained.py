@@ -17,7 +17,6 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ptjax.errors import InputError
 from ptjax.prompts.encoders import Initializer
@@ -65,12 +64,10 @@ def read_prompt(init_from: str | Path, *, fingerprint: str, num_tokens: int, wid
     trained_on = (info.get("method") or {}).get("task")
     if source_task and trained_on and trained_on != source_task:
         log.warning("%s was trained on %s, not on %s (the task's PPT format)", path, trained_on, source_task)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-    table = restored.params
+    table, _ = ckpt.read_export_arrays(path)
     for key in SOFT_TABLE.split("/"):
         table = table[key]
-    return np.asarray(table, np.float32)
+    return table
 
 
 def pretrained_init(vectors) -> Initializer:

@@ -196,6 +196,25 @@ def check_fingerprint(path: str | Path, info: dict, fingerprint: str) -> None:
         )
 
 
+def read_export_arrays(path: str | Path, *, fingerprint: str | None = None) -> tuple[dict, dict]:
+    """(trainable params as float32 numpy arrays, export info) of an export, whatever mesh wrote
+    it (restored onto one device from the export's own parameter table). With `fingerprint`,
+    refuses an export made on another backbone."""
+    import numpy as np
+
+    path = resolve_export(path)
+    info = read_export_metadata(path)
+    if fingerprint is not None:
+        check_fingerprint(path, info, fingerprint)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = traverse_util.unflatten_dict({
+        tuple(name.split("/")): jax.ShapeDtypeStruct(tuple(shape), np.float32, sharding=one_device)
+        for name, shape in info["params"].items()})
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), dict(restored.params)), info
+
+
 def read_export(path: str | Path, trainable_target: dict, *, fingerprint: str) -> tuple[dict, dict]:
     """(trainable params placed like trainable_target, export info). Refuses an export made on
     another backbone or holding parameters of other names or shapes."""
