@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

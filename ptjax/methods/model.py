@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.models.layers import PrefixKV
 from ptjax.models.loading import Backbone
 from ptjax.prompts.insertion import insert_soft_prompts
 
