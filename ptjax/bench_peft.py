@@ -33,7 +33,8 @@ per peak matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb
 time (idle threads that spin count as busy, so it errs low). The load average goes with every
 line.
 
-Prints one JSON line per case, then one line with the versions and the best peak. Needs torch
+Prints one JSON line per case, then one line with the versions (as the sides report them) and
+the best peak. Needs torch
 and peft (test requirements); nothing in ptjax's runtime imports this module.
 """
 
@@ -78,11 +79,17 @@ def serve_side(args) -> int:
     inputs = sides.make_inputs(case, tokenizer, hf_config.vocab_size, max(args.steps, 1))
     start = time.perf_counter()
     if args.side == "ptjax":
+        import jax
+
         side = sides.PtjaxSide(case, model_name, inputs, args.scan_layers)
-        ready = {"flops": side.flops, "trainable": side.counts["trainable"], "total": side.counts["total"]}
+        ready = {"flops": side.flops, "trainable": side.counts["trainable"], "total": side.counts["total"],
+                 "versions": {"jax": jax.__version__, "device": jax.devices()[0].device_kind}}
     else:
+        import peft
+
         side = sides.PeftSide(case, model_name, inputs)
-        ready = {"trainable": side.trainable, "torch_threads": side.torch.get_num_threads()}
+        ready = {"trainable": side.trainable, "torch_threads": side.torch.get_num_threads(),
+                 "versions": {"torch": side.torch.__version__, "peft": peft.__version__}}
     side.run(args.warmup)
     _emit({**ready, "peak": peak, "compile_and_warmup_s": time.perf_counter() - start})
     for line in sys.stdin:
@@ -172,6 +179,7 @@ def run_case(name: str, args) -> dict:
         "ptjax_compile_and_warmup_s": ours.ready["compile_and_warmup_s"],
         "final_loss": {"ptjax": rounds[-1][0]["loss"], "peft": rounds[-1][1]["loss"]},
         "scan_layers": args.scan_layers, "matmul_peak": peak,
+        "versions": {**ours.ready["versions"], **theirs.ready["versions"]},
     }
     for i, side in enumerate(("ptjax", "peft")):
         result[f"{side}_cpu_s_per_step"] = statistics.median(r[i]["cpu"] / steps for r in rounds)
@@ -233,18 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
         if args.side:
             return serve_side(args)
-        peaks = []
+        results = []
         for name in names:
-            result = run_case(name, args)
-            peaks.append(result["matmul_peak"])
-            print(json.dumps(result, sort_keys=True), flush=True)
-        import jax
-        import torch
-
-        best = max(peaks, key=lambda p: p.get("peak_flops_per_s", 0), default={})
-        print(json.dumps({"matmul_peak": best, "jax": jax.__version__, "torch": torch.__version__,
-                          "device": jax.devices()[0].device_kind, "load_average": os.getloadavg()},
-                         sort_keys=True), flush=True)
+            results.append(run_case(name, args))
+            print(json.dumps(results[-1], sort_keys=True), flush=True)
+        best = max((r["matmul_peak"] for r in results), key=lambda p: p.get("peak_flops_per_s", 0), default={})
+        versions = results[-1]["versions"] if results else {}
+        print(json.dumps({"matmul_peak": best, **versions, "load_average": os.getloadavg()}, sort_keys=True),
+              flush=True)
     except InputError as err:
         cli.fail(str(err))
     return 0

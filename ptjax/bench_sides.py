@@ -36,13 +36,14 @@ LEARNING_RATE, CLIP_NORM = 1e-3, 1.0
 # Peak.
 
 
-def matmul_peak(library: str, size: int = 4096, repeats: int = 5) -> dict:
-    """The best float32 size^3 matmul of `library` ("jax" or "torch") on this machine, in FLOP/s
-    (2 size^3 FLOPs) per second of wall time and per second of process CPU time (all threads)."""
+def matmul_peak(library: str, size: int = 4096, repeats: int = 5, dtype=jnp.float32) -> dict:
+    """The best size^3 matmul of `library` ("jax" on its default device, in `dtype`, or torch in
+    float32 on the CPU), in FLOP/s (2 size^3 FLOPs) per second of wall time and per second of
+    process CPU time (all threads)."""
     flops = 2.0 * size**3
     if library == "jax":
-        a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+        a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32).astype(dtype)
+        b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32).astype(dtype)
         matmul = jax.jit(jnp.matmul)
         run = lambda: matmul(a, b).block_until_ready()
     else:

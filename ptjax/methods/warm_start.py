@@ -16,28 +16,13 @@ import logging
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from ptjax.errors import InputError
 from ptjax.methods.model import PromptModel
 from ptjax.train import checkpoints as ckpt
 
 log = logging.getLogger(__name__)
-
-
-def _paths(tree: dict, prefix=()) -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_paths(value, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = value
-    return out
-
-
-def _put(tree: dict, path: tuple, value) -> None:
-    for key in path[:-1]:
-        tree = tree[key]
-    tree[path[-1]] = value
 
 
 def head_row(exported: np.ndarray, target_shape: tuple, row: int) -> np.ndarray | None:
@@ -71,24 +56,28 @@ class WarmStartedModel(PromptModel):
         if "prompt" not in params or "prompt" not in exported:
             raise InputError(f"{self.init_from}: a warm start needs a method with a prompt on both sides "
                              f"(this run: {sorted(params)}, the export: {sorted(exported)})")
-        current, saved = _paths(params["prompt"]), _paths(exported["prompt"])
+        flat = traverse_util.flatten_dict
+        current, saved = flat(params["prompt"]), flat(exported["prompt"])
         shapes = {p: tuple(v.shape) for p, v in current.items()}
         if shapes != {p: tuple(v.shape) for p, v in saved.items()}:
             raise InputError(f"{self.init_from}: its prompt {sorted((('/'.join(p), v.shape) for p, v in saved.items()))} "
                              f"does not match this method's {sorted(('/'.join(p), s) for p, s in shapes.items())}")
-        for path, value in saved.items():
-            leaf = current[path]
-            _put(params["prompt"], path, jax.device_put(value.astype(leaf.dtype), leaf.sharding))
+        params["prompt"] = _placed_like(current, saved)
         tasks = list((info.get("method") or {}).get("tasks") or [])
         taken = "prompt"
         if self.task in tasks and "head" in params and "head" in exported:
             row = tasks.index(self.task)
-            current_head, saved_head = _paths(params["head"]), _paths(exported["head"])
+            current_head, saved_head = flat(params["head"]), flat(exported["head"])
             rows = {p: head_row(saved_head[p], tuple(v.shape), row) for p, v in current_head.items() if p in saved_head}
             if len(rows) == len(current_head) and all(r is not None for r in rows.values()):
-                for path, value in rows.items():
-                    leaf = current_head[path]
-                    _put(params["head"], path, jax.device_put(value.astype(leaf.dtype), leaf.sharding))
+                params["head"] = _placed_like(current_head, rows)
                 taken = f"prompt and head row {row} ({self.task})"
         log.info("warm start from %s: %s", self.init_from, taken)
         return params
+
+
+def _placed_like(current: dict, values: dict) -> dict:
+    """The nested tree of `values` (flat, by path), each cast and placed like its `current` leaf."""
+    return traverse_util.unflatten_dict({
+        path: jax.device_put(np.asarray(values[path]).astype(leaf.dtype), leaf.sharding)
+        for path, leaf in current.items()})

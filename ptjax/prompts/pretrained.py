@@ -77,6 +77,6 @@ def pretrained_init(vectors) -> Initializer:
     def init(rng, shape, dtype=jnp.float32):
         if tuple(shape[-2:]) != tuple(vectors.shape):
             raise InputError(f"pre-trained prompt {list(vectors.shape)} does not fit a prompt of shape {list(shape)}")
-        return jnp.broadcast_to(jnp.asarray(vectors), shape).astype(dtype)
+        return jnp.broadcast_to(vectors, shape).astype(dtype)
 
     return init

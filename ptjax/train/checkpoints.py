@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 from jax.experimental import multihost_utils
@@ -200,8 +201,6 @@ def read_export_arrays(path: str | Path, *, fingerprint: str | None = None) -> t
     """(trainable params as float32 numpy arrays, export info) of an export, whatever mesh wrote
     it (restored onto one device from the export's own parameter table). With `fingerprint`,
     refuses an export made on another backbone."""
-    import numpy as np
-
     path = resolve_export(path)
     info = read_export_metadata(path)
     if fingerprint is not None:
