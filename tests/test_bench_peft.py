@@ -87,3 +87,14 @@ def test_hash_dropout_masks_keep_the_rate_and_look_independent():
     out = np.asarray(Dropout(0.25).apply({}, x, deterministic=False, rngs={"dropout": key}))
     assert set(np.unique(out)) <= {0.0, np.float32(1 / 0.75)} and abs((out > 0).mean() - 0.75) < 0.06
     np.testing.assert_array_equal(Dropout(0.25).apply({}, x, deterministic=True), x)
+
+
+def test_attention_benchmark_reports_both_libraries(tiny_model_dir, capsys):
+    from ptjax import bench_attention
+
+    assert bench_attention.main(["--model", str(tiny_model_dir("bert")), "--batch", "2", "--length", "8",
+                                 "--repeats", "1"]) == 0
+    (result,) = json_lines(capsys.readouterr().out)
+    for side in ("jax", "torch"):
+        for name in ("attention_fwd_bwd", "scores", "dense"):
+            assert result[f"{side}_{name}_ms"] > 0 and result[f"{side}_{name}_gflops_per_s"] > 0
