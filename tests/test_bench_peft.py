@@ -98,3 +98,4 @@ def test_attention_benchmark_reports_both_libraries(tiny_model_dir, capsys):
     for side in ("jax", "torch"):
         for name in ("attention_fwd_bwd", "scores", "dense"):
             assert result[f"{side}_{name}_ms"] > 0 and result[f"{side}_{name}_gflops_per_s"] > 0
+    assert result["jax_nn_attention_fwd_bwd_ms"] > 0 and result["attention_dropout"] == 0.1

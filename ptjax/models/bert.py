@@ -13,11 +13,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
-    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, dot_product_attention, layer_stack,
-    make_attention_mask, prepend_prefix_mask,
+    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
+
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
@@ -37,7 +38,7 @@ class BertConfig:
     pad_token_id: int = 0
     has_pooler: bool = True
     has_mlm_head: bool = True
-    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
     attention_impl: str = ""
 
     @property

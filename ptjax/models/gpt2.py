@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
+from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -24,10 +25,7 @@ from ptjax.models.layers import (
     LayerNorm,
     PrefixKV,
     constrain,
-    dot_product_attention,
     layer_stack,
-    make_attention_mask,
-    prepend_prefix_mask,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -46,7 +44,7 @@ class GPT2Config:
     residual_dropout: float = 0.1
     attention_dropout: float = 0.1
     scale_attention: bool = True
-    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
     attention_impl: str = ""
 
     @property

@@ -1,5 +1,5 @@
 """Building blocks shared by every backbone: dense layers and norms with logical axis names,
-attention with optional prefix keys/values, and the scanned layer stack.
+dropout, and the scanned layer stack (attention lives in ptjax.models.attention).
 
 Logical axis names used on parameters (mapped to mesh axes by `ptjax.train.sharding`):
   vocab, embed, mlp, heads, kv_heads, kv (head dim), layers (the scanned stack), and None for
@@ -22,9 +22,34 @@ Dtype = Any
 
 default_kernel_init = nn.initializers.normal(stddev=0.02)
 
+
+@jax.custom_jvp
+def gelu_exact(x: Array) -> Array:
+    """x * Phi(x) with erf, as torch's GELU computes it.
+
+    jax.nn.gelu(approximate=False) goes through erfc, whose XLA:CPU expansion (two branches and
+    an exp) made the activation and the intermediates autodiff kept for its derivative a tenth
+    of a BERT layer's training step. The derivative Phi(x) + x phi(x) is written out, so the
+    backward pass keeps one tensor. Agrees with jax.nn.gelu to 1e-6 in float32.
+    """
+    return x * _normal_cdf(x)
+
+
+def _normal_cdf(x: Array) -> Array:
+    return 0.5 * (1.0 + jax.lax.erf(x * np.asarray(0.5**0.5, x.dtype)))
+
+
+@gelu_exact.defjvp
+def _gelu_exact_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    cdf = _normal_cdf(x)
+    density = jnp.exp(-0.5 * x * x) * np.asarray((2 * np.pi) ** -0.5, x.dtype)
+    return x * cdf, dx * (cdf + x * density)
+
+
 # transformers activation names (config.hidden_act and friends) -> functions.
 ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu_exact,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
@@ -255,102 +280,6 @@ class Dropout(nn.Module):
         keep = 1.0 - self.rate
         mask = dropout_mask(self.make_rng("dropout"), x.shape, keep)
         return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
-
-
-# --------------------------------------------------------------------------------------------
-# Attention.
-
-
-def make_attention_mask(
-    key_mask: Array | None,
-    *,
-    query_length: int,
-    key_length: int,
-    causal: bool,
-) -> Array:
-    """Boolean mask [batch or 1, 1, query_length, key_length], True = may attend.
-
-    key_mask: [batch, key_length] padding mask of the real keys (None: all real).
-    causal: query i sees keys j <= i (queries and keys aligned at the end, as with a cache).
-    """
-    if key_mask is None:
-        mask = jnp.ones((1, 1, query_length, key_length), bool)
-    else:
-        mask = key_mask.astype(bool)[:, None, None, :]
-        mask = jnp.broadcast_to(mask, (key_mask.shape[0], 1, query_length, key_length))
-    if causal:
-        q_pos = jnp.arange(query_length)[:, None] + (key_length - query_length)
-        mask = mask & (jnp.arange(key_length)[None, :] <= q_pos)[None, None]
-    return mask
-
-
-def prepend_prefix_mask(mask: Array, prefix_mask: Array | None) -> Array:
-    """mask [b, 1, q, k] and prefix_mask [b' or 1, prefix_len] -> [max(b, b'), 1, q, prefix_len + k].
-
-    Prefix slots are seen by every query (deep prompts sit before the sequence).
-    """
-    if prefix_mask is None:
-        return mask
-    batch = max(mask.shape[0], prefix_mask.shape[0])
-    query_length = mask.shape[2]
-    mask = jnp.broadcast_to(mask, (batch,) + mask.shape[1:])
-    prefix = jnp.broadcast_to(prefix_mask.astype(bool)[:, None, None, :],
-                              (batch, 1, query_length, prefix_mask.shape[-1]))
-    return jnp.concatenate([prefix, mask], axis=-1)
-
-
-def dot_product_attention(
-    query: Array,
-    key: Array,
-    value: Array,
-    mask: Array,
-    *,
-    prefix_key: Array | None = None,
-    prefix_value: Array | None = None,
-    bias: Array | None = None,
-    scale: float | None = None,
-    dropout_rate: float = 0.0,
-    dropout_rng: Array | None = None,
-    implementation: str | None = None,
-) -> Array:
-    """Multi-head attention over [prefix; keys], grouped-query aware.
-
-    query: [batch, q_len, heads, head_dim]; key, value: [batch, k_len, kv_heads, head_dim].
-    prefix_key, prefix_value: [batch or 1, prefix_len, kv_heads, head_dim], put before the keys.
-    mask: bool, broadcastable to [batch, heads, q_len, prefix_len + k_len] (make_attention_mask and
-      prepend_prefix_mask build it).
-    bias: additive, broadcastable like mask (T5 relative positions). scale: default head_dim**-0.5.
-    Returns [batch, q_len, heads, head_dim]. Softmax runs in float32.
-    """
-    if prefix_key is not None:
-        batch = key.shape[0]
-        prefix_key = jnp.broadcast_to(prefix_key, (batch,) + prefix_key.shape[1:]).astype(key.dtype)
-        prefix_value = jnp.broadcast_to(prefix_value, (batch,) + prefix_value.shape[1:]).astype(value.dtype)
-        key = jnp.concatenate([prefix_key, key], axis=1)
-        value = jnp.concatenate([prefix_value, value], axis=1)
-    if dropout_rate > 0.0 and dropout_rng is not None:
-        return _attention_with_dropout(query, key, value, mask, bias, scale, dropout_rate, dropout_rng)
-    return jax.nn.dot_product_attention(
-        query, key, value, bias=None if bias is None else bias.astype(jnp.float32), mask=mask,
-        scale=scale, implementation=implementation,
-    )
-
-
-def _attention_with_dropout(query, key, value, mask, bias, scale, rate, rng):
-    """Reference attention with dropout on the probabilities (training with attention dropout)."""
-    heads, kv_heads = query.shape[2], key.shape[2]
-    if heads != kv_heads:
-        key = jnp.repeat(key, heads // kv_heads, axis=2)
-        value = jnp.repeat(value, heads // kv_heads, axis=2)
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    keep = dropout_mask(rng, probs.shape, 1.0 - rate)
-    probs = jnp.where(keep, probs / (1.0 - rate), 0.0).astype(value.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
 
 
 # --------------------------------------------------------------------------------------------

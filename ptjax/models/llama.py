@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
+from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -26,10 +27,7 @@ from ptjax.models.layers import (
     PrefixKV,
     RMSNorm,
     constrain,
-    dot_product_attention,
     layer_stack,
-    make_attention_mask,
-    prepend_prefix_mask,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -83,7 +81,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     attention_dropout: float = 0.0
     sliding_window: int | None = None
-    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
     attention_impl: str = ""
 
 

@@ -353,8 +353,8 @@ def open_backbone(
 ) -> Backbone:
     """Config, tokenizer, module and abstract params of a checkpoint, without reading weights.
     dtype: storage dtype of the weights (bf16 halves memory); compute_dtype: activations
-    (defaults to dtype); attention_impl: jax.nn.dot_product_attention's implementation
-    ("" lets JAX choose, "xla", "cudnn")."""
+    (defaults to dtype); attention_impl: the attention kernel ("" ptjax's, "xla" or "cudnn"
+    jax.nn.dot_product_attention's; see ptjax.models.attention)."""
     files = resolve_checkpoint(name_or_path)
     hf_config, tokenizer = load_hf_config_and_tokenizer(files, with_tokenizer=with_tokenizer)
     family = family_for(getattr(hf_config, "model_type", None), where=str(files.folder / "config.json"))

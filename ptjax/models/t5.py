@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
+from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -38,10 +39,7 @@ from ptjax.models.layers import (
     PrefixKV,
     RMSNorm,
     constrain,
-    dot_product_attention,
     layer_stack,
-    make_attention_mask,
-    prepend_prefix_mask,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -73,7 +71,7 @@ class T5Config:
     untied_lm_head: bool = False
     pad_token_id: int = 0
     decoder_start_token_id: int = 0
-    # jax.nn.dot_product_attention implementation: "" (JAX chooses), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
     attention_impl: str = ""
 
     def __post_init__(self):

@@ -1,0 +1,136 @@
+"""ptjax.models.attention's kernel (hand-written backward pass) against autodiff of the plain
+formula: outputs and gradients for padding, causal, prefix, grouped-query, bias and dropout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.layers import dropout_mask
+
+
+def plain_attention(query, key, value, mask, bias=None, keep=None):
+    """softmax(q k^T / sqrt(d) + bias) (dropped) v with repeated kv heads; autodiff gives its
+    gradients. keep: float multipliers [b, heads, q, k] or None."""
+    heads, kv_heads = query.shape[2], key.shape[2]
+    key = jnp.repeat(key, heads // kv_heads, axis=2)
+    value = jnp.repeat(value, heads // kv_heads, axis=2)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    scores = scores * query.shape[-1] ** -0.5
+    if bias is not None:
+        scores = scores + bias
+    probs = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
+    if keep is not None:
+        probs = probs * keep
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(value.dtype), value)
+
+
+def _inputs(batch=3, q_len=7, heads=4, kv_heads=4, head_dim=8, dtype=jnp.float32, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    q = jax.random.normal(keys[0], (batch, q_len, heads, head_dim)).astype(dtype)
+    k = jax.random.normal(keys[1], (batch, q_len, kv_heads, head_dim)).astype(dtype)
+    v = jax.random.normal(keys[2], (batch, q_len, kv_heads, head_dim)).astype(dtype)
+    d_out = jax.random.normal(keys[3], (batch, q_len, heads, head_dim)).astype(dtype)
+    padding = jnp.arange(q_len)[None, :] < jnp.array([q_len, q_len - 2, 3])[:batch, None]
+    return q, k, v, d_out, padding
+
+
+def _value_and_grads(fn, args, d_out, argnums):
+    out, pullback = jax.vjp(lambda *a: fn(*a), *args)
+    grads = pullback(d_out)
+    return out, [grads[i] for i in argnums]
+
+
+def _assert_close(ours, theirs, atol):
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=atol, rtol=atol)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_kernel_matches_autodiff_of_the_formula(causal, kv_heads):
+    q, k, v, d_out, padding = _inputs(kv_heads=kv_heads)
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=causal)
+    ours = _value_and_grads(lambda q, k, v: dot_product_attention(q, k, v, mask), (q, k, v), d_out, (0, 1, 2))
+    plain = _value_and_grads(lambda q, k, v: plain_attention(q, k, v, mask), (q, k, v), d_out, (0, 1, 2))
+    _assert_close(ours, plain, 2e-5)
+    jax_xla = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+    _assert_close(ours[0], jax_xla, 2e-5)
+    _assert_close(dot_product_attention(q, k, v, mask, implementation="xla"), jax_xla, 0.0)
+
+
+def test_prefix_keys_and_their_gradients():
+    q, k, v, d_out, padding = _inputs(kv_heads=2)
+    prefix_k = jax.random.normal(jax.random.PRNGKey(5), (1, 3, 2, 8))
+    prefix_v = jax.random.normal(jax.random.PRNGKey(6), (1, 3, 2, 8))
+    prefix_mask = jnp.array([[True, False, True]])
+    mask = prepend_prefix_mask(make_attention_mask(padding, query_length=7, key_length=7, causal=True), prefix_mask)
+
+    def ours(q, pk, pv):
+        return dot_product_attention(q, k, v, mask, prefix_key=pk, prefix_value=pv)
+
+    def plain(q, pk, pv):
+        full_k = jnp.concatenate([jnp.broadcast_to(pk, (3, 3, 2, 8)), k], axis=1)
+        full_v = jnp.concatenate([jnp.broadcast_to(pv, (3, 3, 2, 8)), v], axis=1)
+        return plain_attention(q, full_k, full_v, mask)
+
+    args = (q, prefix_k, prefix_v)
+    _assert_close(_value_and_grads(ours, args, d_out, (0, 1, 2)), _value_and_grads(plain, args, d_out, (0, 1, 2)), 2e-5)
+
+
+def test_bias_gradient_is_summed_over_its_broadcast_axes():
+    q, k, v, d_out, padding = _inputs()
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=False)
+    bias = jax.random.normal(jax.random.PRNGKey(7), (1, 4, 7, 7))  # T5: shared by the batch
+    ours = _value_and_grads(lambda q, b: dot_product_attention(q, k, v, mask, bias=b), (q, bias), d_out, (0, 1))
+    plain = _value_and_grads(lambda q, b: plain_attention(q, k, v, mask, bias=b), (q, bias), d_out, (0, 1))
+    assert ours[1][1].shape == bias.shape
+    _assert_close(ours, plain, 2e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_dropout_matches_the_formula_with_the_same_mask(kv_heads):
+    q, k, v, d_out, padding = _inputs(kv_heads=kv_heads)
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=False)
+    rng, rate = jax.random.PRNGKey(11), 0.3
+    group = 4 // kv_heads
+    # The kernel draws its mask in grouped order [b, kv, group * q, k]; heads are kv * group + g.
+    kept = dropout_mask(rng, (3, kv_heads, group * 7, 7), 1.0 - rate).reshape(3, 4, 7, 7)
+    keep = jnp.where(kept, 1.0 / (1.0 - rate), 0.0)
+    args = (q, k, v)
+    ours = _value_and_grads(lambda q, k, v: dot_product_attention(q, k, v, mask, dropout_rate=rate, dropout_rng=rng),
+                            args, d_out, (0, 1, 2))
+    plain = _value_and_grads(lambda q, k, v: plain_attention(q, k, v, mask, keep=keep), args, d_out, (0, 1, 2))
+    _assert_close(ours, plain, 2e-5)
+    without = dot_product_attention(q, k, v, mask)
+    assert not np.allclose(np.asarray(ours[0]), np.asarray(without), atol=1e-3)
+    again = dot_product_attention(q, k, v, mask, dropout_rate=rate, dropout_rng=rng, implementation="xla")
+    _assert_close(again, ours[0], 0.0)  # dropout always runs this module's kernel
+
+
+def test_bfloat16_inputs_stay_close_to_float32():
+    q, k, v, d_out, padding = _inputs(dtype=jnp.bfloat16, kv_heads=2)
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=True)
+    ours = _value_and_grads(lambda q, k, v: dot_product_attention(q, k, v, mask), (q, k, v), d_out, (0, 1, 2))
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(ours))
+    as_f32 = [x.astype(jnp.float32) for x in (q, k, v, d_out)]
+    reference = _value_and_grads(lambda q, k, v: plain_attention(q, k, v, mask), tuple(as_f32[:3]), as_f32[3],
+                                 (0, 1, 2))
+    _assert_close(ours, reference, 5e-2)
+
+
+def test_kernel_under_jit_remat_and_scan():
+    q, k, v, d_out, padding = _inputs(kv_heads=2)
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=False)
+
+    def two_layers(q):
+        body = jax.checkpoint(lambda c, _: (dot_product_attention(c, k, v, mask), None),
+                              policy=jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims)
+        return jax.lax.scan(body, q, None, length=2)[0]
+
+    def plain_two(q):
+        return plain_attention(plain_attention(q, k, v, mask), k, v, mask)
+
+    ours = jax.jit(lambda q: _value_and_grads(two_layers, (q,), d_out, (0,)))(q)
+    _assert_close(ours, _value_and_grads(plain_two, (q,), d_out, (0,)), 5e-5)
