@@ -12,8 +12,8 @@ in three ways, each measured:
   - the backward pass keeps only the probabilities and the output: the softmax gradient uses
     rowsum(dO * O) (FlashAttention's identity, valid with dropout too) instead of a reduction
     over the [length, length] gradient;
-  - attention dropout is one float multiplier tensor (0 or 1/keep) built once and reused by the
-    forward and backward products, instead of a boolean select recomputed in each.
+  - the attention-dropout mask is drawn once and kept (one byte per score) for the backward
+    pass, instead of being re-derived inside each fusion that needs it.
 """
 
 from __future__ import annotations
@@ -123,20 +123,18 @@ def dot_product_attention(
     q = query.reshape(batch, q_len, kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(batch, kv_heads, group * q_len, head_dim)
     k, v = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
-    keep = None
-    if dropout:
-        keep_prob = 1.0 - dropout_rate
-        kept = dropout_mask(dropout_rng, (batch, kv_heads, group * q_len, k_len), keep_prob)
-        keep = jnp.where(kept, _F32(1.0 / keep_prob), _F32(0.0))
+    keep = dropout_mask(dropout_rng, (batch, kv_heads, group * q_len, k_len), 1.0 - dropout_rate) if dropout else None
     bias = None if bias is None else grouped(bias.astype(_F32))
-    out = _attention(q, k, v, grouped(mask.astype(bool)), bias, keep, float(scale))
+    keep_scale = 1.0 / (1.0 - dropout_rate) if dropout_rate < 1.0 else 0.0  # rate 1: nothing is kept
+    out = _attention(q, k, v, grouped(mask.astype(bool)), bias, keep, float(scale), keep_scale)
     out = out.reshape(batch, kv_heads, group, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, heads, head_dim)
 
 
 # --------------------------------------------------------------------------------------------
 # The kernel: q [b, kv, rows, d], k and v [b, kv, keys, d]; mask (bool), bias (float32) and keep
-# (float32 dropout multipliers or None) broadcast to [b, kv, rows, keys].
+# (bool dropout mask or None) broadcast to [b, kv, rows, keys]; kept probabilities are scaled by
+# keep_scale = 1 / keep probability.
 
 
 def _probabilities(q, k, mask, bias, scale):
@@ -147,29 +145,30 @@ def _probabilities(q, k, mask, bias, scale):
     return jax.nn.softmax(scores, axis=-1)
 
 
-def _weigh_values(probs, keep, v):
-    dropped = probs if keep is None else probs * keep
-    return jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(v.dtype), v)
+def _dropped(x, keep, keep_scale):
+    return x if keep is None else jnp.where(keep, x * keep_scale, 0.0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _attention(q, k, v, mask, bias, keep, scale):
-    return _weigh_values(_probabilities(q, k, mask, bias, scale), keep, v)
+def _weigh_values(probs, keep, keep_scale, v):
+    return jnp.einsum("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale).astype(v.dtype), v)
 
 
-def _attention_forward(q, k, v, mask, bias, keep, scale):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _attention(q, k, v, mask, bias, keep, scale, keep_scale):
+    return _weigh_values(_probabilities(q, k, mask, bias, scale), keep, keep_scale, v)
+
+
+def _attention_forward(q, k, v, mask, bias, keep, scale, keep_scale):
     probs = _probabilities(q, k, mask, bias, scale)
-    out = _weigh_values(probs, keep, v)
+    out = _weigh_values(probs, keep, keep_scale, v)
     return out, (q, k, v, bias, keep, probs, out)
 
 
-def _attention_backward(scale, residuals, d_out):
+def _attention_backward(scale, keep_scale, residuals, d_out):
     q, k, v, bias, keep, probs, out = residuals
-    dropped = probs if keep is None else probs * keep
+    dropped = _dropped(probs, keep, keep_scale)
     d_v = jnp.einsum("bhqk,bhqd->bhdk", dropped.astype(d_out.dtype), d_out)
-    d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out, v, preferred_element_type=_F32)
-    if keep is not None:
-        d_probs = d_probs * keep
+    d_probs = _dropped(jnp.einsum("bhqd,bhkd->bhqk", d_out, v, preferred_element_type=_F32), keep, keep_scale)
     # sum_k P'[q, k] dP'[q, k] = dO[q] . O[q]: the softmax Jacobian's row term without a
     # reduction over keys (P' = dropped probabilities).
     row = jnp.sum(d_out.astype(_F32) * out.astype(_F32), axis=-1, keepdims=True)
