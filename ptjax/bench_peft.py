@@ -27,14 +27,16 @@ and the median of the per-round ratios. FLOPs per step are XLA's cost analysis o
 ptjax step (layers unrolled so every layer counts; multiply-add = 2 FLOPs; attention, backward
 and optimizer included); the same count is used for the PEFT side, which does the same math.
 MFU = FLOPs per step / step time / matmul peak, the peak being the best 4096 x 4096 float32
-matmul of JAX (in the ptjax process) and of torch (in the PEFT process) before each case. The
+matmul of JAX (in the ptjax process) and of torch (in the PEFT process), measured before and
+again after each case's rounds (one measurement alone lands low when other jobs share the
+machine at that moment, which would flatter the MFU). The
 same ratio is also given in CPU time (process user + system seconds, all threads, per step and
 per peak matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb less than wall
 time (idle threads that spin count as busy, so it errs low). The load average goes with every
 line.
 
-Prints one JSON line per case, then one line with the versions (as the sides report them) and
-the best peak. Needs torch
+Prints one JSON line per case, then one line with the versions (as the sides report them), the
+best peak of the whole run and each case's MFU against it (`mfu_vs_run_peak`). Needs torch
 and peft (test requirements); nothing in ptjax's runtime imports this module.
 """
 
@@ -94,6 +96,9 @@ def serve_side(args) -> int:
     _emit({**ready, "peak": peak, "compile_and_warmup_s": time.perf_counter() - start})
     for line in sys.stdin:
         words = line.split()
+        if words[:1] == ["peak"]:
+            _emit({"peak": sides.matmul_peak("jax" if args.side == "ptjax" else "torch", args.peak_size)})
+            continue
         if words[:1] != ["run"]:
             break
         steps, settle = int(words[1]), int(words[2])
@@ -139,6 +144,12 @@ class SideProcess:
         self.process.stdin.flush()
         return self._reply()
 
+    def peak(self) -> dict:
+        """The matmul peak measured again now (see the module docstring)."""
+        self.process.stdin.write("peak\n")
+        self.process.stdin.flush()
+        return self._reply()["peak"]
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.stdin.close()
@@ -156,6 +167,9 @@ def run_case(name: str, args) -> dict:
         theirs = SideProcess("peft", name, args)
         try:
             rounds = [(ours.run(args.steps), theirs.run(args.steps)) for _ in range(args.rounds)]
+            if args.peak_size:
+                ours.ready["peak"] = _better(ours.ready["peak"], ours.peak())
+                theirs.ready["peak"] = _better(theirs.ready["peak"], theirs.peak())
         finally:
             theirs.close()
     finally:
@@ -194,6 +208,10 @@ def run_case(name: str, args) -> dict:
                 result[f"{side}_mfu_cpu_time"] = flops / cpu / peak["peak_flops_per_cpu_s"] if cpu > 0 else None
     result["load_average"] = os.getloadavg()
     return result
+
+
+def _better(first: dict, second: dict) -> dict:
+    return {key: max(first[key], second[key]) for key in first}
 
 
 def _best_peak(jax_peak: dict, torch_peak: dict, size: int) -> dict:
@@ -247,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(results[-1], sort_keys=True), flush=True)
         best = max((r["matmul_peak"] for r in results), key=lambda p: p.get("peak_flops_per_s", 0), default={})
         versions = results[-1]["versions"] if results else {}
-        print(json.dumps({"matmul_peak": best, **versions, "load_average": os.getloadavg()}, sort_keys=True),
-              flush=True)
+        run_mfu = {r["case"]: r["ptjax_flops_per_s"] / best["peak_flops_per_s"]
+                   for r in results if best.get("peak_flops_per_s") and "ptjax_flops_per_s" in r}
+        print(json.dumps({"matmul_peak": best, "mfu_vs_run_peak": run_mfu, **versions,
+                          "load_average": os.getloadavg()}, sort_keys=True), flush=True)
     except InputError as err:
         cli.fail(str(err))
     return 0

@@ -33,6 +33,7 @@ def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
                 "ptjax_mfu", "peft_mfu", "ptjax_mfu_cpu_time", "peft_cpu_s_per_step"):
         assert result[key] > 0, key
     assert peak["matmul_peak"]["peak_flops_per_s"] > 0
+    assert peak["mfu_vs_run_peak"][case] == pytest.approx(result["ptjax_mfu"])  # one case: the same peak
 
 
 def test_bench_peft_refuses_unknown_cases(capsys):
