@@ -35,6 +35,9 @@ per peak matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb
 time (idle threads that spin count as busy, so it errs low). The load average goes with every
 line.
 
+`--host-devices N` runs the ptjax side data parallel over N CPU devices (the batch split across
+the cores as across accelerators), which overlaps work XLA:CPU runs on one core at a time.
+
 Prints one JSON line per case, then one line with the versions (as the sides report them), the
 best peak of the whole run and each case's MFU against it (`mfu_vs_run_peak`). Needs torch
 and peft (test requirements); nothing in ptjax's runtime imports this module.
@@ -85,6 +88,7 @@ def serve_side(args) -> int:
 
         side = sides.PtjaxSide(case, model_name, inputs, args.scan_layers)
         ready = {"flops": side.flops, "trainable": side.counts["trainable"], "total": side.counts["total"],
+                 "devices": jax.device_count(),
                  "versions": {"jax": jax.__version__, "device": jax.devices()[0].device_kind}}
     else:
         import peft
@@ -126,6 +130,9 @@ class SideProcess:
             command.append("--scan-layers")
         root = str(Path(__file__).resolve().parents[1])  # ptjax and configs
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        if side == "ptjax" and args.host_devices > 1:  # must be set before JAX starts
+            flag = f"--xla_force_host_platform_device_count={args.host_devices}"
+            env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), flag]))
         self.side = side
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self._reply()
@@ -184,7 +191,7 @@ def run_case(name: str, args) -> dict:
         "rounds": args.rounds, "steps_per_round": steps,
         "threads": {"torch": theirs.ready["torch_threads"], "cpus": os.cpu_count()},
         "trainable_params": {"ptjax": ours.ready["trainable"], "peft": theirs.ready["trainable"]},
-        "total_params": ours.ready["total"],
+        "total_params": ours.ready["total"], "ptjax_devices": ours.ready["devices"],
         "ptjax_examples_per_s": statistics.median(rates["ptjax"]),
         "peft_examples_per_s": statistics.median(rates["peft"]),
         "ptjax_rounds": rates["ptjax"], "peft_rounds": rates["peft"],
@@ -243,6 +250,9 @@ def parse(argv):
     parser.add_argument("--length", type=int, default=0, help="replace every case's text length")
     parser.add_argument("--peak-size", type=int, default=4096, help="matmul size for the peak (0: skip)")
     parser.add_argument("--scan-layers", action="store_true", help="ptjax scans its layers (default: unrolled)")
+    parser.add_argument("--host-devices", type=int, default=1,
+                        help="ptjax runs data parallel over this many CPU devices (XLA_FLAGS "
+                             "--xla_force_host_platform_device_count; the batch must divide)")
     parser.add_argument("--side", choices=("ptjax", "peft"), help=argparse.SUPPRESS)  # a side's own process
     return parser.parse_args(argv)
 

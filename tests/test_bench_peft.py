@@ -36,6 +36,14 @@ def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
     assert peak["mfu_vs_run_peak"][case] == pytest.approx(result["ptjax_mfu"])  # one case: the same peak
 
 
+def test_bench_peft_runs_ptjax_over_several_cpu_devices(tiny_model_dir, capsys):
+    assert bench_peft.main(["--cases", "minilm_lester", "--model", str(tiny_model_dir("bert")), "--batch", "4",
+                            "--length", "8", "--rounds", "1", "--steps", "1", "--warmup", "1", "--peak-size", "0",
+                            "--host-devices", "2"]) == 0
+    result, _ = json_lines(capsys.readouterr().out)
+    assert result["ptjax_devices"] == 2 and result["ptjax_examples_per_s"] > 0
+
+
 def test_bench_peft_refuses_unknown_cases(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench_peft.main(["--cases", "nonsense", "--peak-size", "0"])
