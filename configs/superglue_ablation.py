@@ -10,8 +10,9 @@ Each sweep writes its table (results.md / results.csv) and its plot (results.png
 prefix length per variant; bars per depth variant) in its workdir.
 Task and budget: SST-2 as in configs/superglue_minilm_compare.py (the first 2,000 GLUE train rows,
 80 steps x 16, dev every 40 steps; lr 1e-2, the better P-tuning v2 rate of that comparison's
-grid, and 1e-3 for the MLP, which does not train at 1e-2 or 3e-3), one seed per point. The paper draws RTE and BoolQ on RoBERTa/BERT-large; SST-2 is the
-task a CPU budget trains MiniLM on to a clear signal (see RESULTS.md).
+grid, and 1e-3 for the MLP, which does not train at 1e-2 or 3e-3), one seed per point. The paper
+draws RTE and BoolQ on RoBERTa/BERT-large; SST-2 is the task a CPU budget trains MiniLM on to a
+clear signal (see RESULTS.md).
 """
 
 from configs.superglue_minilm_compare import compare

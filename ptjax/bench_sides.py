@@ -138,16 +138,18 @@ class PtjaxSide:
         self.batches = [put(self._batch(x, backbone)) for x in inputs]
         self.rng = jax.random.PRNGKey(1)
         self.step_rng = step_rng
-        with engine.activate():
-            lowered = self.step.jitted.lower(self.trainable, self.frozen, self.opt_state, self.batches[0],
-                                             step_rng(self.rng, 0))
         if scan_layers and backbone.files is not None:  # XLA counts a scanned body once: count an unrolled twin
             unrolled = config.copy_and_resolve_references()
             unrolled.model.scan_layers = False
             twin = self._model(unrolled, open_configured_backbone(unrolled))
             self.flops = unrolled_flops(unrolled, twin, self.batches[0], step_rng(self.rng, 0))
+        elif scan_layers:
+            self.flops = None
         else:
-            self.flops = None if scan_layers else cost_flops(lowered)
+            with engine.activate():
+                lowered = self.step.jitted.lower(self.trainable, self.frozen, self.opt_state, self.batches[0],
+                                                 step_rng(self.rng, 0))
+            self.flops = cost_flops(lowered)
         self.counts = {"trainable": int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.trainable))),
                        "total": int(backbone.num_params())}
         self.done = 0

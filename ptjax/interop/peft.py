@@ -63,12 +63,6 @@ TASK_TYPES = {"causal_lm": "CAUSAL_LM", "masked_lm": "FEATURE_EXTRACTION", "enco
 # Reading a ptjax export.
 
 
-def read_export_params(path: str | Path) -> tuple[dict, dict]:
-    """(trainable params as numpy arrays, export info) of a prompt export, on no particular
-    backbone (the fingerprint is kept in info)."""
-    return ckpt.read_export_arrays(path)
-
-
 def _dims(backbone: Backbone) -> tuple[int, int, int, int, int]:
     """(layers, attention heads, kv heads, head dim, embedding width) of a backbone."""
     from ptjax.methods.model import embedding_width
@@ -203,7 +197,7 @@ def _placement_problems(kind: str, layout: dict, soft_params: dict | None, backb
 def to_peft(params: dict, info: dict, backbone: Backbone, *, prompt_index: int | None = None,
             force: bool = False) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
     """(adapter_config, {"prompt_embeddings": ...}, encoder state dict, notes) of an export's
-    params (from read_export_params) on its backbone (opened, weights not needed)."""
+    params (from ptjax.train.checkpoints.read_export_arrays) on its backbone (opened, weights not needed)."""
     where = f"export of {info.get('backbone')}"
     prompt = params.get("prompt") or {}
     notes = []
@@ -281,17 +275,18 @@ def export_adapter(export: str | Path, out_dir: str | Path, *, prompt_index: int
     backbone: the export's backbone when already opened (default: opened from the export's name)."""
     from safetensors.numpy import save_file
 
-    params, info = read_export_params(export)
+    export = ckpt.resolve_export(export)
+    params, info = ckpt.read_export_arrays(export)
     if backbone is None:
         backbone = open_backbone(info["backbone"])
-    ckpt.check_fingerprint(ckpt.resolve_export(export), info, backbone_fingerprint(backbone))
+    ckpt.check_fingerprint(export, info, backbone_fingerprint(backbone))
     config, tensors, encoder, notes = to_peft(params, info, backbone, prompt_index=prompt_index, force=force)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     save_file(encoder, str(out / ENCODER_FILE), metadata={"format": "pt"})
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    provenance = {"export": str(ckpt.resolve_export(export)), "backbone": info["backbone"],
+    provenance = {"export": str(export), "backbone": info["backbone"],
                   "fingerprint": info["fingerprint"], "method": info.get("method"), "prompt_index": prompt_index,
                   "notes": notes}
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")

@@ -49,8 +49,7 @@ def read_prompt(init_from: str | Path, *, fingerprint: str, num_tokens: int, wid
     """float32 [num_tokens, width]: the soft prompt of a prompt export, checked against the
     configured backbone (fingerprint) and prompt size."""
     path = resolve(init_from, source_task)
-    info = ckpt.read_export_metadata(path)
-    ckpt.check_fingerprint(path, info, fingerprint)
+    table, info = ckpt.read_export_arrays(path, fingerprint=fingerprint)  # a prompt export is small
     shape = info["params"].get(SOFT_TABLE)
     if shape is None:
         raise InputError(f"{path}: holds no soft prompt table {SOFT_TABLE!r} (it has {sorted(info['params'])}); "
@@ -64,7 +63,6 @@ def read_prompt(init_from: str | Path, *, fingerprint: str, num_tokens: int, wid
     trained_on = (info.get("method") or {}).get("task")
     if source_task and trained_on and trained_on != source_task:
         log.warning("%s was trained on %s, not on %s (the task's PPT format)", path, trained_on, source_task)
-    table, _ = ckpt.read_export_arrays(path)
     for key in SOFT_TABLE.split("/"):
         table = table[key]
     return table
