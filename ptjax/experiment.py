@@ -43,7 +43,7 @@ def open_configured_backbone(config: ml_collections.ConfigDict) -> Backbone:
     model = config.model
     return open_backbone(
         model.name, dtype=DTYPES[model.dtype], compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
-        scan_layers=model.scan_layers, remat_policy=model.remat_policy,
+        scan_layers=model.scan_layers, remat_policy=model.remat_policy, attention_impl=model.attention_impl,
     )
 
 

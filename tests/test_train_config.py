@@ -1,5 +1,7 @@
 """configs/base.py and ptjax.train.config.validate: locked keys, clear refusals."""
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from configs import base
@@ -94,3 +96,17 @@ def test_mesh_shapes(config):
     mesh.data, mesh.fsdp, mesh.tensor = -1, -1, 1
     with pytest.raises(InputError, match="only one axis may be -1"):
         mesh_shape(mesh, 8)
+
+
+def test_model_knobs_reach_the_backbone(config, tiny_model_dir):
+    """Every config.model kernel/layout knob arrives in the module main.py builds."""
+    from ptjax.experiment import open_configured_backbone
+
+    config.model.name = str(tiny_model_dir("gpt2"))
+    config.model.dtype, config.model.compute_dtype = "bfloat16", "float32"
+    config.model.scan_layers, config.model.remat_policy, config.model.attention_impl = False, "full", "xla"
+    backbone = open_configured_backbone(config)
+    assert backbone.config.attention_impl == "xla"
+    assert (backbone.module.scan_layers, backbone.module.remat_policy) == (False, "full")
+    assert backbone.module.dtype == jnp.float32
+    assert {s.dtype for s in jax.tree.leaves(backbone.shapes)} == {jnp.dtype(jnp.bfloat16)}
