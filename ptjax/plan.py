@@ -104,7 +104,7 @@ def open_architecture(config: ml_collections.ConfigDict, *, scan_layers: bool | 
             architecture_name(config), dtype=DTYPES[model.dtype],
             compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
             scan_layers=model.scan_layers if scan_layers is None else scan_layers,
-            remat_policy=model.remat_policy, standin=config.plan.tokenizer)
+            remat_policy=model.remat_policy, attention_impl=model.attention_impl, standin=config.plan.tokenizer)
     except InputError as err:
         key = "config.plan.architecture" if config.plan.architecture else "config.model.name"
         raise InputError(f"{key}: {err}") from None

@@ -63,8 +63,9 @@ def test_scaling_plot_and_mfu_commands(tiny_model_dir, tmp_path, capsys):
     assert len(json.loads(out.with_suffix(".json").read_text())["points"]) == 2
 
     assert bench_mfu.main(["--preset", "tiny", "--batch", "8", "--length", "8", "--steps", "1",
-                           "--peak-size", "64", "--dtype", "float32"]) == 0
+                           "--peak-size", "64", "--dtype", "float32", "--attention", "xla"]) == 0
     (mfu,) = json_lines(capsys.readouterr().out)
+    assert mfu["attention"] == "xla"  # the kernel the model ran with
     assert mfu["params"] > 0 and mfu["flops_per_step"] > 0 and 0 < mfu["mfu_vs_measured_matmul"]
 
 

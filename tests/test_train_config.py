@@ -99,14 +99,16 @@ def test_mesh_shapes(config):
 
 
 def test_model_knobs_reach_the_backbone(config, tiny_model_dir):
-    """Every config.model kernel/layout knob arrives in the module main.py builds."""
+    """Every config.model kernel/layout knob arrives in the module main.py builds, for training
+    (weights read later) and for plans (weights never read)."""
+    from ptjax import plan
     from ptjax.experiment import open_configured_backbone
 
     config.model.name = str(tiny_model_dir("gpt2"))
     config.model.dtype, config.model.compute_dtype = "bfloat16", "float32"
     config.model.scan_layers, config.model.remat_policy, config.model.attention_impl = False, "full", "xla"
-    backbone = open_configured_backbone(config)
-    assert backbone.config.attention_impl == "xla"
-    assert (backbone.module.scan_layers, backbone.module.remat_policy) == (False, "full")
-    assert backbone.module.dtype == jnp.float32
-    assert {s.dtype for s in jax.tree.leaves(backbone.shapes)} == {jnp.dtype(jnp.bfloat16)}
+    for backbone in (open_configured_backbone(config), plan.open_architecture(config)):
+        assert backbone.config.attention_impl == "xla"
+        assert (backbone.module.scan_layers, backbone.module.remat_policy) == (False, "full")
+        assert backbone.module.dtype == jnp.float32
+        assert {s.dtype for s in jax.tree.leaves(backbone.shapes)} == {jnp.dtype(jnp.bfloat16)}

