@@ -39,12 +39,18 @@ class Experiment:
     description: dict
 
 
-def open_configured_backbone(config: ml_collections.ConfigDict) -> Backbone:
+def backbone_options(config: ml_collections.ConfigDict) -> dict:
+    """config.model's storage/compute dtypes, layer layout and kernels as the keyword arguments
+    of open_backbone and architectures.open_architecture (one list, so no opener drops a knob)."""
     model = config.model
-    return open_backbone(
-        model.name, dtype=DTYPES[model.dtype], compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
+    return dict(
+        dtype=DTYPES[model.dtype], compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
         scan_layers=model.scan_layers, remat_policy=model.remat_policy, attention_impl=model.attention_impl,
     )
+
+
+def open_configured_backbone(config: ml_collections.ConfigDict) -> Backbone:
+    return open_backbone(config.model.name, **backbone_options(config))
 
 
 def head_type(config: ml_collections.ConfigDict, spec: TaskSpec, backbone: Backbone) -> str:

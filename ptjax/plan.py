@@ -96,15 +96,13 @@ def architecture_name(config: ml_collections.ConfigDict) -> str:
 def open_architecture(config: ml_collections.ConfigDict, *, scan_layers: bool | None = None) -> Backbone:
     """The config's backbone as module + abstract params, weights neither read nor downloaded
     (ptjax.models.architectures)."""
-    from ptjax.experiment import DTYPES
+    from ptjax.experiment import backbone_options
 
-    model = config.model
+    options = backbone_options(config)
+    if scan_layers is not None:
+        options["scan_layers"] = scan_layers
     try:
-        return architectures.open_architecture(
-            architecture_name(config), dtype=DTYPES[model.dtype],
-            compute_dtype=DTYPES[model.compute_dtype] if model.compute_dtype else None,
-            scan_layers=model.scan_layers if scan_layers is None else scan_layers,
-            remat_policy=model.remat_policy, attention_impl=model.attention_impl, standin=config.plan.tokenizer)
+        return architectures.open_architecture(architecture_name(config), **options, standin=config.plan.tokenizer)
     except InputError as err:
         key = "config.plan.architecture" if config.plan.architecture else "config.model.name"
         raise InputError(f"{key}: {err}") from None

@@ -25,7 +25,6 @@ from ptjax.prompts.deep import DeepPrompt
 from ptjax.prompts.encoders import PromptEncoder
 from ptjax.prompts.rendering import Renderer, collate
 from ptjax.prompts.templates import parse_template
-from ptjax.train.checkpoints import read_export_arrays
 from ptjax.train import checkpoints as ckpt
 
 TOLERANCE = 1e-4
@@ -233,7 +232,7 @@ def test_imported_peft_adapter_runs_the_same_in_ptjax(backbones, tmp_path, famil
     interop.import_adapter(tmp_path / "adapter", tmp_path / "export", model=str(path))
     info = ckpt.read_export_metadata(tmp_path / "export")
     assert info["fingerprint"] == backbone.fingerprint
-    params, _ = read_export_arrays(tmp_path / "export")
+    params, _ = ckpt.read_export_arrays(tmp_path / "export")
 
     count = config.num_virtual_tokens
     if config.peft_type.value == "PREFIX_TUNING":
@@ -273,7 +272,7 @@ def test_command_line_round_trip(backbones, tmp_path, capsys):
                          "--model", str(path)]) == 0
     assert interop_main(["import", "--adapter", str(tmp_path / "peft"), "--to", str(tmp_path / "back"),
                          "--model", str(path)]) == 0
-    back, info = read_export_arrays(tmp_path / "back")
+    back, info = ckpt.read_export_arrays(tmp_path / "back")
     np.testing.assert_array_equal(back["prompt"]["soft"]["embedding"], prompt["soft"]["embedding"])
     assert info["method"]["prompt_layout"]["soft_prefix_first"] is True
     with pytest.raises(SystemExit) as exit_info:
