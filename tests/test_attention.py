@@ -134,3 +134,117 @@ def test_kernel_under_jit_remat_and_scan():
 
     ours = jax.jit(lambda q: _value_and_grads(two_layers, (q,), d_out, (0,)))(q)
     _assert_close(ours, _value_and_grads(plain_two, (q,), d_out, (0,)), 5e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# cuDNN's path: a mask with structure reaches jax.nn as is_causal / key_value_seq_lengths. There
+# is no GPU here, so "cudnn" calls are answered by jax.nn's XLA kernel with the same arguments,
+# and a callback records which branch of the run-time choice ran.
+
+
+@pytest.fixture
+def cudnn_on_xla(monkeypatch):
+    """Routes implementation="cudnn" to "xla"; returns the list of branches taken ("structured"
+    with (is_causal, lengths), or "dense"), appended when a branch runs, not when it is traced."""
+    taken, original = [], jax.nn.dot_product_attention
+
+    def fake(query, key, value, bias=None, mask=None, *, implementation=None, **kwargs):
+        assert implementation == "cudnn"
+        lengths = kwargs.get("key_value_seq_lengths")
+        if lengths is None:
+            assert mask is not None and "is_causal" not in kwargs
+            jax.debug.callback(lambda: taken.append("dense"))
+        else:
+            assert mask is None and lengths.dtype == jnp.int32
+            causal = kwargs["is_causal"]
+            jax.debug.callback(lambda n: taken.append(("structured", causal, tuple(np.asarray(n)))), lengths)
+        return original(query, key, value, bias=bias, mask=mask, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
+    return taken
+
+
+def _through_cudnn_and_kernel(q, k, v, d_out, mask, causal, **extra):
+    def attend(implementation):
+        return lambda q, k, v: dot_product_attention(q, k, v, mask, implementation=implementation, causal=causal,
+                                                     **extra)
+    cudnn = _value_and_grads(attend("cudnn"), (q, k, v), d_out, (0, 1, 2))
+    jax.effects_barrier()
+    return cudnn, _value_and_grads(attend(None), (q, k, v), d_out, (0, 1, 2))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_right_padding_reaches_cudnn_as_lengths(cudnn_on_xla, causal):
+    q, k, v, d_out, padding = _inputs(kv_heads=2)
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=causal)
+    cudnn, kernel = _through_cudnn_and_kernel(q, k, v, d_out, mask, causal)
+    _assert_close(cudnn, kernel, 2e-5)  # every row, padded queries included
+    assert set(cudnn_on_xla) == {("structured", causal, (7, 5, 3))}
+
+
+def test_a_mask_without_that_structure_goes_dense(cudnn_on_xla):
+    q, k, v, d_out, _ = _inputs()
+    holes = jnp.array([[True] * 7, [True, False] * 3 + [True], [True, True, True] + [False] * 4])
+    empty = jnp.array([[True] * 7, [True] * 5 + [False] * 2, [False] * 7])  # a padding example
+    for key_mask in (holes, empty):
+        mask = make_attention_mask(key_mask, query_length=7, key_length=7, causal=False)
+        cudnn, kernel = _through_cudnn_and_kernel(q, k, v, d_out, mask, False)
+        rows = np.asarray(key_mask.any(-1))  # a row with no key at all has no defined attention
+        _assert_close([x[rows] for x in jax.tree.leaves(cudnn)], [x[rows] for x in jax.tree.leaves(kernel)], 2e-5)
+    assert set(cudnn_on_xla) == {"dense"}
+
+
+def test_deep_prompt_keys_are_lengths_when_real_and_dense_when_switched_off(cudnn_on_xla):
+    q, k, v, d_out, padding = _inputs(kv_heads=2)
+    prefix_k = jax.random.normal(jax.random.PRNGKey(5), (1, 3, 2, 8))
+    prefix_v = jax.random.normal(jax.random.PRNGKey(6), (1, 3, 2, 8))
+    text = make_attention_mask(padding, query_length=7, key_length=7, causal=False)
+    for slots in ([[True, True, True]], [[False, False, False]]):  # a layer the prompt skips
+        mask = prepend_prefix_mask(text, jnp.array(slots))
+        cudnn, kernel = _through_cudnn_and_kernel(q, k, v, d_out, mask, False, prefix_key=prefix_k,
+                                                  prefix_value=prefix_v)
+        _assert_close(cudnn, kernel, 2e-5)
+    assert cudnn_on_xla == [("structured", False, (10, 8, 6)), "dense"]
+    # Causal keys after a prefix are aligned at the end, which jax.nn's causal flag cannot say.
+    cudnn_on_xla.clear()
+    mask = prepend_prefix_mask(make_attention_mask(padding, query_length=7, key_length=7, causal=True),
+                               jnp.ones((1, 3), bool))
+    cudnn, kernel = _through_cudnn_and_kernel(q, k, v, d_out, mask, True, prefix_key=prefix_k, prefix_value=prefix_v)
+    _assert_close(cudnn, kernel, 2e-5)
+    assert set(cudnn_on_xla) == {"dense"}
+
+
+def test_bias_passes_through_the_structured_call(cudnn_on_xla):
+    q, k, v, d_out, padding = _inputs()
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=True)
+    bias = jax.random.normal(jax.random.PRNGKey(7), (1, 4, 7, 7))
+    cudnn, kernel = _through_cudnn_and_kernel(q, k, v, d_out, mask, True, bias=bias)
+    _assert_close(cudnn, kernel, 2e-5)
+    assert set(cudnn_on_xla) == {("structured", True, (7, 5, 3))}
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "t5"])
+def test_models_give_cudnn_their_mask_structure(cudnn_on_xla, tiny_model_dir, family):
+    from ptjax.models.loading import load_backbone
+
+    path = tiny_model_dir(family)
+    ids = jnp.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 1, 1, 1]], jnp.int32)
+    mask = jnp.array([[1] * 6, [1, 1, 1, 0, 0, 0]], jnp.int32)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if family == "t5":
+        inputs.update(decoder_input_ids=ids[:, :4], decoder_attention_mask=mask[:, :4])
+    outputs = []
+    for impl in ("", "cudnn"):
+        backbone = load_backbone(path, attention_impl=impl, with_tokenizer=False)
+        outputs.append(backbone.module.apply({"params": backbone.params}, **inputs))
+    jax.effects_barrier()
+    real = np.asarray(mask if family != "t5" else mask[:, :4], bool)
+    for ours, theirs in zip(jax.tree.leaves(outputs[0]), jax.tree.leaves(outputs[1])):
+        if ours.ndim >= 2 and ours.shape[:2] == real.shape:
+            ours, theirs = ours[real], theirs[real]
+        np.testing.assert_allclose(np.asarray(theirs), np.asarray(ours), atol=1e-4, rtol=1e-4)
+    lengths, causal = (6, 3), family in ("gpt2", "llama")
+    expected = {("structured", causal, lengths)}
+    if family == "t5":  # encoder, decoder self-attention (causal), cross-attention over the encoder
+        expected = {("structured", False, lengths), ("structured", True, (4, 3)), ("structured", False, lengths)}
+    assert set(cudnn_on_xla) == expected

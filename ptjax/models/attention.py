@@ -82,6 +82,7 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: Array | None = None,
     implementation: str | None = None,
+    causal: bool = False,
 ) -> Array:
     """Multi-head attention over [prefix; keys], grouped-query aware.
 
@@ -94,6 +95,8 @@ def dot_product_attention(
     implementation: None or "" for this module's kernel; "xla" or "cudnn" for
       jax.nn.dot_product_attention's (those have no attention dropout: with dropout, this
       module's kernel runs whatever the choice).
+    causal: the mask was built causal (make_attention_mask(causal=True)); lets cuDNN use its causal
+      flash kernel where the mask allows (_jax_nn_attention). The mask stays what is applied.
     Returns [batch, q_len, heads, head_dim]. Scores and softmax run in float32.
     """
     if prefix_key is not None:
@@ -105,10 +108,8 @@ def dot_product_attention(
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     dropout = dropout_rate > 0.0 and dropout_rng is not None
     if implementation and not dropout:
-        return jax.nn.dot_product_attention(
-            query, key, value, bias=None if bias is None else bias.astype(_F32), mask=mask,
-            scale=scale, implementation=implementation,
-        )
+        return _jax_nn_attention(query, key, value, mask, None if bias is None else bias.astype(_F32),
+                                 scale, implementation=implementation, causal=causal)
     batch, q_len, heads, head_dim = query.shape
     k_len, kv_heads = key.shape[1], key.shape[2]
     group = heads // kv_heads
@@ -131,6 +132,38 @@ def dot_product_attention(
     out = _attention(q, k, v, grouped(mask.astype(bool)), bias, keep, float(scale), keep_scale)
     out = out.reshape(batch, kv_heads, group, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, heads, head_dim)
+
+
+def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: str, causal: bool) -> Array:
+    """jax.nn.dot_product_attention; for cuDNN, with the mask given as structure where it has one.
+
+    A dense mask reaches cuDNN as an additive [batch, 1, q, k] bias that its kernel reads for every
+    tile. Where the mask is exactly "the first n keys of each row" (right padding, deep prompts
+    real in this layer), causal or not, the same attention is key_value_seq_lengths and is_causal,
+    which cuDNN applies by skipping tiles and reading no bias. Whether a mask has that form is
+    known only at run time (a deep prompt switched off in some layers, an all-padding example), so
+    a cond picks the structured or the dense call. Both are flash kernels that save the output
+    and the log-sum-exp (the dense one its bias too) for the backward pass, not the [q, k]
+    probabilities, so what the cond saves stays small.
+    """
+    call = functools.partial(jax.nn.dot_product_attention, scale=scale, implementation=implementation)
+    batch, q_len, k_len = query.shape[0], query.shape[1], key.shape[1]
+    # jax.nn's causal mask aligns queries with the first keys; ours aligns them with the last.
+    structurable = implementation == "cudnn" and mask.shape[1] == 1 and (q_len == k_len or not causal)
+    if not structurable:
+        return call(query, key, value, bias=bias, mask=mask)
+    dense = jnp.broadcast_to(mask.astype(bool), (batch, 1, q_len, k_len))
+    lengths = jnp.sum(dense[:, 0, -1, :], axis=-1, dtype=jnp.int32)  # the last query sees every real key
+    structured = jnp.arange(k_len)[None, None, None, :] < lengths[:, None, None, None]
+    if causal:
+        structured = structured & jnp.tril(jnp.ones((q_len, k_len), bool))[None, None]
+    expressible = jnp.all(dense == structured) & jnp.all(lengths > 0)
+    return jax.lax.cond(
+        expressible,
+        lambda q, k, v, b: call(q, k, v, bias=b, is_causal=causal, key_value_seq_lengths=lengths),
+        lambda q, k, v, b: call(q, k, v, bias=b, mask=dense),
+        query, key, value, bias,
+    )
 
 
 # --------------------------------------------------------------------------------------------

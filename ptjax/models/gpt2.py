@@ -78,6 +78,7 @@ class GPT2Layer(nn.Module):
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
             scale=None if cfg.scale_attention else 1.0,
             dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
+            causal=True,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), dtype=dt, name="attention_output")(attn)
         hidden = hidden + Dropout(cfg.residual_dropout)(attn, deterministic=self.deterministic)

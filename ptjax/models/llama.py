@@ -128,6 +128,7 @@ class LlamaLayer(nn.Module):
         attn = dot_product_attention(
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
             dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
+            causal=True,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), use_bias=cfg.output_bias, dtype=dt,
                      name="attention_output")(attn)

@@ -151,11 +151,15 @@ def relative_position_bias(table, *, query_length: int, key_length: int, prefix_
 
 
 class T5Attention(nn.Module):
-    """Unscaled multi-head attention; keys/values from `source` (self- or cross-attention)."""
+    """Unscaled multi-head attention; keys/values from `source` (self- or cross-attention).
+
+    causal: the mask is causal (decoder self-attention), a hint for cuDNN's kernel.
+    """
 
     config: T5Config
     dtype: Any = jnp.float32
     deterministic: bool = True
+    causal: bool = False
 
     @nn.compact
     def __call__(self, hidden, source, mask, bias, prefix_kv=None):
@@ -173,6 +177,7 @@ class T5Attention(nn.Module):
         out = dot_product_attention(
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value, bias=bias, scale=1.0,
             dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
+            causal=self.causal,
         )
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return Dense(cfg.d_model, ("heads", "kv"), ("embed",), use_bias=False, dtype=dt, name="o")(out)
@@ -221,7 +226,8 @@ class T5Block(nn.Module):
         dropout = functools.partial(Dropout(cfg.dropout_rate), deterministic=self.deterministic)
 
         normed = norm(name="self_attention_norm")(hidden)
-        out = attention(name="self_attention")(normed, normed, self_mask, position_bias, prefix_kv)
+        self_attention = attention(causal=self.is_decoder, name="self_attention")
+        out = self_attention(normed, normed, self_mask, position_bias, prefix_kv)
         hidden = hidden + dropout(out)
         if self.is_decoder:
             normed = norm(name="cross_attention_norm")(hidden)
