@@ -56,7 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     # "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dimensions).
     model.remat_policy = "none"
     # Attention kernel: "" (ptjax.models.attention's, with its own backward pass), or
-    # jax.nn.dot_product_attention's "xla" or "cudnn" (GPU) when attention dropout is off.
+    # jax.nn.dot_product_attention's "xla" or "cudnn" (GPU, bf16) when attention dropout is off;
+    # "cudnn" gets right padding and causality as lengths and a flag, not a dense mask.
     model.attention_impl = ""
 
     config.task = task = ml_collections.ConfigDict()
