@@ -60,9 +60,11 @@ def run(config, workdir: str, build: Callable | None = None):
     """Validate, build the experiment (model + task data) and run config.mode."""
     import jax
 
+    from ptjax.train.compilation_cache import enable as enable_compilation_cache
     from ptjax.train.config import validate
 
     validate(config, jax.device_count())
+    enable_compilation_cache(config.compilation_cache_dir)
     if jax.default_backend() == "cpu" and config.mode != "plan":
         from ptjax.hostmem import keep_freed_memory
 

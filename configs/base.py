@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = default_data_dir()
     # Prompt-only export to load in mode "eval" (a DIR/export folder, or a workdir holding one).
     config.restore = ""
+    # Persistent compilation cache (ptjax/train/compilation_cache.py): "auto" (on GPU and TPU in
+    # $PTJAX_COMPILATION_CACHE or ~/.cache/ptjax/xla, off on CPU), "" (off) or a folder.
+    config.compilation_cache_dir = "auto"
 
     config.model = model = ml_collections.ConfigDict()
     # Backbone: a weights package name, a local transformers folder, a .gguf file or a hub id.
