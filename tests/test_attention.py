@@ -168,9 +168,11 @@ def _through_cudnn_and_kernel(q, k, v, d_out, mask, causal, **extra):
     def attend(implementation):
         return lambda q, k, v: dot_product_attention(q, k, v, mask, implementation=implementation, causal=causal,
                                                      **extra)
-    cudnn = _value_and_grads(attend("cudnn"), (q, k, v), d_out, (0, 1, 2))
+    def run(implementation):
+        return jax.jit(lambda *args: _value_and_grads(attend(implementation), args, d_out, (0, 1, 2)))(q, k, v)
+    cudnn = run("cudnn")
     jax.effects_barrier()
-    return cudnn, _value_and_grads(attend(None), (q, k, v), d_out, (0, 1, 2))
+    return cudnn, run(None)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -236,7 +238,7 @@ def test_models_give_cudnn_their_mask_structure(cudnn_on_xla, tiny_model_dir, fa
     outputs = []
     for impl in ("", "cudnn"):
         backbone = load_backbone(path, attention_impl=impl, with_tokenizer=False)
-        outputs.append(backbone.module.apply({"params": backbone.params}, **inputs))
+        outputs.append(jax.jit(backbone.module.apply)({"params": backbone.params}, **inputs))
     jax.effects_barrier()
     real = np.asarray(mask if family != "t5" else mask[:, :4], bool)
     for ours, theirs in zip(jax.tree.leaves(outputs[0]), jax.tree.leaves(outputs[1])):
