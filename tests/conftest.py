@@ -29,6 +29,23 @@ import pytest  # noqa: E402
 import tiny_models  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (end-to-end runs in subprocesses, real weights)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow start whole training jobs in fresh processes (each one imports and
+    compiles everything again): minutes apiece on a 2-core machine, so the default run, which CI
+    runs, leaves them to `--slow`."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def shared_data_dir() -> Path:
     """Where the real data sets live: $PTJAX_DATA_DIR, else ../shared/data beside the repo."""
     return Path(os.environ.get("PTJAX_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))

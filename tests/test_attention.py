@@ -47,6 +47,7 @@ def _assert_close(ours, theirs, atol):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=atol, rtol=atol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
 def test_kernel_matches_autodiff_of_the_formula(causal, kv_heads):
@@ -79,6 +80,7 @@ def test_prefix_keys_and_their_gradients():
     _assert_close(_value_and_grads(ours, args, d_out, (0, 1, 2)), _value_and_grads(plain, args, d_out, (0, 1, 2)), 2e-5)
 
 
+@pytest.mark.slow
 def test_bias_gradient_is_summed_over_its_broadcast_axes():
     q, k, v, d_out, padding = _inputs()
     mask = make_attention_mask(padding, query_length=7, key_length=7, causal=False)
@@ -89,6 +91,7 @@ def test_bias_gradient_is_summed_over_its_broadcast_axes():
     _assert_close(ours, plain, 2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kv_heads", [4, 2])
 def test_dropout_matches_the_formula_with_the_same_mask(kv_heads):
     q, k, v, d_out, padding = _inputs(kv_heads=kv_heads)
@@ -109,6 +112,7 @@ def test_dropout_matches_the_formula_with_the_same_mask(kv_heads):
     _assert_close(again, ours[0], 0.0)  # dropout always runs this module's kernel
 
 
+@pytest.mark.slow
 def test_bfloat16_inputs_stay_close_to_float32():
     q, k, v, d_out, padding = _inputs(dtype=jnp.bfloat16, kv_heads=2)
     mask = make_attention_mask(padding, query_length=7, key_length=7, causal=True)
@@ -184,6 +188,7 @@ def test_right_padding_reaches_cudnn_as_lengths(cudnn_on_xla, causal):
     assert set(cudnn_on_xla) == {("structured", causal, (7, 5, 3))}
 
 
+@pytest.mark.slow
 def test_a_mask_without_that_structure_goes_dense(cudnn_on_xla):
     q, k, v, d_out, _ = _inputs()
     holes = jnp.array([[True] * 7, [True, False] * 3 + [True], [True, True, True] + [False] * 4])
@@ -196,6 +201,7 @@ def test_a_mask_without_that_structure_goes_dense(cudnn_on_xla):
     assert set(cudnn_on_xla) == {"dense"}
 
 
+@pytest.mark.slow
 def test_deep_prompt_keys_are_lengths_when_real_and_dense_when_switched_off(cudnn_on_xla):
     q, k, v, d_out, padding = _inputs(kv_heads=2)
     prefix_k = jax.random.normal(jax.random.PRNGKey(5), (1, 3, 2, 8))
@@ -216,6 +222,7 @@ def test_deep_prompt_keys_are_lengths_when_real_and_dense_when_switched_off(cudn
     assert set(cudnn_on_xla) == {"dense"}
 
 
+@pytest.mark.slow
 def test_bias_passes_through_the_structured_call(cudnn_on_xla):
     q, k, v, d_out, padding = _inputs()
     mask = make_attention_mask(padding, query_length=7, key_length=7, causal=True)
@@ -225,6 +232,7 @@ def test_bias_passes_through_the_structured_call(cudnn_on_xla):
     assert set(cudnn_on_xla) == {("structured", True, (7, 5, 3))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "t5"])
 def test_models_give_cudnn_their_mask_structure(cudnn_on_xla, tiny_model_dir, family):
     from ptjax.models.loading import load_backbone

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import jax
+import pytest
 import toy_experiment
 
 from ptjax import bench
@@ -13,6 +14,7 @@ from ptjax import bench
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_benchmark_reports_throughput_flops_and_memory(tiny_model_dir, tmp_path):
     config = toy_experiment.toy_config(tiny_model_dir("bert"), tmp_path)
     model, data = toy_experiment.build(config)

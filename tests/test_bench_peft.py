@@ -20,6 +20,7 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,case", [("bert", "minilm_ptuning_v2"), ("llama", "smollm2_lester")])
 def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
     assert bench_peft.main(["--cases", case, "--model", str(tiny_model_dir(family)), "--batch", "8",
@@ -36,6 +37,7 @@ def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
     assert peak["mfu_vs_run_peak"][case] == pytest.approx(result["ptjax_mfu"])  # one case: the same peak
 
 
+@pytest.mark.slow
 def test_bench_peft_runs_ptjax_over_several_cpu_devices(tiny_model_dir, capsys):
     assert bench_peft.main(["--cases", "minilm_lester", "--model", str(tiny_model_dir("bert")), "--batch", "4",
                             "--length", "8", "--rounds", "1", "--steps", "1", "--warmup", "1", "--peak-size", "0",
@@ -51,6 +53,7 @@ def test_bench_peft_refuses_unknown_cases(capsys):
     assert "unknown ['nonsense']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_scaling_plot_and_mfu_commands(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "step_time"
     assert bench_scaling.main(["--model", str(tiny_model_dir("bert")), "--batch", "8", "--steps", "1",
@@ -99,6 +102,7 @@ def test_hash_dropout_masks_keep_the_rate_and_look_independent():
     np.testing.assert_array_equal(Dropout(0.25).apply({}, x, deterministic=True), x)
 
 
+@pytest.mark.slow
 def test_attention_benchmark_reports_both_libraries(tiny_model_dir, capsys):
     from ptjax import bench_attention
 

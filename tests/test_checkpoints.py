@@ -65,6 +65,7 @@ def test_killed_run_resumes_to_the_same_prompt(tiny_model_dir, tmp_path):
     np.testing.assert_allclose([resumed_losses[s] for s in range(1, 11)], straight_losses, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_train_split(tiny_model_dir, tmp_path):
     config = toy_experiment.toy_config(tiny_model_dir("bert"), tmp_path, **{
         "train.num_steps": 2, "checkpoint.every_steps": 1, "task.eval_splits": (), "checkpoint.export": False})

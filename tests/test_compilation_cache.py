@@ -49,6 +49,7 @@ def test_a_folder_that_cannot_be_made_is_one_error(tmp_path):
         enable(str(tmp_path / "file" / "cache"))
 
 
+@pytest.mark.slow
 def test_a_second_run_compiles_nothing_new(tiny_model_dir, tmp_path):
     model, cache = tiny_model_dir("bert"), tmp_path / "cache"
     env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")

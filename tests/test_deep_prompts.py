@@ -128,6 +128,7 @@ def test_bank_batch_broadcast_and_dropout():
     np.testing.assert_allclose(np.asarray(dropped.keys)[kept], 2 * np.asarray(clean.keys)[kept], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_prefix_on_a_tiny_bert_respects_the_layer_range(tiny_model_dir):
     backbone = load_backbone(tiny_model_dir("bert"))
     cfg = backbone.config

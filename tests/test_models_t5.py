@@ -184,6 +184,7 @@ def _reference_with_prefixes(reference, inputs, prefix: PrefixKV, decoder_prefix
             del attention.forward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder_layers_on", [(True, True), (True, False)], ids=["all_layers", "first_layer"])
 def test_deep_prompts_match_transformers(tiny, encoder_layers_on):
     family, backbone, reference, apply = tiny
@@ -201,6 +202,7 @@ def test_deep_prompts_match_transformers(tiny, encoder_layers_on):
     assert float(jnp.abs(out.logits - plain.logits).max()) > 1e-2  # the prompts do matter
 
 
+@pytest.mark.slow
 def test_prefix_switched_off_everywhere_is_no_prefix(tiny):
     _, backbone, _, apply = tiny
     cfg = backbone.config
@@ -215,6 +217,7 @@ def test_prefix_switched_off_everywhere_is_no_prefix(tiny):
     np.testing.assert_allclose(switched_off.logits, plain.logits, rtol=1e-5, atol=5e-6)
 
 
+@pytest.mark.slow
 def test_inputs_embeds_and_encode_decode_equal_call(tiny_models_by_family):
     _, backbone, _, apply = tiny_models_by_family("mt5")
     cfg = backbone.config
@@ -275,6 +278,7 @@ def test_unsupported_feed_forward_is_a_clear_error():
         T5.config_from_hf(hf, frozenset())
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_float32(tiny_models_by_family, tiny_model_dir):
     f32 = tiny_models_by_family("t5v1_1")
     bf16 = load_backbone(tiny_model_dir("t5v1_1"), dtype=jnp.bfloat16)
@@ -292,6 +296,7 @@ def test_bfloat16_close_to_float32(tiny_models_by_family, tiny_model_dir):
     assert relative < 0.04 and encoder < 0.12 and decoder < 0.12
 
 
+@pytest.mark.slow
 def test_jitted_forward_does_not_retrace(tiny_models_by_family):
     backbone = tiny_models_by_family("t5").backbone
     cfg = backbone.config
@@ -311,6 +316,7 @@ def test_jitted_forward_does_not_retrace(tiny_models_by_family):
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_unrolled_layers_and_remat_give_the_same_output(tiny_models_by_family, tiny_model_dir):
     scanned = tiny_models_by_family("t5")
     unrolled = load_backbone(tiny_model_dir("t5"), scan_layers=False, remat_policy="full")
@@ -319,6 +325,7 @@ def test_unrolled_layers_and_remat_give_the_same_output(tiny_models_by_family, t
     np.testing.assert_allclose(b.logits, scanned.apply(*inputs).logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sharded_forward_matches_single_device(tiny_models_by_family, tiny_model_dir):
     """Weights loaded straight into shards of a (2 x 4) mesh by their logical names, activations
     constrained the same way: same logits as one device."""

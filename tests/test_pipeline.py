@@ -110,6 +110,7 @@ def test_features_are_tokenized_once_per_workdir(tmp_path):
     assert [f["label"] for f in first] == [f["label"] for f in second]
 
 
+@pytest.mark.slow
 def test_no_recompilation_after_warm_up(tiny_model_dir, tmp_path):
     """Two epochs of varied lengths: traces happen only for new bucket shapes (epoch 1)."""
     config = toy_experiment.toy_config(tiny_model_dir("bert"), tmp_path, **{

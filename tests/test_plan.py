@@ -68,6 +68,7 @@ def t5_plan(tiny_model_dir, tmp_path_factory):
     return config, experiment, report
 
 
+@pytest.mark.slow
 def test_plan_reports_memory_flops_and_verdict_on_8_devices(t5_plan):
     _, experiment, report = t5_plan
     assert report["devices"] == 8 and report["platform"] == "cpu"
@@ -107,12 +108,14 @@ def test_plan_reports_memory_flops_and_verdict_on_8_devices(t5_plan):
     assert "peak" in text and "verdict: fits" in text and "cost_analysis_unrolled" in text
 
 
+@pytest.mark.slow
 def test_too_small_device_memory_does_not_fit(t5_plan):
     _, _, report = t5_plan
     small = dict(report, device_memory_gib=report["memory_per_device"]["peak"] / GIB / 2, fits=False)
     assert plan.verdict(small).startswith("does not fit: ")
 
 
+@pytest.mark.slow
 def test_main_plans_a_checkpoint_folder_without_weight_files(tiny_model_dir, tmp_path):
     """End to end through main.py: 4 simulated devices (the test process has 8), a folder with a
     config and a tokenizer but no weights, and a device too small: exit status 1, plan.json."""

@@ -90,6 +90,7 @@ def pretrained_nsp(t5_dir, t5, tmp_path_factory):
     return workdir, [m for m in metrics if m["kind"] == "train"]
 
 
+@pytest.mark.slow
 def test_prompt_pretraining_lowers_the_loss_and_exports(pretrained_nsp, t5):
     workdir, train = pretrained_nsp
     losses = [m["loss"] for m in train]
@@ -114,6 +115,7 @@ def _soft_prompt(config, backbone) -> np.ndarray:
     return np.asarray(params["prompt"]["soft"]["embedding"])
 
 
+@pytest.mark.slow
 def test_transfer_picks_the_prompt_of_the_task_format(pretrained_nsp, t5, t5_dir, data_dir, tmp_path):
     workdir, _ = pretrained_nsp
     root = tmp_path / "pretrained"
@@ -135,6 +137,7 @@ def test_transfer_picks_the_prompt_of_the_task_format(pretrained_nsp, t5, t5_dir
     assert not np.allclose(_soft_prompt(config, t5), trained)
 
 
+@pytest.mark.slow
 def test_transfer_refuses_another_backbone_or_size(t5, t5_dir, tiny_model_dir, data_dir, tmp_path):
     _export(tmp_path / "other", np.zeros((4, 32), np.float32), "ppt_nsp", "0123456789abcdef")
     _export(tmp_path / "long", np.zeros((6, 32), np.float32), "ppt_nsp", t5.fingerprint)
@@ -207,6 +210,7 @@ def test_unified_choice_masks_letters_beyond_each_examples_options(tiny_model_di
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_unified_pretraining_task_masks_options(t5, t5_dir, tmp_path):
     """ppt_unified_mc end to end on tiny T5: the letters are not single tokens there, so they
     are scored as candidates, each example offering only its own options."""
@@ -346,6 +350,7 @@ def _abstract_t5xxl(tokenizer, dtype=jnp.bfloat16):
                     dtype=dtype, files=None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argument", ["boolq", "rte,32", "copa,256", "sst2,64"])
 def test_t5xxl_config_validates_and_builds_without_weights(argument, t5, data_dir):
     from configs import ppt_t5xxl
@@ -364,6 +369,7 @@ def test_t5xxl_config_validates_and_builds_without_weights(argument, t5, data_di
     assert experiment.description["prompt_source"] == ppt.source_task(config.task.name, "format")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argument", ["ppt_nsp", "ppt_unified_mc,256", "ppt_nss,32"])
 def test_t5xxl_pretraining_config_validates_and_builds_without_weights(argument, t5, tmp_path, data_dir):
     from configs import ppt_pretrain_t5xxl

@@ -165,6 +165,7 @@ def test_decoder_no_answer_position(tiny_model_dir, tmp_path):
     assert sum(f["start_position"] != f["null_index"] for f in features) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,method,task,learning_rate", [
     ("bert", "ptuning_v2", "squad_v2", 3e-2), ("gpt2", "lester", "squad", 3e-2), ("bert", "fine_tune", "squad", 3e-3)])
 def test_methods_train_and_decode(tiny_model_dir, squad_dir, family, method, task, learning_rate):

@@ -119,6 +119,7 @@ def test_mixed_batches_give_each_example_its_own_prompts_predictions(setting, tm
     assert max(np.abs(a[key] - b[key]).max() for a, b in zip(other, mixed[0])) > 1e-4
 
 
+@pytest.mark.slow
 def test_serve_reports_metrics_and_throughput(setting, tmp_path):
     pairs, backbone = served(setting, tmp_path, "lester")
     result = serve.serve(pairs[0][0], pairs, compare=True, repeats=1, backbone=backbone)

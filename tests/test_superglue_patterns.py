@@ -189,6 +189,7 @@ def test_referent_comparison_and_slot_filler():
     assert not wsc.same_referent("the", "the demonstrators")  # nothing left but an article
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_wsc_on_an_lm_names_the_referent(family, tiny_model_dir, data_dir):
     config = superglue_paper.paper("wsc", "ptuning", "fewshot")
@@ -222,6 +223,7 @@ def test_wsc_on_an_lm_names_the_referent(family, tiny_model_dir, data_dir):
     assert formulation.decode(examples, features, wrong) == ["False"] * len(examples)
 
 
+@pytest.mark.slow
 def test_wsc_keeps_yes_no_on_linear_heads_and_when_asked(tiny_model_dir, data_dir):
     config = superglue_paper.paper("wsc", "ptuning_v2", "fewshot")
     config.model.name = str(tiny_model_dir("bert"))

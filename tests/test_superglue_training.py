@@ -73,6 +73,7 @@ def losses_on_one_batch(config, steps: int):
     return experiment, losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, lr, overrides", [
     ("fine_tune", 3e-3, {}),
     ("manual", 3e-3, {"method__train_backbone": True}),  # PET: manual pattern + fine-tuning
@@ -95,6 +96,7 @@ def test_every_method_lowers_the_loss(tiny_model_dir, data_dir, method, lr, over
     assert experiment.description["formulation"] == expected
 
 
+@pytest.mark.slow
 def test_wsc_referent_training_on_a_causal_lm(tiny_model_dir, data_dir):
     """P-tuning tuned jointly with the backbone (the paper's SuperGLUE mode): a random LM learns
     to write the referents of one batch."""
@@ -161,6 +163,7 @@ def test_evaluation_predicts_every_example_once(tiny_model_dir, data_dir, task, 
     assert metrics["accuracy"] == pytest.approx(right / 13)
 
 
+@pytest.mark.slow
 def test_deep_prompt_warm_start_from_an_export(tiny_model_dir, data_dir, tmp_path):
     """prompt.init='pretrained' on P-tuning v2: the deep prompt starts as the export's."""
     from flax import traverse_util
@@ -186,6 +189,7 @@ def test_deep_prompt_warm_start_from_an_export(tiny_model_dir, data_dir, tmp_pat
         np.testing.assert_array_equal(np.asarray(value), np.asarray(expected[path]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["vocab", "text"])
 def test_soft_prompt_init_reads_the_embeddings_as_an_argument(tiny_model_dir, data_dir, init):
     """prompt.init='vocab' / 'text': rows of the backbone's embeddings, which reach the jitted

@@ -74,6 +74,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_variants_two_seeds_tables_and_rerun(tmp_path, tiny_model_dir, capsys):
     data_dir = write_lama(tmp_path / "lama")
     workdir = tmp_path / "sweep"

@@ -175,6 +175,7 @@ def conll03_dir(tmp_path_factory):
     return token_data.write_conll03(tmp_path_factory.mktemp("tagging"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,method,learning_rate", METHODS)
 def test_methods_train_and_decode(tiny_model_dir, conll03_dir, family, method, learning_rate):
     from seqeval.metrics import classification_report, f1_score

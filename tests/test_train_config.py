@@ -98,6 +98,7 @@ def test_mesh_shapes(config):
         mesh_shape(mesh, 8)
 
 
+@pytest.mark.slow
 def test_model_knobs_reach_the_backbone(config, tiny_model_dir):
     """Every config.model kernel/layout knob arrives in the module main.py builds, for training
     (weights read later) and for plans (weights never read)."""

@@ -155,6 +155,7 @@ def test_gradient_accumulation_equals_the_full_batch(bert_dir, tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), micro, full)
 
 
+@pytest.mark.slow
 def test_dropout_is_reproducible_and_varies_by_step(bert_dir, tmp_path):
     config = toy_experiment.toy_config(bert_dir, tmp_path, **{"train.dropout": True})
     model, data = toy_experiment.build(config)
@@ -176,6 +177,7 @@ def test_dropout_is_reproducible_and_varies_by_step(bert_dir, tmp_path):
     assert not np.array_equal(step_rng(base_rng, 1), step_rng(base_rng, 2))
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_trainable_state_float32(bert_dir, tmp_path):
     config = toy_experiment.toy_config(bert_dir, tmp_path, **{"model.dtype": "bfloat16"})
     losses, trainable, frozen, opt_state, metrics = run_steps(config, 2)
@@ -186,6 +188,7 @@ def test_mixed_precision_keeps_trainable_state_float32(bert_dir, tmp_path):
     assert metrics["loss"].dtype == jnp.float32 and np.isfinite(losses).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adamw", "adam", "adafactor", "sgd"])
 def test_every_optimizer_lowers_the_loss_on_one_batch(name):
     config = base.get_config()
