@@ -61,6 +61,7 @@ def test_kernel_matches_autodiff_of_the_formula(causal, kv_heads):
     _assert_close(dot_product_attention(q, k, v, mask, implementation="xla"), jax_xla, 0.0)
 
 
+@pytest.mark.slow
 def test_prefix_keys_and_their_gradients():
     q, k, v, d_out, padding = _inputs(kv_heads=2)
     prefix_k = jax.random.normal(jax.random.PRNGKey(5), (1, 3, 2, 8))

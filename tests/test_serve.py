@@ -91,7 +91,7 @@ def served(setting, tmp_path, method: str):
     return pairs, backbone
 
 
-@pytest.mark.parametrize("method", ["lester", "ptuning_v2"])
+@pytest.mark.parametrize("method", ["lester", pytest.param("ptuning_v2", marks=pytest.mark.slow)])
 def test_mixed_batches_give_each_example_its_own_prompts_predictions(setting, tmp_path, method):
     pairs, backbone = served(setting, tmp_path, method)
     tasks = serve.load_tasks(pairs[0][0], pairs, backbone=backbone)
