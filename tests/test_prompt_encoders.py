@@ -24,7 +24,13 @@ EMBEDDING = np.random.default_rng(0).normal(scale=0.05, size=(VOCAB, EMBED)).ast
 
 
 def init_params(encoder, seed=0):
-    return nn.unbox(encoder.init(jax.random.key(seed))["params"])
+    """Initialized under jit, as the engine does: eager, every initializer op compiles on its own."""
+    return jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(seed))["params"]))
+
+
+def run(encoder, params):
+    """The encoder's prompt vectors, computed under jit."""
+    return jax.jit(encoder.apply)({"params": params})
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +51,8 @@ def is_vocab_row(vector):
 @pytest.mark.parametrize("reparam, num_prompts", [("none", 0), ("none", 3), ("mlp", 0), ("mlp", 3)])
 def test_output_shapes_and_logical_axes(reparam, num_prompts):
     encoder = PromptEncoder(num_tokens=9, embed_dim=EMBED, reparam=reparam, num_prompts=num_prompts)
-    variables = encoder.init(jax.random.key(0))
-    out = encoder.apply(variables)
+    variables = jax.jit(encoder.init)(jax.random.key(0))
+    out = jax.jit(encoder.apply)(variables)
     assert out.shape == ((num_prompts,) if num_prompts else ()) + (9, EMBED) and out.dtype == jnp.float32
     specs = nn.get_partition_spec(variables)["params"]
     assert tuple(specs["embedding"]) == (("prompt_bank",) if num_prompts else ()) + ("prompt", "embed")
@@ -58,7 +64,7 @@ def test_lstm_encoder_matches_pytorch_lstm_and_mlp(lstm_encoder):
     """P-tuning's encoder: BiLSTM(2 layers, hidden/2 per direction) -> Linear, ReLU, Linear."""
     torch = pytest.importorskip("torch")
     encoder, bank_params = lstm_encoder
-    assert encoder.apply({"params": bank_params}).shape == (2, 6, EMBED)
+    assert run(encoder, bank_params).shape == (2, 6, EMBED)
     # The second prompt of the bank, as a single-prompt encoder's parameters.
     params = jax.tree_util.tree_map(lambda x: x, bank_params)
     params["embedding"] = bank_params["embedding"][1]
@@ -85,19 +91,19 @@ def test_lstm_encoder_matches_pytorch_lstm_and_mlp(lstm_encoder):
             mlp[index].bias.copy_(torch.tensor(np.asarray(params["mlp"][name]["bias"])))
         table = torch.tensor(np.asarray(params["embedding"]))[None]
         expected = mlp(lstm(table)[0])[0].numpy()
-    np.testing.assert_allclose(encoder.apply({"params": params}), expected, atol=1e-5)
+    np.testing.assert_allclose(run(encoder, params), expected, atol=1e-5)
 
 
 def test_mlp_variant_is_linear_relu_linear():
     encoder = PromptEncoder(num_tokens=4, embed_dim=EMBED, reparam="mlp", hidden_dim=7)
     params = init_params(encoder)
     h, o = params["mlp"]["hidden"], params["mlp"]["output"]
-    expected = jax.nn.relu(params["embedding"] @ h["kernel"] + h["bias"]) @ o["kernel"] + o["bias"]
-    np.testing.assert_allclose(encoder.apply({"params": params}), expected, atol=1e-6)
+    expected = np.maximum(params["embedding"] @ h["kernel"] + h["bias"], 0) @ o["kernel"] + o["bias"]
+    np.testing.assert_allclose(run(encoder, params), expected, atol=1e-6)
     assert h["kernel"].shape == (EMBED, 7)
     tanh = PromptEncoder(num_tokens=4, embed_dim=EMBED, reparam="mlp", hidden_dim=7, activation="tanh")
-    expected = jnp.tanh(params["embedding"] @ h["kernel"] + h["bias"]) @ o["kernel"] + o["bias"]
-    np.testing.assert_allclose(tanh.apply({"params": params}), expected, atol=1e-6)
+    expected = np.tanh(params["embedding"] @ h["kernel"] + h["bias"]) @ o["kernel"] + o["bias"]
+    np.testing.assert_allclose(run(tanh, params), expected, atol=1e-6)
 
 
 def test_random_init_scale():
@@ -146,8 +152,8 @@ def test_materialize_gives_the_same_vectors_without_the_encoder(lstm_encoder):
     plain, plain_params = materialize_encoder(encoder, params)
     assert plain.reparam == "none" and list(plain_params) == ["embedding"]
     assert plain_params["embedding"].shape == (2, 6, EMBED)
-    expected = encoder.apply({"params": params})
-    np.testing.assert_allclose(plain.apply({"params": plain_params}), expected, atol=1e-6)
+    expected = run(encoder, params)
+    np.testing.assert_allclose(run(plain, plain_params), expected, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +197,9 @@ def test_insertion_per_example_prompts():
 def test_insertion_gradient_flows_to_vectors_only_at_slots(lstm_encoder):
     embeds = jnp.ones((3, 6, EMBED))
     vectors = jnp.zeros((3, EMBED))
-    grad_vectors, grad_embeds = jax.grad(
+    grad_vectors, grad_embeds = jax.jit(jax.grad(
         lambda v, e: jnp.sum(insert_soft_prompts(e, SOFT_INDEX, v)), argnums=(0, 1)
-    )(vectors, embeds)
+    ))(vectors, embeds)
     uses = np.array([(SOFT_INDEX == k).sum() for k in range(3)], np.float32)  # 3, 2, 1 uses of k = 0, 1, 2
     np.testing.assert_array_equal(grad_vectors, np.repeat(uses[:, None], EMBED, axis=1))
     np.testing.assert_array_equal(grad_embeds[..., 0], (SOFT_INDEX < 0).astype(np.float32))
@@ -201,7 +207,7 @@ def test_insertion_gradient_flows_to_vectors_only_at_slots(lstm_encoder):
     encoder, params = lstm_encoder
 
     def loss(p):
-        vectors = encoder.apply({"params": p})
+        vectors = run(encoder, p)
         return jnp.sum(insert_soft_prompts(embeds, SOFT_INDEX, vectors, jnp.array([0, 1, 1])) ** 2)
 
     grads = jax.jit(jax.grad(loss))(params)

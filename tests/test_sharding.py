@@ -42,8 +42,13 @@ def reference(bert_dir, tmp_path_factory):
     return losses, prompt
 
 
-@pytest.mark.parametrize("mesh", [(8, 1, 1), (1, 8, 1), (2, 4, 1), (2, 1, 4)],
-                         ids=["data8", "fsdp8", "data2_fsdp4", "data2_tensor4"])
+# The two 2-D meshes cover every axis (data with fsdp, data with tensor); the 1-D ones are --slow.
+@pytest.mark.parametrize("mesh", [
+    pytest.param((8, 1, 1), id="data8", marks=pytest.mark.slow),
+    pytest.param((1, 8, 1), id="fsdp8", marks=pytest.mark.slow),
+    pytest.param((2, 4, 1), id="data2_fsdp4"),
+    pytest.param((2, 1, 4), id="data2_tensor4"),
+])
 def test_meshes_match_one_device(bert_dir, tmp_path, reference, mesh):
     _, losses, prompt, frozen, opt_state, trainable = train_three_steps(bert_dir, tmp_path, mesh, None)
     ref_losses, ref_prompt = reference

@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+import jax
+
 CORPUS = """\
 The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome.
 Paris is a city in France. Berlin is a city in Germany. Madrid is the capital of Spain.
@@ -207,3 +209,15 @@ def reference_model(family: str, path: str | os.PathLike):
     import transformers as tf
 
     return getattr(tf, REFERENCE_CLASSES[family]).from_pretrained(path).eval()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(module, params, inputs):
+    return module.apply({"params": params}, **inputs, output_hidden_states=True)
+
+
+def ptjax_forward(backbone, **inputs):
+    """Jitted apply of a loaded backbone (hidden states of every layer and logits). The module is
+    a static argument, so tests that feed the same model the same kinds of input share a compile;
+    an eager apply would compile every op on its own, several times slower on a small CPU."""
+    return _apply(backbone.module, backbone.params, inputs)
