@@ -23,7 +23,8 @@ from transformers.models.t5.modeling_t5 import T5Attention as TorchT5Attention
 from ptjax.errors import InputError
 from ptjax.models.layers import PrefixKV
 from ptjax.models.loading import Backbone, load_backbone
-from ptjax.models.t5 import T5, relative_position_bucket, shift_right
+from ptjax.models.relative_positions import relative_position_bucket
+from ptjax.models.t5 import T5, shift_right
 
 TOLERANCE = 1e-4
 PREFIX_LENGTH = 3

@@ -7,8 +7,9 @@ differ only in data the config and checkpoint carry:
   T5.1.1    gated-GELU feed-forward (wi_0, wi_1, wo); no output scaling; an untied lm_head when
   / mT5     the checkpoint has one (hub checkpoints do; transformers 5 saves tiny ones tied).
 
-Each stack owns one relative-position bias table (transformers keeps it in block 0) that is
-turned into a [1, heads, query, key] bias once per forward and broadcast into every scanned layer.
+Each stack owns one relative-position bias table (transformers keeps it in block 0) that is turned
+into a [1, heads, query, key] bias once per forward (relative_positions.py) and broadcast into
+every scanned layer.
 Attention logits are not scaled (T5 folds the scale into its initialization).
 
 Deep prompts: `prefix` reaches every encoder self-attention, `decoder_prefix` every decoder
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -42,6 +42,7 @@ from ptjax.models.layers import (
     layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
+from ptjax.models.relative_positions import relative_position_bias
 
 # config.feed_forward_proj -> (gated, activation). transformers maps "gated-gelu" to gelu_new.
 FEED_FORWARDS = {
@@ -93,57 +94,6 @@ def shift_right(labels, decoder_start_token_id: int, pad_token_id: int):
     start = jnp.full(labels.shape[:-1] + (1,), decoder_start_token_id, labels.dtype)
     shifted = jnp.concatenate([start, labels[..., :-1]], axis=-1)
     return jnp.where(shifted == -100, pad_token_id, shifted)
-
-
-# --------------------------------------------------------------------------------------------
-# Relative positions.
-
-
-@functools.cache
-def _distance_buckets(num_buckets: int, max_distance: int) -> np.ndarray:
-    """Bucket of each distance 0..max_distance (int32 [max_distance + 1]); farther distances
-    share the last entry. Half the buckets are exact distances, the rest log-spaced.
-
-    Computed once on the host with transformers' float32 arithmetic, so the runtime lookup is
-    integer-exact on every backend (a device `log` may differ by an ulp at bucket edges).
-    """
-    max_exact = num_buckets // 2
-    distance = np.arange(max_distance + 1)
-    log_ratio = np.log(np.maximum(distance, 1).astype(np.float32) / np.float32(max_exact))
-    large = max_exact + (
-        log_ratio / np.float32(math.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
-    ).astype(np.int32)
-    return np.where(distance < max_exact, distance, np.minimum(large, num_buckets - 1)).astype(np.int32)
-
-
-def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int, max_distance: int):
-    """relative_position = key_pos - query_pos (int array) -> bucket ids in [0, num_buckets).
-
-    bidirectional: keys after the query get their own half of the buckets; otherwise (causal)
-    every key at or after the query falls in bucket 0.
-    """
-    if bidirectional:
-        num_buckets //= 2
-        offset = jnp.where(relative_position > 0, num_buckets, 0)
-        distance = jnp.abs(relative_position)
-    else:
-        offset = 0
-        distance = jnp.maximum(-relative_position, 0)
-    table = jnp.asarray(_distance_buckets(num_buckets, max_distance))
-    return offset + table[jnp.minimum(distance, max_distance)]
-
-
-def relative_position_bias(table, *, query_length: int, key_length: int, prefix_length: int,
-                           bidirectional: bool, max_distance: int):
-    """Bias [1, heads, query_length, prefix_length + key_length] float32 from table [buckets, heads].
-
-    Queries sit at 0..query_length-1, prefix keys at -prefix_length..-1, real keys at 0.. .
-    """
-    relative = jnp.arange(-prefix_length, key_length)[None, :] - jnp.arange(query_length)[:, None]
-    buckets = relative_position_bucket(relative, bidirectional=bidirectional, num_buckets=table.shape[0],
-                                       max_distance=max_distance)
-    bias = jnp.take(table, buckets, axis=0).astype(jnp.float32)  # [query, key, heads]
-    return constrain(bias.transpose(2, 0, 1)[None], (None, "heads", None, None))
 
 
 # --------------------------------------------------------------------------------------------
