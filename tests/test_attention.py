@@ -27,19 +27,27 @@ def plain_attention(query, key, value, mask, bias=None, keep=None):
 
 
 def _inputs(batch=3, q_len=7, heads=4, kv_heads=4, head_dim=8, dtype=jnp.float32, seed=0):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-    q = jax.random.normal(keys[0], (batch, q_len, heads, head_dim)).astype(dtype)
-    k = jax.random.normal(keys[1], (batch, q_len, kv_heads, head_dim)).astype(dtype)
-    v = jax.random.normal(keys[2], (batch, q_len, kv_heads, head_dim)).astype(dtype)
-    d_out = jax.random.normal(keys[3], (batch, q_len, heads, head_dim)).astype(dtype)
-    padding = jnp.arange(q_len)[None, :] < jnp.array([q_len, q_len - 2, 3])[:batch, None]
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape):
+        return jnp.asarray(rng.normal(size=shape).astype(np.float32), dtype)
+
+    q = normal(batch, q_len, heads, head_dim)
+    k, v = normal(batch, q_len, kv_heads, head_dim), normal(batch, q_len, kv_heads, head_dim)
+    d_out = normal(batch, q_len, heads, head_dim)
+    padding = np.arange(q_len)[None, :] < np.array([q_len, q_len - 2, 3])[:batch, None]
     return q, k, v, d_out, padding
 
 
 def _value_and_grads(fn, args, d_out, argnums):
-    out, pullback = jax.vjp(lambda *a: fn(*a), *args)
-    grads = pullback(d_out)
-    return out, [grads[i] for i in argnums]
+    """fn(*args) and the gradients of <fn(*args), d_out> for args[argnums], computed under jit
+    (eager, every op would compile on its own: seconds apiece on a small CPU)."""
+    def run(args, d_out):
+        out, pullback = jax.vjp(fn, *args)
+        grads = pullback(d_out)
+        return out, [grads[i] for i in argnums]
+
+    return jax.jit(run)(args, d_out)
 
 
 def _assert_close(ours, theirs, atol):

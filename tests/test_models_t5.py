@@ -249,10 +249,10 @@ def test_shift_right_matches_transformers(tiny):
 
 def test_relative_position_buckets_match_transformers():
     relative = np.arange(-3000, 3000)
+    buckets = jax.jit(relative_position_bucket, static_argnames=("bidirectional", "num_buckets", "max_distance"))
     for num_buckets, max_distance in ((32, 128), (8, 20), (64, 256), (32, 64), (128, 512)):
         for bidirectional in (True, False):
-            ours = relative_position_bucket(jnp.asarray(relative), bidirectional=bidirectional,
-                                            num_buckets=num_buckets, max_distance=max_distance)
+            ours = buckets(relative, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
             theirs = TorchT5Attention._relative_position_bucket(
                 torch.tensor(relative), bidirectional=bidirectional, num_buckets=num_buckets,
                 max_distance=max_distance)
