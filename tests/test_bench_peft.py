@@ -4,6 +4,7 @@ print their JSON fields (no timed assertions: timings on a shared CI machine mea
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -69,6 +70,7 @@ def test_scaling_plot_and_mfu_commands(tiny_model_dir, tmp_path, capsys):
                            "--peak-size", "64", "--dtype", "float32", "--attention", "xla"]) == 0
     (mfu,) = json_lines(capsys.readouterr().out)
     assert mfu["attention"] == "xla"  # the kernel the model ran with
+    assert mfu["compilation_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]  # "auto" keeps JAX's folder
     assert mfu["params"] > 0 and mfu["flops_per_step"] > 0 and 0 < mfu["mfu_vs_measured_matmul"]
 
 
