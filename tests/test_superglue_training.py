@@ -109,16 +109,19 @@ def test_wsc_referent_training_on_a_causal_lm(tiny_model_dir, data_dir):
 def test_referent_head_learns_from_right_candidates_only():
     """Hand-made LM outputs: a 2-token candidate, vocabulary of 3; the second row is a wrong
     candidate (label 0) and must not count."""
-    hidden = np.eye(3, dtype=np.float32)[None].repeat(2, 0)  # [2, 3 positions, 3]: position p's logits = one-hot(p) * scale
+    # [2, 3 positions, 3]: position p's logits = one-hot(p) * scale
+    hidden = np.eye(3, dtype=np.float32)[None].repeat(2, 0)
     batch = {"option_mask": np.ones((2, 1), np.int32), "label": np.array([1, 0]),
              "score_positions": np.array([[[0, 1]], [[0, 1]]]), "score_targets": np.array([[[0, 2]], [[0, 2]]]),
              "score_mask": np.ones((2, 1, 2), np.int32)}
     head = ReferentHead()
+    outputs, lm_logits = BackboneOutput(last_hidden_state=hidden), lambda h: 2.0 * h
     # Jitted as the steps run them (eager, every op compiles on its own: minutes on a small CPU).
-    loss_fn = jax.jit(lambda b: head.loss({}, BackboneOutput(last_hidden_state=hidden), lambda h: 2.0 * h, b, train=True))
-    predict = jax.jit(lambda b: head.predict({}, BackboneOutput(last_hidden_state=hidden), lambda h: 2.0 * h, b))
+    loss_fn = jax.jit(lambda b: head.loss({}, outputs, lm_logits, b, train=True))
+    predict = jax.jit(lambda b: head.predict({}, outputs, lm_logits, b))
     loss, aux = loss_fn(batch)
-    log_p = np.array([2.0, 0.0, 0.0]) - np.log(np.exp([2.0, 0.0, 0.0]).sum())  # the right token gets logit 2 at position 0
+    logits = np.array([2.0, 0.0, 0.0])  # the right token gets logit 2 at position 0
+    log_p = logits - np.log(np.exp(logits).sum())
     expected = -(log_p[0] + log_p[1]) / 2  # position 1 predicts token 2, whose logit is 0
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     assert float(aux["weight"]) == 1.0 and float(aux["accuracy"]) == 0.0  # position 1's argmax is token 1
