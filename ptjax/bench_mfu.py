@@ -65,10 +65,10 @@ def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, at
 
     from ptjax.models.architectures import open_architecture
 
-    folder = tempfile.mkdtemp(prefix="ptjax-mfu-")
-    transformers.LlamaConfig(**PRESETS[preset]).save_pretrained(folder)
-    backbone = open_architecture(folder, dtype=dtype, scan_layers=scan_layers, remat_policy=remat_policy,
-                                 attention_impl=attention_impl, standin=standin)
+    with tempfile.TemporaryDirectory(prefix="ptjax-mfu-") as folder:  # only its config.json is read
+        transformers.LlamaConfig(**PRESETS[preset]).save_pretrained(folder)
+        backbone = open_architecture(folder, dtype=dtype, scan_layers=scan_layers, remat_policy=remat_policy,
+                                     attention_impl=attention_impl, standin=standin)
 
     def init(rng):
         leaves, treedef = jax.tree.flatten_with_path(backbone.shapes)
@@ -151,4 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ptjax.hostmem import restart_with_huge_pages
+
+    restart_with_huge_pages()  # first: it replaces the process (ptjax/hostmem.py)
     sys.exit(main())

@@ -1,6 +1,8 @@
 """Shared test set-up: 8 simulated CPU devices, the real-data directory and tiny checkpoints."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +18,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PTJAX_KEEP_FREED_MEMORY", "0")
 # Identical steps compile in many tests and in the subprocesses some tests start: a persistent
 # compilation cache, fresh for each test session, turns the repeats into cache hits.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ptjax-test-jax-cache-"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    # Made by the first process (xdist's workers inherit it) and removed when that one exits.
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ptjax-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
