@@ -106,4 +106,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from ptjax.hostmem import restart_with_huge_pages
+
+    restart_with_huge_pages()  # first: it replaces the process (ptjax/hostmem.py)
     app.run(main, flags_parser=cli.parse_flags)

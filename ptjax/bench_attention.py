@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ptjax.hostmem import keep_freed_memory
+    from ptjax.hostmem import keep_freed_memory, restart_with_huge_pages
 
+    restart_with_huge_pages()  # first: it replaces the process (ptjax/hostmem.py)
     keep_freed_memory()  # as in training: without it each call page-faults its large outputs in again
     sys.exit(main())

@@ -285,4 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ptjax.hostmem import restart_with_huge_pages
+
+    restart_with_huge_pages()  # first: it replaces the process (ptjax/hostmem.py)
     sys.exit(main())
