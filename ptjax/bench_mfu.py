@@ -15,7 +15,8 @@ MFU against (a) the best of several 8192^3 matmuls in `dtype` measured on the sa
 same run and (b) the datasheet peak --spec-tflops (989 TFLOP/s: H100 SXM dense bf16), as one JSON
 line. The persistent compilation cache is on as in main.py (`--compilation-cache`, the meaning of
 config.compilation_cache_dir), so a rerun with the same shapes skips the minutes of compiling and
-autotuning and its compile_and_warmup_s shows it. `--preset tiny` runs on any CPU in seconds (a smoke test of the command, not a measurement).
+autotuning and its compile_and_warmup_s shows it. `--preset tiny` runs on any CPU in seconds (a
+smoke test of the command, not a measurement).
 """
 
 from __future__ import annotations
