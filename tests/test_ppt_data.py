@@ -7,6 +7,7 @@ import json
 import re
 import struct
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -335,10 +336,14 @@ def test_hf_datasets_source(tmp_path):
 _TFDS_BUILDER = None
 
 
-def tiny_tfds_builder():
-    """A TFDS builder of the five documents, defined once (TFDS registers builder classes by name)."""
+def tiny_tfds_builder(tmp_path, monkeypatch):
+    """A TFDS builder of the five documents, defined once (TFDS registers builder classes by name).
+    A builder of data not yet prepared leaves an empty `tempfile.mkdtemp` folder behind
+    (DatasetInfo.initialize_from_bucket), so the test's temporary files go under tmp_path."""
     global _TFDS_BUILDER
     tfds = pytest.importorskip("tensorflow_datasets")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     if _TFDS_BUILDER is None:
         class PptTinyCorpus(tfds.core.GeneratorBasedBuilder):
             VERSION = tfds.core.Version("1.0.0")
@@ -358,8 +363,8 @@ def tiny_tfds_builder():
     return tfds, _TFDS_BUILDER
 
 
-def test_tfds_array_record_without_tensorflow(tmp_path):
-    tfds, builder_class = tiny_tfds_builder()
+def test_tfds_array_record_without_tensorflow(tmp_path, monkeypatch):
+    tfds, builder_class = tiny_tfds_builder(tmp_path, monkeypatch)
     builder = builder_class(data_dir=str(tmp_path), file_format="array_record")
     builder.download_and_prepare()
     texts = [" ".join(doc) for doc in DOCUMENTS]
@@ -381,7 +386,7 @@ def test_tfds_array_record_without_tensorflow(tmp_path):
 def test_tfds_tfrecord_read_without_tensorflow(tmp_path, monkeypatch):
     """TFRecord is the TFDS default (public C4). Writing one needs TensorFlow, so the test writes
     the record framing itself; reading is what ptjax does without TensorFlow."""
-    tfds, builder_class = tiny_tfds_builder()
+    tfds, builder_class = tiny_tfds_builder(tmp_path, monkeypatch)
 
     def write_examples_without_tf(cls, path, iterator):
         with open(path, "wb") as handle:
