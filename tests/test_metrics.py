@@ -97,12 +97,13 @@ def test_squad_v1_and_record_take_the_best_gold_answer():
 
 
 def test_squad_v2_no_answer_and_breakdown():
-    # "the" normalizes to nothing, so c counts as unanswerable, as in the official script.
+    # c has a gold answer, so it is answerable (the official script's bool(answers)); "the"
+    # normalizes to nothing, so its only gold string is the empty one, which "" matches.
     references = {"a": ["Paris"], "b": [], "c": ["the"]}
     scores = M.squad_v2_scores({"a": "paris", "b": "London", "c": ""}, references)
     assert scores == {"exact": pytest.approx(2 / 3), "f1": pytest.approx(2 / 3), "total": 3.0,
-                      "HasAns_exact": 1.0, "HasAns_f1": 1.0, "HasAns_total": 1.0,
-                      "NoAns_exact": 0.5, "NoAns_f1": 0.5, "NoAns_total": 2.0}
+                      "HasAns_exact": 1.0, "HasAns_f1": 1.0, "HasAns_total": 2.0,
+                      "NoAns_exact": 0.0, "NoAns_f1": 0.0, "NoAns_total": 1.0}
     thresholded = M.squad_v2_scores({"a": "paris", "b": "London", "c": ""}, references,
                                     no_answer_probs={"a": 0.1, "b": 0.9, "c": 0.5}, threshold=0.6)
     assert thresholded["exact"] == 1.0 and thresholded["NoAns_exact"] == 1.0

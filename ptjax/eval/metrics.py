@@ -143,6 +143,9 @@ def record_scores(predictions: Mapping[str, str],
 
 
 def _v2_golds(golds: Sequence[str]) -> list[str]:
+    """The gold strings a 2.0 prediction is scored against: those that survive normalization, or
+    the empty answer. Whether the question has an answer is `bool(golds)`, decided before this
+    filter, as in the official script (gold "the" keeps the question answerable)."""
     kept = [g for g in golds if normalize_answer(g)]
     return kept or [""]
 
@@ -158,15 +161,15 @@ def squad_v2_scores(predictions: Mapping[str, str], references: Mapping[str, Seq
         raise ValueError(f"no prediction for {len(missing)} question(s), e.g. {missing[0]!r}")
     scores: dict[str, tuple[float, float]] = {}
     for qid, golds in references.items():
-        has_answer = bool(_v2_golds(golds)[0])
+        has_answer = bool(golds)
         if no_answer_probs is not None and no_answer_probs[qid] > threshold:
             scores[qid] = (float(not has_answer),) * 2
         else:
             scores[qid] = _best(predictions[qid], _v2_golds(golds), "2.0")
     result: dict[str, float] = {}
     groups = {"": list(references),
-              "HasAns_": [q for q, g in references.items() if _v2_golds(g)[0]],
-              "NoAns_": [q for q, g in references.items() if not _v2_golds(g)[0]]}
+              "HasAns_": [q for q, g in references.items() if g],
+              "NoAns_": [q for q, g in references.items() if not g]}
     for prefix, qids in groups.items():
         if not qids:
             continue
@@ -181,7 +184,7 @@ def best_no_answer_threshold(predictions: Mapping[str, str], references: Mapping
     """(best score, threshold) when questions with no-answer probability above the threshold are
     answered "no answer", as the official 2.0 script searches it over the observed probabilities."""
     column = {"exact": 0, "f1": 1}[metric]
-    has_answer = {q: bool(_v2_golds(g)[0]) for q, g in references.items()}
+    has_answer = {q: bool(g) for q, g in references.items()}
     score = float(sum(not h for h in has_answer.values()))  # everything abstains
     best, best_threshold = score, 0.0
     for qid in sorted(references, key=lambda q: no_answer_probs[q]):
