@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by main.py and `python -m ptjax.bench`: the --config flag
+"""Command-line plumbing shared by main.py and `python -m ptjax.benchmarks.train_step`: the --config flag
 (ml_collections, locked, --config.a.b=value overrides) and one-line error reporting.
 
 Bad input ends with `error: ...` on stderr and exit status 2, without a traceback.

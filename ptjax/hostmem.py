@@ -21,7 +21,7 @@ anything else): where the kernel gives transparent huge pages only to memory tha
 when told at start-up (GLIBC_TUNABLES=glibc.malloc.hugetlb=1), so XLA:CPU's buffers live on 4 KiB
 pages. Its matmuls stream through many megabytes of operands, and on a virtual machine every TLB
 miss is a two-level page walk: on a 2-core development VM (of the kind CI runs on) `python -m
-ptjax.bench_peft` measured JAX's 4096^3 float32 matmul at 7-15 GFLOP/s on 4 KiB pages and 73-86 with
+ptjax.benchmarks.peft` measured JAX's 4096^3 float32 matmul at 7-15 GFLOP/s on 4 KiB pages and 73-86 with
 huge pages, and ptjax's MiniLM P-tuning v2 training at 2.4-3.1 against 5.3-6.0 examples/s
 (BENCHMARKS.md). The tunable can only be read when the process starts, so the process executes
 itself again once, same interpreter and command line, with it added.

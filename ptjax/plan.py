@@ -49,7 +49,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
-from ptjax.bench import cost_flops, unrolled_flops
+from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
 from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.models import architectures

@@ -1,4 +1,4 @@
-"""ptjax.bench: throughput, FLOPs and memory of the train step, as one JSON line."""
+"""ptjax.benchmarks.train_step: throughput, FLOPs and memory of the train step, as one JSON line."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import jax
 import pytest
 import toy_experiment
 
-from ptjax import bench
+from ptjax.benchmarks import train_step as bench
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_benchmark_reports_throughput_flops_and_memory(tiny_model_dir, tmp_path)
 
 
 def test_bench_cli_reports_bad_input_in_one_line():
-    proc = subprocess.run([sys.executable, "-m", "ptjax.bench", "--config", "configs/base.py",
+    proc = subprocess.run([sys.executable, "-m", "ptjax.benchmarks.train_step", "--config", "configs/base.py",
                            "--config.optimizer.name=lion"], cwd=REPO, capture_output=True, text=True, check=False,
                           timeout=120)
     assert proc.returncode == 2

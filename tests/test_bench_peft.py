@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ptjax import bench_mfu, bench_peft, bench_scaling
+from ptjax.benchmarks import mfu as bench_mfu, peft as bench_peft, scaling as bench_scaling
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +106,7 @@ def test_hash_dropout_masks_keep_the_rate_and_look_independent():
 
 @pytest.mark.slow
 def test_attention_benchmark_reports_both_libraries(tiny_model_dir, capsys):
-    from ptjax import bench_attention
+    from ptjax.benchmarks import attention as bench_attention
 
     assert bench_attention.main(["--model", str(tiny_model_dir("bert")), "--batch", "2", "--length", "8",
                                  "--repeats", "1"]) == 0

@@ -5,7 +5,7 @@ hand-derived backward pass rather than left to autodiff, because on CPU attentio
 slowest part of a small encoder's training step (a third of a MiniLM layer's time for a tenth
 of its FLOPs). It differs from jax.nn.dot_product_attention in three ways (together they make
 the forward and backward pass of MiniLM's attention with dropout faster than jax.nn's without
-dropout: `python -m ptjax.bench_attention`, figures in BENCHMARKS.md):
+dropout: `python -m ptjax.benchmarks.attention`, figures in BENCHMARKS.md):
   - heads are moved next to the batch before the products ([batch, heads, length, head_dim]),
     the operand layout XLA:CPU's small batched matmuls run fastest in (the MiniLM score matmuls
     at 1.6x the speed they reach from [batch, length, heads, head_dim]), and grouped-query heads

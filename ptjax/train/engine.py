@@ -1,6 +1,6 @@
 """One model on one mesh: shardings, parameter init and split, batch placement, compiled steps.
 
-Shared by training (ptjax.train.loop), evaluation and the benchmark (ptjax.bench).
+Shared by training (ptjax.train.loop), evaluation and the benchmark (ptjax.benchmarks.train_step).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where a small encoder's CPU train step goes: attention against the dense layers, in JAX and in
 torch, at one bench_peft case's shapes.
 
-    python -m ptjax.bench_attention [--case minilm_lester] [--repeats 10] [--dropout 0.1]
+    python -m ptjax.benchmarks.attention [--case minilm_lester] [--repeats 10] [--dropout 0.1]
 
 Times (median of `repeats`, float32, all cores, the train step's allocator settings) and FLOP/s
 of: one layer's attention forward and backward with a padding mask and attention dropout, by
@@ -37,11 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     import jax.numpy as jnp
     import torch
 
-    from ptjax.bench_sides import CASES
+    from ptjax.benchmarks.sides import CASES
     from ptjax.models.attention import dot_product_attention, make_attention_mask
     from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
 
-    parser = argparse.ArgumentParser(prog="python -m ptjax.bench_attention", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ptjax.benchmarks.attention",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", default="minilm_lester", choices=sorted(CASES))
     parser.add_argument("--batch", type=int, default=0, help="replace the case's batch size")
     parser.add_argument("--length", type=int, default=0, help="replace the case's sequence length (prompt included)")

@@ -1,7 +1,7 @@
-"""The two sides of `python -m ptjax.bench_peft`: the ptjax train step and the same step in
+"""The two sides of `python -m ptjax.benchmarks.peft`: the ptjax train step and the same step in
 transformers + PEFT (PyTorch), built from one case (backbone, method, prompt, shapes) and fed the
-same inputs; the float32 matmul peak of each library. See ptjax/bench_peft.py for the protocol.
-ptjax/bench_scaling.py and ptjax/bench_mfu.py time the ptjax side alone.
+same inputs; the float32 matmul peak of each library. See ptjax/benchmarks/peft.py for the protocol.
+ptjax/benchmarks/scaling.py and ptjax/benchmarks/mfu.py time the ptjax side alone.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class PtjaxSide:
         """backbone: use this one (weights set) instead of opening model_name; dtype: of the
         frozen weights and activations ("float32" or "bfloat16")."""
         from configs import base
-        from ptjax.bench import cost_flops, unrolled_flops
+        from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
         from ptjax.experiment import open_configured_backbone
         from ptjax.train.engine import Engine
         from ptjax.train.optimizer import build_optimizer

