@@ -1,6 +1,6 @@
 """Every knob of ptjax with its default. Experiment configs start from this one:
 
-    from configs import base
+    from ptjax.configs import base
 
     def get_config():
         config = base.get_config()
@@ -81,6 +81,21 @@ def get_config() -> ml_collections.ConfigDict:
     task.max_eval_examples = 0
     # Free-form task options (e.g. LAMA relation set, few-shot size); each task documents its own.
     task.options = ml_collections.ConfigDict()
+    # Where the task's rows come from (ptjax/tasks/sources.py, README "Data sets"): "" its own
+    # files under data_dir; "NAME" or "NAME:CONFIG" a Hugging Face hub dataset ("super_glue:rte",
+    # "conll2003"; needs the internet once); a folder written by datasets.save_to_disk; or data
+    # files "PATH/{split}.jsonl" (.json, .csv, .tsv, .parquet; globs read several files).
+    task.source = ""
+    # "field=column" pairs: read the task's field (or label, id, tags) from a column of another
+    # name, e.g. ("premise=sentence1", "hypothesis=sentence2").
+    task.columns = ()
+    # "split=source split" pairs, e.g. ("validation=test",); unlisted splits read the source's
+    # split of the same name (validation, dev, val and valid stand for one another).
+    task.splits = ()
+    # Label names of the generic tasks "text_classification" (required) and "token_tagging"
+    # (empty: the training data's tags), which a config defines with a source, columns and
+    # prompt.template (ptjax/tasks/custom.py).
+    task.labels = ()
 
     config.method = method = ml_collections.ConfigDict()
     # "fine_tune" (every parameter trains), "manual" (hand-written prompt, nothing trains: eval
@@ -124,11 +139,18 @@ def get_config() -> ml_collections.ConfigDict:
     # Layers that carry a prefix: [layer_start, layer_end), layer_end -1 meaning the last layer.
     deep.layer_start = 0
     deep.layer_end = -1
+    # Dropout on the prefix keys and values while training (a mask per example). The P-tuning v2
+    # code applies the backbone's hidden dropout there (0.1 for BERT, RoBERTa, DeBERTa); the
+    # paper configs set that, 0.0 keeps ptjax's earlier runs (no prefix dropout).
+    deep.dropout = 0.0
     # Number the real tokens' positions after the prefix (prefix length, length + 1, ...), as
     # transformers does after past_key_values: what PEFT prefix tuning and the P-tuning v2 code
-    # give BERT, RoBERTa, GPT-2 and Llama. False: real tokens keep positions 0, 1, ... (PEFT
-    # export needs True; not for T5, whose positions are relative).
-    deep.shift_positions = False
+    # give BERT, RoBERTa, GPT-2 (absolute positions) and Llama (rotary angles). Unset: that
+    # reference behaviour on those backbones; T5's relative buckets already place the prefix
+    # before the tokens, as transformers does, so there is nothing to shift (True is refused).
+    # False: real tokens keep positions 0, 1, ... (ptjax's runs before this default; PEFT export
+    # refuses it).
+    deep.shift_positions = config_dict.placeholder(bool)
 
     config.head = head = ml_collections.ConfigDict()
     # Output head: "verbalizer" (label words scored by the LM head), "cls" (linear on [CLS]),
@@ -138,6 +160,11 @@ def get_config() -> ml_collections.ConfigDict:
     head.type = "auto"
     # Label words in label order for the verbalizer; empty: the task's default words.
     head.verbalizer = ()
+    # What a linear classification or choice head reads: "pooler" (the backbone's pooler output,
+    # as the P-tuning v2 code and transformers' BERT/RoBERTa sequence classifiers do), "first"
+    # token, "last" real token, "mean" over real tokens, or "auto": the pooler where the backbone
+    # has one, else the first token (encoders) or the last real token (decoders).
+    head.pooling = "auto"
 
     config.optimizer = opt = ml_collections.ConfigDict()
     # "adamw", "adam", "adafactor" or "sgd".
@@ -228,6 +255,16 @@ def get_config() -> ml_collections.ConfigDict:
     # Write the prompt-only export (trainable params, method metadata, backbone fingerprint) to
     # DIR/export at the end: the best checkpoint's params when there is one, else the last.
     ckpt.export = True
+
+    config.predictions = predictions = ml_collections.ConfigDict()
+    # Write DIR/predictions/<split>.jsonl, one line per example: id, prediction, gold label (when
+    # known) and the head's scores (ptjax/eval/predictions.py). Mode eval writes every evaluated
+    # split; training writes the evaluation of the best checkpoint (the one the export holds).
+    predictions.write = True
+    # Also write a leaderboard's submission file beside them: "" (none) or "superglue" (RTE.jsonl
+    # for the test split, RTE_<split>.jsonl for others: {"idx", "label"} lines as the SuperGLUE
+    # site takes them; MultiRC grouped by passage).
+    predictions.submission = ""
 
     config.logging = logging = ml_collections.ConfigDict()
     # TensorBoard event files under DIR/tensorboard.

@@ -6,7 +6,7 @@ the second stage of multi-task P-tuning v2. Point prompt.init_from at the MPT-2 
         --config.prompt.init_from=runs/conll_mpt2
 """
 
-from configs import conll_mpt2, conll_ner
+from ptjax.configs import conll_mpt2, conll_ner
 
 
 def get_config():

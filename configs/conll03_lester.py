@@ -4,7 +4,7 @@ settings in configs/conll_ner.py.
     python main.py --config configs/conll03_lester.py --workdir runs/conll03_lester
 """
 
-from configs import conll_ner
+from ptjax.configs import conll_ner
 
 
 def get_config():

@@ -17,7 +17,7 @@ an epoch on CoNLL-2003; so the table compares methods at an equal, small budget.
 
 from __future__ import annotations
 
-from configs import conll_mpt2, conll_ner
+from ptjax.configs import conll_mpt2, conll_ner
 
 STEPS = {"conll03": 300, "conll04": 200, "mpt2": 300}
 

@@ -8,7 +8,7 @@ Then per-task tuning from the shared prompt (configs/conll03_from_mpt2.py, conll
 The prefix length (11, CoNLL-2003's) is shared by those runs: a warm start needs the same shape.
 """
 
-from configs import conll_ner
+from ptjax.configs import conll_ner
 
 PREFIX_LENGTH = 11
 

@@ -4,8 +4,8 @@ MiniLM (real weights) with a token-classification head, one config per method.
 P-tuning v2 settings follow the P-tuning v2 authors' released run scripts (the paper gives no
 hyper-parameter table): CoNLL-2003 (RoBERTa-large script) batch 16, lr 3e-2, prefix length 11,
 30 epochs; CoNLL04 (BERT-large script) batch 32, lr 2e-2, prefix length 128, 40 epochs; no MLP
-reparameterization; AdamW with a linear decay and no warm-up (the Hugging Face Trainer default
-they ran). Lester prompt tuning uses the same optimizer settings with 20 input soft tokens.
+reparameterization; dropout 0.1 on the prefix keys and values (their code's hidden dropout);
+AdamW with a linear decay and no warm-up (the Hugging Face Trainer default they ran). Lester prompt tuning uses the same optimizer settings with 20 input soft tokens.
 Fine-tuning uses the usual BERT NER recipe (lr 5e-5, batch 16, linear decay with 10% warm-up),
 not taken from the paper. max_length 160 holds every CoNLL-2003 / CoNLL04 sentence but one
 (162 MiniLM tokens; its cut-off words are predicted "O").
@@ -13,7 +13,7 @@ not taken from the paper. max_length 160 holds every CoNLL-2003 / CoNLL04 senten
 
 from __future__ import annotations
 
-from configs import base
+from ptjax.configs import base
 
 SETTINGS = {
     # task: (batch size, prompt learning rate, prefix length, epochs)
@@ -48,6 +48,7 @@ def get(task: str, method: str, *, prefix_length: int | None = None):
         config.optimizer.learning_rate = learning_rate
         config.prompt.deep.length = prefix_length or length
         config.prompt.deep.reparam = False
+        config.prompt.deep.dropout = 0.1  # the P-tuning v2 code's hidden dropout on the prefix
     else:
         raise ValueError(f"no NER settings for method {method!r}")
     return config

@@ -13,7 +13,7 @@ sweep finishes whatever it can and a rerun resumes it. configs/lama_smollm2.py i
 run recorded in RESULTS.md.
 """
 
-from configs.lama_paper import paper
+from ptjax.configs.lama_paper import paper
 
 VARIANTS = (
     "manual: mode=eval; method.name=manual",

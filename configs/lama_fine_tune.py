@@ -4,7 +4,7 @@ slot only ("{sub} [MASK]"), the whole model trains. Settings: configs/lama_paper
     python main.py --config configs/lama_fine_tune.py --workdir runs/lama_fine_tune
 """
 
-from configs.lama_paper import paper
+from ptjax.configs.lama_paper import paper
 
 
 def get_config():

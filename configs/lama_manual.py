@@ -4,7 +4,7 @@ column of the P-tuning paper's Table 2. Settings: configs/lama_paper.py.
     python main.py --config configs/lama_manual.py --workdir runs/lama_manual
 """
 
-from configs.lama_paper import paper
+from ptjax.configs.lama_paper import paper
 
 
 def get_config():

@@ -4,7 +4,7 @@ manual template, the whole model trains. Settings: configs/lama_paper.py.
     python main.py --config configs/lama_manual_fine_tune.py --workdir runs/lama_mp_ft
 """
 
-from configs.lama_paper import paper
+from ptjax.configs.lama_paper import paper
 
 
 def get_config():

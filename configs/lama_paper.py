@@ -22,7 +22,7 @@ predictions restricted to the shared vocabulary, is --config.task.options.common
 
 from __future__ import annotations
 
-from configs import base
+from ptjax.configs import base
 
 
 def paper(method: str = "ptuning"):

@@ -20,7 +20,7 @@ Everything else as in the paper: template (3, sub, 3, obj), frozen backbone, bat
 weight decay 5e-4, learning rate x0.98 per epoch, cross-entropy over the whole vocabulary.
 """
 
-from configs.lama_paper import paper
+from ptjax.configs.lama_paper import paper
 
 
 def get_config():

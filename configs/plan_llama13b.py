@@ -8,7 +8,7 @@ shapes as configs/plan_t5xxl.py. The architecture comes from ptjax.plan.ARCHITEC
 downloaded or read); point model.name at a local Llama checkpoint folder to train it.
 """
 
-from configs import base
+from ptjax.configs import base
 
 
 def get_config():

@@ -6,7 +6,7 @@ MultiRC passages, which only supply the batch's fields (a plan pads to the confi
         --config.plan.device_memory_gib=32
 """
 
-from configs import ppt_pretrain_t5xxl
+from ptjax.configs import ppt_pretrain_t5xxl
 
 
 def get_config(argument: str = "ppt_nsp"):

@@ -7,7 +7,7 @@
 architecture comes from ptjax.plan.ARCHITECTURES (nothing is downloaded or read).
 """
 
-from configs import base
+from ptjax.configs import base
 
 
 def get_config():

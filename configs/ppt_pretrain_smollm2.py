@@ -19,7 +19,7 @@ examples, 100 steps of 16. Adafactor with an absolute step size, as prompt tunin
 0.01 instead of T5's 0.3: SmolLM2's embeddings have a standard deviation of 0.14.
 """
 
-from configs import base
+from ptjax.configs import base
 
 CLASSIFIER = "ptjax.formulations.lm_classifier:smollm2_sentiment"
 

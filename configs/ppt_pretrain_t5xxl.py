@@ -22,7 +22,7 @@ T5), global batch 256 as 4 accumulated microbatches of 64, 4,000 steps over 500,
 tokens (unified multiple choice reaches ~400 with 16 options), bucketed at 128/256/512.
 """
 
-from configs import base
+from ptjax.configs import base
 
 TFDS_C4 = {"source": "tfds", "dataset": "c4/en", "field": "text", "dataset_split": "train"}
 

@@ -18,7 +18,7 @@ steps (5 epochs), Adafactor with step size 0.01 (no search), one evaluation afte
 400 of 872, BoolQ 200 of 3,270; RTE and CB whole), inputs to 80 tokens (64 for SST-2).
 """
 
-from configs import base
+from ptjax.configs import base
 
 PRETRAINED = str(base.REPO_ROOT / "runs" / "ppt_pretrain_smollm2")
 # task -> (registered task, test split, max length, test examples used)

@@ -28,8 +28,8 @@ weights, Adafactor, full rematerialization of each layer, layers scanned. Withou
 (and no internet) the run ends with one line naming the backbone it could not find.
 """
 
-from configs import base
-from configs.ppt_pretrain_t5xxl import pod_mesh, t5xxl_backbone
+from ptjax.configs import base
+from ptjax.configs.ppt_pretrain_t5xxl import pod_mesh, t5xxl_backbone
 
 PRETRAINED = str(base.REPO_ROOT / "runs" / "ppt_pretrain_t5xxl")
 # task -> (registered task, train split, dev split, test split, task options)

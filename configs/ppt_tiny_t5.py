@@ -12,7 +12,7 @@ downstream task of configs/ppt_smollm2.py (sst2, boolq, rte, cb), with that file
 they are scored as candidates (multiple choice over the words) instead of single verbalizer tokens.
 """
 
-from configs import base, ppt_pretrain_smollm2, ppt_smollm2
+from ptjax.configs import base, ppt_pretrain_smollm2, ppt_smollm2
 
 MODEL = str(base.REPO_ROOT / "runs" / "tiny_t5" / "t5v1_1")
 PRETRAINED = str(base.REPO_ROOT / "runs" / "ppt_tiny_t5" / "pretrain")

@@ -16,13 +16,16 @@ dropped, as LAMA does. The tables land in the workdir (results.md, results.csv,
 results_p_at_1.csv); each run's own files under manual/seed_0 and ptuning/seed_0.
 """
 
-from configs import base
-from configs.lama_paper import paper
+from pathlib import Path
+
+import ptjax
+from ptjax.configs.lama_paper import paper
 
 
 def get_config():
     config = paper("ptuning")
-    config.data_dir = str(base.REPO_ROOT / "ptjax" / "tasks" / "data" / "world_facts")
+    # The facts ship inside the package: found from a checkout and from an installed ptjax alike.
+    config.data_dir = str(Path(ptjax.__file__).parent / "tasks" / "data" / "world_facts")
     config.mode = "sweep"
     config.sweep.variants = (
         "manual: mode=eval; method.name=manual",

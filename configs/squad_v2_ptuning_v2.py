@@ -5,7 +5,7 @@ best span's by more than task.options.null_threshold (0.0). Data in DATA_DIR/squ
     python main.py --config configs/squad_v2_ptuning_v2.py --workdir runs/squad_v2_ptuning_v2
 """
 
-from configs import squad_ptuning_v2
+from ptjax.configs import squad_ptuning_v2
 
 
 def get_config():

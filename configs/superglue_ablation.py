@@ -15,7 +15,7 @@ draws RTE and BoolQ on RoBERTa/BERT-large; SST-2 is the task a CPU budget trains
 clear signal (see RESULTS.md).
 """
 
-from configs.superglue_minilm_compare import compare
+from ptjax.configs.superglue_minilm_compare import compare
 
 LENGTHS = (1, 4, 16, 64)
 DEPTHS = (2, 4)

@@ -15,7 +15,7 @@ Variants (the P-tuning paper's few-shot comparison, Table 5, less its iPET / ens
 The backbone needs an LM head (verbalizers); the default is SmolLM2-135M, the causal LM here.
 """
 
-from configs.superglue_paper import paper
+from ptjax.configs.superglue_paper import paper
 
 VARIANTS = (
     "manual_zero_shot: mode=eval; method.name=manual",

@@ -15,7 +15,7 @@ Grids (arg "task,method[,protocol]"; settings otherwise as configs/superglue_pap
   ptuning_v2                         lr {5e-3, 7e-3, 1e-2} x prefix length {8, 32, 128} x batch {16, 32}
 """
 
-from configs.superglue_paper import paper
+from ptjax.configs.superglue_paper import paper
 
 BATCHES = (16, 32)
 GRIDS = {

@@ -22,7 +22,7 @@ Prompt lengths: Lester 20 soft tokens; P-tuning v2 prefixes of the paper's per-t
 
 from __future__ import annotations
 
-from configs.superglue_paper import DATA, paper
+from ptjax.configs.superglue_paper import DATA, paper
 
 # method -> learning rates tried (each a variant).
 GRID = {"fine_tune": (3e-5, 1e-4), "lester": (3e-3, 3e-2), "ptuning_v2": (3e-3, 1e-2)}

@@ -20,7 +20,11 @@ Methods get their paper's optimizer settings (`method=`):
            {1e-5, 2e-5, 3e-5}), batch 16 (grid {16, 32}), grid in configs/superglue_grid.py.
   ptuning_v2   P-tuning v2's run scripts for RoBERTa-large (PTUNING_V2 below: learning rate,
            prefix length, batch, epochs per task; dropout 0.1, 128 tokens, linear decay without
-           warm-up, evaluation every epoch, best epoch reported).
+           warm-up, evaluation every epoch, best epoch reported). As their code: dropout 0.1 on
+           the prefix keys and values (prompt.deep.dropout, the backbone's hidden dropout) and
+           the classifier on the pooler output, then dropout (head.pooling "auto" picks the
+           pooler; RoBERTa, BERT and MiniLM have one, a backbone without one uses [CLS] / the
+           last token instead).
   lester   Lester et al.: prompt length 20 here (the paper's ablations use 1-150; 100 at most
            scales), learning rate 0.3 with Adafactor in the paper; with AdamW a prompt-only
            run needs ~1e-2 (LESTER_LR), which configs/superglue_grid.py tunes.
@@ -32,7 +36,7 @@ Trainer's), sequences cut at 128 tokens for every method (P-tuning v2's max_seq_
 
 from __future__ import annotations
 
-from configs import base
+from ptjax.configs import base
 
 DATA = base.default_data_dir()
 # Tasks whose full SuperGLUE training set is in data/superglue_full (the rest: FewGLUE only).
@@ -87,6 +91,7 @@ def paper(task: str = "rte", method: str = "ptuning", protocol: str = "full"):
         lr, length, batch, epochs = PTUNING_V2.get(task, PTUNING_V2["boolq"])
         config.optimizer.learning_rate = lr
         config.prompt.deep.length = length
+        config.prompt.deep.dropout = 0.1  # the reference's hidden_dropout_prob on the prefix
         config.train.batch_size = batch
         config.train.num_epochs = epochs
         config.train.early_stopping_patience = 0  # the script trains every epoch, keeps the best

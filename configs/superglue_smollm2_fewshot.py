@@ -14,7 +14,7 @@ cb        CB: manual zero-shot vs P-tuning (frozen SmolLM2, LSTM prompt encoder,
           is a CPU's).
 """
 
-from configs.superglue_paper import paper
+from ptjax.configs.superglue_paper import paper
 
 ZERO_SHOT_TASKS = ("rte", "cb", "copa", "wsc", "boolq", "wic")
 CAPPED = ("boolq", "wic")  # val examples capped at 300

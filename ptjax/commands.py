@@ -1,0 +1,116 @@
+"""Running a config: what `python main.py` and `ptjax --config ...` do.
+
+    python main.py --config configs/NAME.py --workdir DIR [--config.a.b=value ...]
+
+The config's `mode` picks what runs: "train" (train, evaluate, export the prompt; a rerun with
+the same workdir resumes), "eval" (evaluate the prompt export named by --config.restore; the
+export's own method, prompt, head and task settings are used, ptjax/train/export_config.py) or
+"plan" (compile the train step with abstract weights on a real or simulated mesh and report
+per-device memory, FLOPs and whether it fits: ptjax/plan.py; --workdir optional; exit status 1
+when it does not fit).
+Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
+DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
+Bad input (unknown config key, impossible setting, malformed data line, wrong checkpoint) ends
+with one line `error: ...` on stderr and exit status 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import flags
+
+from ptjax import cli
+
+EXIT_DOES_NOT_FIT = 1  # mode "plan": the step does not fit the stated device memory
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics.jsonl, results.json")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "start jax.distributed first: detected on TPU pods and SLURM, or set JAX_COORDINATOR_ADDRESS, "
+    "JAX_NUM_PROCESSES and JAX_PROCESS_ID (ptjax/train/distributed.py, launch/)",
+)
+
+
+def _train(config, workdir, experiment):
+    from ptjax.train import loop
+
+    return loop.train(config, workdir, experiment.model, experiment.data)
+
+
+def _eval(config, workdir, experiment):
+    from ptjax.train import loop
+
+    return loop.evaluate(config, workdir, experiment.model, experiment.data)
+
+
+def _plan(config, workdir, experiment):
+    from ptjax.plan import run_plan
+
+    return run_plan(config, workdir, experiment)
+
+
+# mode -> runner(config, workdir, experiment). Later modes add entries here and to
+# ptjax.train.config.MODES.
+MODES: dict[str, Callable] = {"train": _train, "eval": _eval, "plan": _plan}
+
+
+def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[str, ...] = ()):
+    """Validate, build the experiment (model + task data) and run config.mode.
+
+    Mode "eval" of an export that records its config runs with that config; `config` supplies
+    the data and evaluation settings, and any of its method/prompt/head/task settings that
+    contradicts the export is refused. explicit: keys named on the command line ("method.name"),
+    counted as set even where they equal the default."""
+    import jax
+
+    from ptjax.train.compilation_cache import enable as enable_compilation_cache
+    from ptjax.train.config import validate
+
+    if config.mode == "eval" and config.restore:
+        from ptjax.train.export_config import config_for_export
+
+        config = config_for_export(config, config.restore, explicit=explicit)
+    validate(config, jax.device_count())
+    enable_compilation_cache(config.compilation_cache_dir)
+    if jax.default_backend() == "cpu" and config.mode != "plan":
+        from ptjax.hostmem import keep_freed_memory
+
+        keep_freed_memory()  # XLA:CPU's per-step temporaries stay mapped: ptjax/hostmem.py
+    if config.mode == "sweep":  # ptjax/sweep.py: each run of the sweep builds its own experiment
+        from ptjax.sweep import run_sweep
+
+        return run_sweep(config, workdir, build)
+    if build is None and config.mode == "plan":  # the backbone without its weights
+        from ptjax.plan import build_without_weights as build
+    elif build is None:
+        from ptjax.experiment import build
+    return MODES[config.mode](config, workdir, build(config))
+
+
+def main(argv: list[str]) -> None:
+    """absl main of `main.py` and `ptjax --config ...` (argv: what flag parsing left)."""
+    from ptjax.errors import InputError
+
+    cli.quiet_logs()
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]} (options look like --config.a.b=value)")
+    config = cli.load_config()
+    if _WORKDIR.value is None and config.mode != "plan":
+        cli.fail("--workdir is required")
+    try:
+        if _DISTRIBUTED.value:  # launch/*: the coordinator, process count and id from the environment
+            from ptjax.train.distributed import initialize
+
+            initialize()
+        if config.mode == "plan":  # before JAX starts its backends
+            from ptjax.plan import use_simulated_devices
+
+            use_simulated_devices(config.plan.devices)
+        result = run(config, _WORKDIR.value, explicit=cli.override_keys(sys.argv))
+    except InputError as err:
+        cli.fail(str(err))
+    if config.mode == "plan" and not result["fits"]:
+        sys.exit(EXIT_DOES_NOT_FIT)
