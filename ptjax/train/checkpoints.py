@@ -130,9 +130,11 @@ class Checkpoints:
 
 
 def write_export(path: str | Path, trainable: dict, *, metadata: dict, fingerprint: str,
-                 backbone: str) -> Path:
+                 backbone: str, config: dict | None = None) -> Path:
     """Write trainable params + metadata to `path` (a folder), replacing an older export only
-    after the new one is complete. Every process calls this (orbax saves collectively)."""
+    after the new one is complete. Every process calls this (orbax saves collectively).
+    config: the run's config as plain values, from which evaluation rebuilds the method,
+    prompt, head and task settings (ptjax/train/export_config.py)."""
     path = Path(path).resolve()
     partial = path.with_name(path.name + ".partial")
     previous = path.with_name(path.name + ".previous")
@@ -143,6 +145,8 @@ def write_export(path: str | Path, trainable: dict, *, metadata: dict, fingerpri
         "params": param_table(trainable),
         "method": metadata,
     }
+    if config is not None:
+        info["config"] = config
     primary = jax.process_index() == 0
     if primary and partial.exists():
         shutil.rmtree(partial)

@@ -23,6 +23,7 @@ from ptjax.errors import InputError
 from ptjax.train import checkpoints as ckpt
 from ptjax.train.config import validate
 from ptjax.train.engine import Engine
+from ptjax.train.export_config import recordable
 from ptjax.train.interfaces import Model, TaskData
 from ptjax.train.optimizer import build_optimizer
 from ptjax.train.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
@@ -251,7 +252,8 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
         final = best[0]
     if config.checkpoint.export:
         ckpt.write_export(workdir / "export", final, metadata=model.export_metadata(),
-                          fingerprint=model.fingerprint, backbone=config.model.name)
+                          fingerprint=model.fingerprint, backbone=config.model.name,
+                          config=recordable(config))
     results.update(
         status="early_stopped" if progress.stopped_early else "completed",
         steps=progress.step,
