@@ -53,6 +53,9 @@ REFERENCE_CLASSES = {
     "t5": "T5ForConditionalGeneration",
     "t5v1_1": "T5ForConditionalGeneration",
     "mt5": "MT5ForConditionalGeneration",
+    "deberta": "DebertaForMaskedLM",
+    "deberta_v2": "DebertaV2ForMaskedLM",
+    "albert": "AlbertForMaskedLM",
 }
 
 
@@ -61,7 +64,7 @@ def _corpus_lines() -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _bpe_vocab_and_merges(vocab_size: int = 600) -> tuple[dict, list]:
+def _bpe_vocab_and_merges(vocab_size: int = 600, special_tokens: tuple[str, ...] | None = None) -> tuple[dict, list]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -70,7 +73,7 @@ def _bpe_vocab_and_merges(vocab_size: int = 600) -> tuple[dict, list]:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>"],
+        special_tokens=list(special_tokens or ("<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>")),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus_lines(), trainer)
@@ -80,13 +83,14 @@ def _bpe_vocab_and_merges(vocab_size: int = 600) -> tuple[dict, list]:
 
 
 @functools.lru_cache(maxsize=None)
-def _unigram_vocab(vocab_size: int = 400) -> list[tuple[str, float]]:
+def _unigram_vocab(vocab_size: int = 400, specials: tuple[str, ...] = ("<pad>", "</s>", "<unk>"),
+                   unk: str = "<unk>") -> list[tuple[str, float]]:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+        vocab_size=vocab_size, special_tokens=list(specials), unk_token=unk,
         show_progress=False,
     )
     tok.train_from_iterator(_corpus_lines(), trainer)
@@ -115,7 +119,15 @@ def make_tokenizer(family: str):
         return tf.BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
     if family in ("t5", "t5v1_1", "mt5"):
         return tf.T5TokenizerFast(vocab=_unigram_vocab(), extra_ids=20)
-    vocab, merges = _bpe_vocab_and_merges()
+    if family == "deberta_v2":  # SentencePiece Unigram with [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0-4
+        return tf.DebertaV2TokenizerFast(vocab=_unigram_vocab(400, ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+                                                              "[UNK]"), unk_id=1)
+    if family == "albert":
+        return tf.AlbertTokenizerFast(vocab=_unigram_vocab(400, ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")))
+    vocab, merges = _bpe_vocab_and_merges(
+        special_tokens=("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]") if family == "deberta" else None)
+    if family == "deberta":
+        return tf.DebertaTokenizerFast(vocab=dict(vocab), merges=list(merges))
     if family == "roberta":
         return tf.RobertaTokenizerFast(vocab=dict(vocab), merges=list(merges))
     if family == "gpt2":
@@ -148,6 +160,26 @@ def make_config(family: str, vocab_size: int):
         return tf.GPT2Config(
             vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=5,
             eos_token_id=5,
+        )
+    if family == "deberta":  # relative positions clipped at 8 (shorter than the test sentences)
+        return tf.DebertaConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=128, type_vocab_size=0, relative_attention=True,
+            pos_att_type="c2p|p2c", max_relative_positions=8, position_biased_input=False, pad_token_id=0,
+        )
+    if family == "deberta_v2":  # deberta-v2-xxlarge's options: log buckets, shared keys, table norm, conv
+        return tf.DebertaV2Config(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=128, type_vocab_size=0, relative_attention=True,
+            pos_att_type="p2c|c2p", max_relative_positions=32, position_buckets=8, share_att_key=True,
+            norm_rel_ebd="layer_norm", conv_kernel_size=3, conv_act="gelu", position_biased_input=False,
+            pad_token_id=0,
+        )
+    if family == "albert":
+        return tf.AlbertConfig(
+            vocab_size=vocab_size, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=128, type_vocab_size=2, hidden_act="gelu_new",
+            pad_token_id=0, bos_token_id=2, eos_token_id=3,
         )
     llama_like = dict(
         vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=2,

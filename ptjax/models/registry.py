@@ -66,7 +66,7 @@ class Family:
 
 
 # Modules under ptjax/models/ that each define FAMILIES, a tuple of Family.
-FAMILY_MODULES = ("bert", "gpt2", "llama", "t5")
+FAMILY_MODULES = ("bert", "gpt2", "llama", "t5", "deberta", "albert")
 
 
 def all_families() -> list[Family]:
