@@ -1,5 +1,11 @@
 """What a run writes for people: DIR/metrics.jsonl, DIR/results.json, TensorBoard events under
-DIR/tensorboard, a progress bar, and the parameter counts at the start.
+DIR/tensorboard, progress on stderr, and the parameter counts at the start.
+
+Progress: on a terminal, a bar whose loss and examples/s stay visible between readings, each
+the mean of the last few readings (Readout); the first examples/s reading of a run, which
+includes compiling the step, is left out. When stderr is not a terminal (a log file, a batch
+job), a plain line every PROGRESS_LINE_EVERY_S seconds and at the end replaces the bar's
+carriage-return frames.
 
 Only process 0 writes; the others get a writer that does nothing.
 """
@@ -11,6 +17,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +42,44 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+PROGRESS_WINDOW = 5  # readings (train log lines) averaged in the progress readout
+PROGRESS_LINE_EVERY_S = 30.0  # seconds between progress lines when stderr is not a terminal
+
+
+class Readout:
+    """Loss and examples/s averaged over the last `window` readings. The first examples/s reading
+    is dropped: its time includes compiling the train step (a 5x lower figure otherwise)."""
+
+    def __init__(self, window: int = PROGRESS_WINDOW):
+        self.losses: deque[float] = deque(maxlen=window)
+        self.rates: deque[float] = deque(maxlen=window)
+        self.readings = 0
+
+    def add(self, loss: float | None = None, ex_s: float | None = None) -> None:
+        if loss is not None:
+            self.losses.append(float(loss))
+        if ex_s is not None and self.readings > 0:
+            self.rates.append(float(ex_s))
+        self.readings += 1
+
+    def values(self) -> dict[str, str]:
+        shown = {}
+        if self.losses:
+            shown["loss"] = f"{np.mean(self.losses):.4g}"
+        if self.rates:
+            shown["ex/s"] = f"{np.mean(self.rates):.3g}"
+        return shown
+
+
 class Reporter:
-    """metrics.jsonl + TensorBoard + progress bar for one run."""
+    """metrics.jsonl + TensorBoard + progress (bar or lines) for one run."""
 
     def __init__(self, workdir: str | Path, *, enabled: bool, tensorboard: bool, progress: bool):
         self.workdir = Path(workdir)
         self.enabled = enabled
         self._bar = None
+        self._lines = None  # step, total, time and step of the last line: progress as lines
+        self._readout = Readout()
         self._progress = progress and enabled
         self._tb = None
         if not enabled:
@@ -66,15 +104,36 @@ class Reporter:
     def start_progress(self, total: int, initial: int) -> None:
         if not self._progress:
             return
+        self._readout = Readout()
+        if not sys.stderr.isatty():
+            self._lines = {"step": initial, "total": total, "printed_at": time.monotonic(), "printed_step": initial}
+            return
         from tqdm import tqdm
 
         self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
 
-    def progress(self, steps: int, **postfix) -> None:
+    def progress(self, steps: int, *, loss: float | None = None, ex_s: float | None = None) -> None:
+        """`steps` more steps done; loss and ex_s: a new reading (the train log's means)."""
+        if loss is not None or ex_s is not None:
+            self._readout.add(loss, ex_s)
         if self._bar is not None:
             self._bar.update(steps)
-            self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()},
-                                  refresh=False)
+            if loss is not None or ex_s is not None:
+                self._bar.set_postfix(self._readout.values(), refresh=False)
+        elif self._lines is not None:
+            self._lines["step"] += steps
+            now = time.monotonic()
+            if now - self._lines["printed_at"] >= PROGRESS_LINE_EVERY_S:
+                self._progress_line(now)
+
+    def _progress_line(self, now: float) -> None:
+        lines = self._lines
+        if lines["step"] == lines["printed_step"]:
+            return
+        lines.update(printed_at=now, printed_step=lines["step"])
+        shown = ", ".join(f"{k} {v}" for k, v in self._readout.values().items())
+        print(f"step {lines['step']}/{lines['total']}" + (f": {shown}" if shown else ""), file=sys.stderr,
+              flush=True)
 
     def print(self, message: str) -> None:
         if not self.enabled:
@@ -88,6 +147,9 @@ class Reporter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._lines is not None and self.enabled:
+            self._progress_line(time.monotonic())  # where the run ended
+            self._lines = None
         if not self.enabled:
             return
         if self._tb is not None:
