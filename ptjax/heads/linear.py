@@ -21,6 +21,19 @@ from ptjax.models.layers import BackboneOutput
 POOLINGS = ("pooler", "first", "last", "mean")
 
 
+def choose_pooling(asked: str, *, has_pooler: bool, causal: bool) -> str:
+    """The pooling of a linear head: `asked`, or for "auto" the pooler where the backbone has one
+    (the reference classifiers of P-tuning v2 and transformers read outputs[1], then dropout), else
+    the first token (encoders) or the last real one (decoders, which see the whole input there)."""
+    if asked == "auto":
+        return "pooler" if has_pooler else "last" if causal else "first"
+    if asked not in POOLINGS:
+        raise ValueError(f"pooling {asked!r}: choose auto, {', '.join(POOLINGS)}")
+    if asked == "pooler" and not has_pooler:
+        raise ValueError("pooling 'pooler' needs a backbone with a pooler; use 'first' or 'last'")
+    return asked
+
+
 class TaskLinear(nn.Module):
     """x [batch, ..., embed], task_id [batch] -> [batch, ..., max(label_counts)] float32."""
 

@@ -28,7 +28,7 @@ Placement, which must agree for the outputs to agree:
     5 numbers the tokens that follow a cache of length n from n: BERT's and GPT-2's absolute
     positions, RoBERTa's padding-aware ones and Llama's rotary angles all shift by n (PEFT adds
     n to explicit position_ids too). The prefix is visible to every query; prefix keys get no
-    rotation. ptjax matches with config.prompt.deep.shift_positions=True.
+    rotation. ptjax does the same by default (config.prompt.deep.shift_positions unset or True).
   Anything else is refused with the config key to set (`force=True` exports anyway, and says
   so). Not representable in PEFT and always refused: soft tokens inside the template, a prefix on
   only some layers, T5 prefixes, soft and deep prompts together. A bank of prompts exports one
@@ -190,7 +190,8 @@ def _placement_problems(kind: str, layout: dict, soft_params: dict | None, backb
                             "with config.prompt.soft_prefix_first=True")
     if kind == "deep" and not layout.get("shift_positions", False):
         problems.append("real tokens keep positions 0, 1, ... but transformers numbers them after the prefix: "
-                        "train with config.prompt.deep.shift_positions=True")
+                        "train with config.prompt.deep.shift_positions=True (the default; this export "
+                        "was trained with False)")
     return problems
 
 

@@ -85,6 +85,24 @@ def prefix_dims(backbone: Backbone) -> tuple[int, int, int, int]:
     return cfg.num_layers, kv_heads, head_dim, getattr(cfg, "num_decoder_layers", 0) or 0
 
 
+# Families whose real tokens transformers numbers after past_key_values of the prefix's length
+# (absolute position embeddings; Llama's rotary angles): there the P-tuning v2 code and PEFT
+# prefix tuning shift positions. T5's relative buckets already put prefix keys before the first
+# token; DeBERTa's relative positions have their own prefix rule (ptjax/models/deberta.py).
+SHIFTING_FAMILIES = ("bert", "roberta", "albert", "gpt2", "llama")
+
+
+def deep_positions_shift(asked: bool | None, backbone: Backbone) -> bool:
+    """Whether real tokens' position ids start after a deep prefix: `asked`, or when it is None
+    the reference behaviour of the backbone's family (SHIFTING_FAMILIES)."""
+    family = backbone.family.name
+    if asked is None:
+        return family in SHIFTING_FAMILIES
+    if asked and family not in SHIFTING_FAMILIES:
+        raise InputError(f"config.prompt.deep.shift_positions: {family}'s relative positions have nothing to shift")
+    return bool(asked)
+
+
 def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source_task: str = ""):
     """(backbone) -> (make, arrays): `make(*arrays)` is the soft-token table's initializer, per
     config.prompt.init. The arrays it reads (the embedding matrix for "vocab") are returned apart
@@ -133,19 +151,19 @@ def build_prompt_model(config: ml_collections.ConfigDict, backbone: Backbone, he
         deep_cfg = config.prompt.deep
         if deep_cfg.length < 1:
             raise InputError("method ptuning_v2 needs config.prompt.deep.length >= 1")
+        if not 0.0 <= deep_cfg.get("dropout", 0.0) < 1.0:
+            raise InputError(f"config.prompt.deep.dropout={deep_cfg.dropout} must be in [0, 1)")
         end = layers if deep_cfg.layer_end == -1 else deep_cfg.layer_end
         if not 0 <= deep_cfg.layer_start < end <= layers:
             raise InputError(f"config.prompt.deep layers [{deep_cfg.layer_start}, {deep_cfg.layer_end}) do not fit "
                              f"a backbone with {layers} layers")
         common = dict(num_kv_heads=kv_heads, head_dim=head_dim, length=deep_cfg.length,
                       reparam="mlp" if deep_cfg.reparam else "none", hidden_dim=deep_cfg.reparam_hidden,
-                      num_prompts=num_prompts)
+                      num_prompts=num_prompts, dropout_rate=float(deep_cfg.get("dropout", 0.0)))
         deep = DeepPrompt(num_layers=layers, layer_range=(deep_cfg.layer_start, end), **common)
         if decoder_layers:
             decoder_deep = DeepPrompt(num_layers=decoder_layers, **common)
-    shift_positions = bool(method.deep and config.prompt.deep.get("shift_positions", False))
-    if shift_positions and backbone.kind == "seq2seq":
-        raise InputError("config.prompt.deep.shift_positions: T5's relative positions have nothing to shift")
+    shift_positions = method.deep and deep_positions_shift(config.prompt.deep.get("shift_positions"), backbone)
     metadata = {**metadata, "prompt_layout": {
         "template": template.source, "num_soft_tokens": template.num_soft_tokens,
         "soft_prefix_first": template.soft_prefix_first, "soft_encoder": config.prompt.encoder if soft else "",

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ptjax.errors import InputError
 from ptjax.models.loading import Backbone
 from ptjax.prompts.insertion import insert_soft_prompts
 
@@ -202,6 +203,13 @@ def shifted_position_ids(backbone: Backbone, attention_mask: jax.Array, offset: 
     if backbone.kind == "seq2seq":
         raise ValueError("shifted positions are defined for absolute or rotary positions, not T5's relative ones")
     batch, length = attention_mask.shape
+    table = getattr(backbone.config, "max_position_embeddings", None)
+    if getattr(backbone.config, "position_offset_from_padding", False) and table:
+        table -= backbone.config.pad_token_id + 1  # RoBERTa numbers real tokens from padding_idx + 1
+    if table and offset + length > table:  # checked while tracing: a lookup past the table would clamp
+        raise InputError(f"a prefix of {offset} and inputs padded to {length} tokens need {offset + length} "
+                         f"positions; {backbone.name} has {table} (shorten config.task.max_length or the prefix, "
+                         "or set config.prompt.deep.shift_positions=False)")
     if getattr(backbone.config, "position_offset_from_padding", False):
         mask = attention_mask.astype(jnp.int32)
         return (jnp.cumsum(mask, axis=1) + offset) * mask + backbone.config.pad_token_id
