@@ -93,8 +93,8 @@ def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Rend
         formulation = MultipleChoice(
             template=template, renderer=renderer, options_fn=patterns.options, num_options=len(spec.choices),
             label_fn=lambda example: spec.labels.index(example.label), scoring=scoring,
-            answer_fn=lambda example, index: spec.labels[index], fields_fn=fields_fn, decoder_start_id=decoder_start,
             pooling=linear_pooling(config, backbone),
+            answer_fn=lambda example, index: spec.labels[index], fields_fn=fields_fn, decoder_start_id=decoder_start,
         )
         return formulation, template
     if spec.kind != "classification":
@@ -118,7 +118,6 @@ def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Rend
                                     renderer=renderer, decoder_start_id=decoder_start, fields_fn=fields_fn), template
 
 
-def single_token_words(label_words, renderer: Renderer, template) -> bool:
 def linear_pooling(config, backbone: Backbone) -> str:
     """config.head.pooling for this backbone (a linear head's input: the pooler where there is one)."""
     try:
@@ -128,6 +127,7 @@ def linear_pooling(config, backbone: Backbone) -> str:
         raise InputError(f"config.head.pooling: {err}") from None
 
 
+def single_token_words(label_words, renderer: Renderer, template) -> bool:
     verbalizer = build_verbalizer(dict(label_words), renderer.tokenizer, renderer.kind,
                                   follows_space=template.target_follows_space)
     return verbalizer.is_single_token and verbalizer.token_ids.shape[1] == 1
