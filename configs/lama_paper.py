@@ -64,5 +64,6 @@ def paper(method: str = "ptuning"):
     return config
 
 
-def get_config():
-    return paper("ptuning")
+def get_config(method: str = "ptuning"):
+    """`--config configs/lama_paper.py:manual` (or :ptuning, :fine_tune, ...) picks the method."""
+    return paper(method or "ptuning")

@@ -85,7 +85,10 @@ def _run_config(argv: list[str], usage: str | None = None) -> None:
     from ptjax.hostmem import restart_with_huge_pages
 
     restart_with_huge_pages()  # first: it replaces the process (ptjax/hostmem.py)
-    app.run(commands.main, argv=with_packaged_configs(argv),
+    # ml_collections finds --config.a.b overrides in sys.argv itself, so the rewritten command
+    # line must be sys.argv.
+    sys.argv = with_packaged_configs(argv)
+    app.run(commands.main, argv=sys.argv,
             flags_parser=functools.partial(cli.parse_flags, usage=usage or commands.__doc__))
 
 
@@ -135,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         from ptjax.hostmem import restart_with_huge_pages
 
         restart_with_huge_pages()
-        return app.run(serve.main, argv=["ptjax serve", *with_packaged_configs(argv[1:])],
-                       flags_parser=lambda args: cli.parse_flags(args, usage=serve.__doc__))
+        sys.argv = ["ptjax serve", *with_packaged_configs(argv[1:])]
+        return app.run(serve.main, argv=sys.argv, flags_parser=lambda args: cli.parse_flags(args, usage=serve.__doc__))
     if command in ("export-peft", "import-peft"):
         from ptjax.interop.__main__ import main as interop_main
 

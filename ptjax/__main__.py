@@ -1,0 +1,5 @@
+"""`python -m ptjax`: the ptjax command (ptjax/console.py)."""
+
+from ptjax.console import main
+
+main()
