@@ -8,6 +8,8 @@ prompt goes) reach it only through the template they choose.
     formulation.featurize(examples) -> list[feature dict]   (feature.example: its example's index)
     formulation.head                 -> a ptjax.heads head
     formulation.decode(examples, features, predictions) -> one task answer per example
+    formulation.scores(examples, features, predictions) -> one dict of scores per example
+                                     (after decode; written to DIR/predictions, ptjax.eval.predictions)
 
 `FormulatedTask` pairs a task, its examples and a formulation into the engine's TaskData.
 """
@@ -20,6 +22,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ptjax.eval.predictions import record
 from ptjax.eval.scoring import score_predictions
 from ptjax.tasks.base import Example, TaskSpec
 
@@ -37,6 +40,11 @@ class Formulation(Protocol):
         ...
 
     def decode(self, examples: Sequence[Example], features: Sequence[dict], predictions: Sequence[dict]) -> list:
+        ...
+
+    def scores(self, examples: Sequence[Example], features: Sequence[dict], predictions: Sequence[dict]) -> list[dict]:
+        """Per example, what the head thought (label scores, top candidates...), JSON-able;
+        called after decode on the same predictions."""
         ...
 
     def describe(self) -> dict:
@@ -64,6 +72,16 @@ def rendered_features(rendered) -> dict:
 def decode_argmax_labels(labels: Sequence[str], features, predictions) -> list[str]:
     """One label string per example from per-feature argmax predictions (one feature each)."""
     return [labels[int(p["prediction"])] for p in predictions]
+
+
+def label_scores(labels: Sequence[str], features, predictions, mask_field: str = "label_mask") -> list[dict]:
+    """{label: the head's score} per example (one feature each); labels an example masks out
+    (feature[mask_field] == 0, PPT's unified choice) are left out."""
+    out = []
+    for feature, prediction in zip(features, predictions):
+        keep = np.asarray(feature.get(mask_field, np.ones(len(labels))), bool)
+        out.append({label: float(score) for label, score, kept in zip(labels, prediction["scores"], keep) if kept})
+    return out
 
 
 @dataclasses.dataclass
@@ -109,11 +127,25 @@ class FormulatedTask:
                      len(self._features[split]))
         return self._features[split]
 
-    def evaluate(self, split: str, predictions: list[dict]) -> dict[str, float]:
-        examples, features = self.examples(split), self.features(split)
+    def answers(self, split: str, predictions: list[dict]) -> list:
+        """The formulation's answer per example of `split`."""
+        features = self.features(split)
         if len(predictions) != len(features):
             raise ValueError(f"{len(predictions)} predictions for {len(features)} features of {split}")
-        answers = self.formulation.decode(examples, features, predictions)
+        return self.formulation.decode(self.examples(split), features, predictions)
+
+    def prediction_records(self, split: str, predictions: list[dict]) -> list[dict]:
+        """One DIR/predictions line per example (ptjax.eval.predictions): id, prediction, gold
+        label, the formulation's scores."""
+        examples, features = self.examples(split), self.features(split)
+        answers = self.answers(split, predictions)
+        scorer = getattr(self.formulation, "scores", None)
+        scores = scorer(examples, features, predictions) if scorer else [None] * len(examples)
+        return [record(e, a, s) for e, a, s in zip(examples, answers, scores)]
+
+    def evaluate(self, split: str, predictions: list[dict]) -> dict[str, float]:
+        examples = self.examples(split)
+        answers = self.answers(split, predictions)
         labeled = [(e, a) for e, a in zip(examples, answers) if e.label is not None]
         if not labeled:
             return {}

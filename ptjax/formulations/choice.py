@@ -120,6 +120,11 @@ class MultipleChoice:
     def decode(self, examples, features, predictions) -> list:
         return [self.answer_fn(e, int(p["prediction"])) for e, p in zip(examples, predictions)]
 
+    def scores(self, examples, features, predictions) -> list[dict]:
+        """{answer: the option's score} per example, over the options it has."""
+        return [{str(self.answer_fn(e, i)): float(p["scores"][i]) for i in np.flatnonzero(f["option_mask"])}
+                for e, f, p in zip(examples, features, predictions)]
+
     def describe(self) -> dict:
         return {"formulation": "choice", "template": self.template.source, "scoring": self.scoring}
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.formulations.base import (
-    EXAMPLE_FIELD, decode_argmax_labels, rendered_features, sequence_pad_values,
+    EXAMPLE_FIELD, decode_argmax_labels, label_scores, rendered_features, sequence_pad_values,
 )
 from ptjax.heads.linear import SequenceClassifier
 from ptjax.heads.verbalizer import VerbalizerHead
@@ -98,6 +98,9 @@ class VerbalizerClassification:
     def decode(self, examples, features, predictions) -> list[str]:
         return decode_argmax_labels(self.labels, features, predictions)
 
+    def scores(self, examples, features, predictions) -> list[dict]:
+        return label_scores(self.labels, features, predictions)
+
     def describe(self) -> dict:
         return {"formulation": "verbalizer", "template": self.template.source,
                 "label_words": {k: self.label_words[k] for k in self.labels}}
@@ -137,6 +140,9 @@ class LinearClassification:
 
     def decode(self, examples, features, predictions) -> list[str]:
         return decode_argmax_labels(self.labels, features, predictions)
+
+    def scores(self, examples, features, predictions) -> list[dict]:
+        return label_scores(self.labels, features, predictions)
 
     def describe(self) -> dict:
         return {"formulation": "linear", "template": self.template.source, "pooling": self.pooling}

@@ -38,6 +38,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 SUBJECT_ONLY = "{sub} [MASK]"
 PTUNING_TEMPLATES = {"masked_lm": "[P*3] {sub} [P*3] [MASK] [P*3]", "causal_lm": "[P*3] {sub} [P*3] [MASK]"}
 SAMPLING_OPTIONS = ("train_facts_per_relation", "eval_facts_per_relation")
+TOP_K = 10  # candidates per fact in the predictions file
 _MARKERS = re.compile(r"(\[X\]|\[Y\])")
 
 
@@ -102,14 +104,19 @@ def single_token_id(tokenizer, word: str, *, follows_space: bool) -> int | None:
 @dataclasses.dataclass(frozen=True)
 class FactProbeHead(VerbalizerHead):
     """The verbalizer head with the candidate vocabulary as labels, loss over the whole
-    vocabulary; predict returns only the top-1 candidate index (not [batch, vocab] scores)."""
+    vocabulary. predict returns the top-1 candidate index, not [batch, vocab] scores: for the
+    predictions file also the TOP_K best candidates [batch, k] with their scores and the gold
+    object's rank (0: predicted)."""
 
     loss_over: str = "vocab"
     name: str = "fact_probe"
 
     def predict(self, params, outputs, lm_logits, batch) -> dict:
         scores, _ = self.logits(outputs, lm_logits, batch)
-        return {"prediction": jnp.argmax(scores, axis=-1).astype(jnp.int32)}
+        top_scores, top = jax.lax.top_k(scores, min(TOP_K, scores.shape[-1]))
+        gold = jnp.take_along_axis(scores, batch["label"][:, None], axis=-1)
+        return {"prediction": jnp.argmax(scores, axis=-1).astype(jnp.int32), "top": top.astype(jnp.int32),
+                "top_scores": top_scores, "gold_rank": jnp.sum(scores > gold, axis=-1).astype(jnp.int32)}
 
 
 @dataclasses.dataclass
@@ -118,19 +125,26 @@ class FactProbe:
 
     template_for: a relation's manual template (already in ptjax syntax) -> the template its facts
       use (the method's choice: the manual one, the P-tuning one, subject only...).
-    relations: relation id -> relations.jsonl template, in prompt-bank order (prompt_id = index).
+    relations: relation id -> relations.jsonl template, for the relations probed.
     candidates: token ids the prediction ranges over (sorted; the object must be one of them).
+    bank: the relations of the prompt bank in order (prompt_id = index); default `relations`. An
+      export trained on more relations than are probed keeps its own order here.
     """
 
     template_for: Callable[[str], Template]
     relations: Mapping[str, str]
     renderer: Renderer
     candidates: np.ndarray
+    bank: Sequence[str] = ()
 
     def __post_init__(self):
         self.candidates = np.unique(np.asarray(self.candidates, np.int32))
         self._candidate_index = {int(t): i for i, t in enumerate(self.candidates)}
-        self.relation_index = {relation: i for i, relation in enumerate(self.relations)}
+        self.bank = tuple(self.bank or self.relations)
+        missing = [r for r in self.relations if r not in self.bank]
+        if missing:
+            raise InputError(f"lama: relation(s) {', '.join(missing)} have no prompt in the bank {list(self.bank)}")
+        self.relation_index = {relation: i for i, relation in enumerate(self.bank)}
         self._templates: dict[str, Template] = {}
         self._objects: dict[tuple[str, bool], int | None] = {}
         self.head = FactProbeHead(label_token_ids=self.candidates)
@@ -203,6 +217,19 @@ class FactProbe:
             else:
                 answers.append(self.renderer.tokenizer.decode([int(self.candidates[index])]).strip())
         return answers
+
+    def scores(self, examples, features, predictions) -> list[dict]:
+        """{"top": [[word, score], ...] best first, "gold_rank": how many candidates scored above
+        the object} per fact."""
+        words: dict[int, str] = {}
+
+        def word(index: int) -> str:
+            if index not in words:
+                words[index] = self.renderer.tokenizer.decode([int(self.candidates[index])]).strip()
+            return words[index]
+
+        return [{"top": [[word(int(i)), float(s)] for i, s in zip(p["top"], p["top_scores"])],
+                 "gold_rank": int(p["gold_rank"])} for p in predictions]
 
     def describe(self) -> dict:
         return {"formulation": "fact_probe", "candidates": len(self.candidates),
@@ -295,6 +322,32 @@ def probed_relations(config, spec: TaskSpec, data_dir, kind: str) -> dict[str, s
     return chosen
 
 
+def exported_relations(config) -> tuple[str, ...]:
+    """The prompt bank's relations of the LAMA export config.restore names, in bank order, when
+    mode "eval" restores one; () otherwise (training, or an export without a relation list)."""
+    if config.mode != "eval" or not config.restore:
+        return ()
+    from ptjax.train.checkpoints import read_export_metadata
+
+    return tuple(read_export_metadata(config.restore).get("method", {}).get("relations", ()) or ())
+
+
+def _within_bank(relations: dict[str, str], bank: Sequence[str], asked: bool, restore: str) -> dict[str, str]:
+    """The probed relations an export has prompts for: asked ones must all have one; the default
+    set (every relation with facts) keeps those that do."""
+    outside = [r for r in relations if r not in bank]
+    if outside and asked:
+        raise InputError(f"config.task.options.relations: {', '.join(outside)} not trained in the export "
+                         f"{restore} (its relations: {', '.join(bank)})")
+    if outside:
+        log.warning("LAMA: the export %s has no prompt for %s; probing %s", restore, ", ".join(outside),
+                    ", ".join(r for r in relations if r in bank))
+    kept = {r: t for r, t in relations.items() if r in bank}
+    if not kept:
+        raise InputError(f"lama: none of the export's relations ({', '.join(bank)}) has facts under the data directory")
+    return kept
+
+
 def candidate_tokens(tokenizer, vocab_size: int, words=None, *, follows_space: bool = True) -> np.ndarray:
     """Token ids predictions may take: the vocabulary without special tokens, or the single-token
     in-context forms of `words` (a common-vocabulary list)."""
@@ -326,6 +379,9 @@ def build_lama_experiment(config, spec: TaskSpec, backbone):
     choose = lambda manual: method_template(config, plain_of(manual), PTUNING_TEMPLATES[backbone.kind],
                                             f"lama ({method})")
     relations = probed_relations(config, spec, config.data_dir, backbone.kind)
+    bank = exported_relations(config)
+    if bank:  # evaluating an export: any subset of the relations it trained, on any facts of them
+        relations = _within_bank(relations, bank, bool(config.task.options.get("relations")), config.restore)
     options["relations"] = tuple(relations)
     tokenizer = backbone.tokenizer
     vocab_size = min(int(backbone.config.vocab_size), len(tokenizer))
@@ -337,15 +393,17 @@ def build_lama_experiment(config, spec: TaskSpec, backbone):
     first = next(iter(relations))
     follows_space = choose(manual_template(relations[first])).target_follows_space
     formulation = FactProbe(template_for=choose, relations=relations, renderer=renderer,
-                            candidates=candidate_tokens(tokenizer, vocab_size, words, follows_space=follows_space))
+                            candidates=candidate_tokens(tokenizer, vocab_size, words, follows_space=follows_space),
+                            bank=bank or ())
     template = formulation.template(first)
     description = {"task": spec.name, "method": method, "backbone": backbone.name, "relations": list(relations),
                    **formulation.describe()}
-    model = build_prompt_model(config, backbone, formulation.head, template, description, num_prompts=len(relations))
+    num_prompts = len(formulation.bank)
+    model = build_prompt_model(config, backbone, formulation.head, template, description, num_prompts=num_prompts)
     if model.soft_prompt is not None:  # one independent encoder per relation, as P-tuning trains them
-        bank = PromptEncoderBank(num_prompts=len(relations), num_tokens=template.num_soft_tokens,
-                                 embed_dim=model.soft_prompt.embed_dim, reparam=config.prompt.encoder)
-        model = dataclasses.replace(model, soft_prompt=bank)
+        encoders = PromptEncoderBank(num_prompts=num_prompts, num_tokens=template.num_soft_tokens,
+                                     embed_dim=model.soft_prompt.embed_dim, reparam=config.prompt.encoder)
+        model = dataclasses.replace(model, soft_prompt=encoders)
     eval_cap = sampling["eval_facts_per_relation"]
     data = LamaTask(
         spec=spec, formulation=formulation, data_dir=config.data_dir, load_options=options,

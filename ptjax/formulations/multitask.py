@@ -90,6 +90,15 @@ class MultiTaskData:
             metrics["score"] = float(np.mean(scores))
         return metrics
 
+    def prediction_records(self, split: str, predictions: list[dict]) -> list[dict]:
+        """Each task's predictions-file lines (ptjax.eval.predictions), tagged with its name."""
+        self.features(split)
+        rows, start = [], 0
+        for name, task, count in zip(self.names, self.tasks, self._counts[split]):
+            rows += [{"task": name, **row} for row in task.prediction_records(split, predictions[start:start + count])]
+            start += count
+        return rows
+
 
 def _single_config(config: ml_collections.ConfigDict, head_type: str) -> ml_collections.ConfigDict:
     single = config.copy_and_resolve_references()

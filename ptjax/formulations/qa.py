@@ -243,6 +243,12 @@ class ExtractiveQA:
         return best_no_answer_threshold({e.guid: self.span_texts[e.guid] for e in labeled}, references,
                                         {e.guid: self.null_score_diffs[e.guid] for e in labeled})
 
+    def scores(self, examples: Sequence[Example], features: Sequence[dict], predictions: Sequence[dict]) -> list[dict]:
+        """{"best_span": the best non-null span's text, "null_score_diff": null score minus its
+        score (None without any span)} per example, from the last decode."""
+        return [{"best_span": self.span_texts[e.guid], "null_score_diff": self.null_score_diffs[e.guid]}
+                for e in examples]
+
     def describe(self) -> dict:
         return {"formulation": "extractive_qa", "template": self.template.source, "doc_stride": self.doc_stride,
                 "max_question_length": self.max_question_length, "max_answer_length": self.max_answer_length,

@@ -152,5 +152,15 @@ class TokenTagging:
         return [tuple(tags) if tags is not None else ("O",) * len(e.fields[WORDS_FIELD])
                 for tags, e in zip(answers, examples)]
 
+    def scores(self, examples: Sequence[Example], features: Sequence[dict], predictions: Sequence[dict]) -> list[dict]:
+        """{"tag_probability": per word, the probability of its predicted tag (None for a word the
+        model never saw)}."""
+        out: list[list[float | None]] = [[None] * len(e.fields[WORDS_FIELD]) for e in examples]
+        for feature, prediction in zip(features, predictions):
+            probability, word_index = np.asarray(prediction["probability"]), feature["word_index"]
+            for position in np.flatnonzero(word_index >= 0):
+                out[feature[EXAMPLE_FIELD]][word_index[position]] = float(probability[position])
+        return [{"tag_probability": words} for words in out]
+
     def describe(self) -> dict:
         return {"formulation": "tagging", "template": self.template.source, "labels": list(self.labels)}

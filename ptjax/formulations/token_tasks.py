@@ -88,9 +88,7 @@ class TokenTaskData(FormulatedTask):
 
     def evaluate(self, split: str, predictions: list[dict]) -> dict[str, float]:
         examples, features = self.examples(split), self.features(split)
-        if len(predictions) != len(features):
-            raise ValueError(f"{len(predictions)} predictions for {len(features)} features of {split}")
-        answers = self.last_answers[split] = self.formulation.decode(examples, features, predictions)
+        answers = self.last_answers[split] = self.answers(split, predictions)
         labeled = [(e, a) for e, a in zip(examples, answers) if e.label is not None]
         metrics = score_predictions(self.spec, [e for e, _ in labeled], [a for _, a in labeled]) if labeled else {}
         if isinstance(self.formulation, TokenTagging):

@@ -108,6 +108,14 @@ class ReferentFormulation(MultipleChoice):
             answers.append("True" if same_referent(text, example.fields["span1_text"]) else "False")
         return answers
 
+    def scores(self, examples, features, predictions) -> list[dict]:
+        """{"referent": the words the model wrote at the pronoun, "log_likelihood": their mean
+        token log-probability}."""
+        tokenizer = self.renderer.tokenizer
+        return [{"referent": tokenizer.decode([int(t) for t, m in zip(p["fill"], p["fill_mask"]) if m],
+                                              skip_special_tokens=True),
+                 "log_likelihood": float(p["score"])} for p in predictions]
+
     def describe(self) -> dict:
         return {"formulation": "referent", "template": self.template.source, "scoring": "lm"}
 

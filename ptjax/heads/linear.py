@@ -126,8 +126,10 @@ class TokenClassifier(_LinearHead):
         return loss, {"token_accuracy": accuracy}
 
     def predict(self, params, outputs, lm_logits: Callable, batch) -> dict:
-        logits = self._apply(params, outputs.last_hidden_state, batch, False, None)
-        return {"prediction": jnp.argmax(logits, -1)}
+        """prediction: the tag per token [batch, length]; probability: its softmax probability
+        (for the predictions file)."""
+        logits = self._apply(params, outputs.last_hidden_state, batch, False, None).astype(jnp.float32)
+        return {"prediction": jnp.argmax(logits, -1), "probability": jnp.max(jax.nn.softmax(logits, -1), -1)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ entailment/contradiction/neutral, BoolQ/WiC/WSC False/True, COPA and MultiRC "0"
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ptjax.data.readers import get_field, read_jsonl
 from ptjax.errors import InputError, at
@@ -40,6 +40,9 @@ def superglue_file(data_dir: Any, task: str, split: str) -> Path:
                      f"{', '.join(str(p) for p in candidates)}")
 
 
+Records = Iterable[tuple[str, dict]]  # ("file:line", one jsonl record), or rows of another source
+
+
 def _records(task: str, data_dir: Any, split: str) -> Iterator[tuple[str, dict]]:
     path = superglue_file(data_dir, task, split)
     for line, record in read_jsonl(path):
@@ -60,24 +63,33 @@ def _guid(task: str, split: str, idx: Any) -> str:
     return f"{task}-{split}-{idx}"
 
 
-def _pair_loader(task: str, labels: tuple[str, ...], first: str, second: str) -> Callable:
-    """RTE, CB (premise/hypothesis) and BoolQ (passage/question)."""
+def _from_files(task: str, parse: Callable[[Records, str], list[Example]]) -> Callable:
+    """The task's file loader: its jsonl file of `split` through its record parser."""
 
     def load(data_dir: Any, split: str) -> list[Example]:
+        return parse(_records(task, data_dir, split), split)
+
+    return load
+
+
+def _pair_parser(task: str, labels: tuple[str, ...], first: str, second: str) -> Callable:
+    """RTE, CB (premise/hypothesis) and BoolQ (passage/question)."""
+
+    def parse(records: Records, split: str) -> list[Example]:
         out = []
-        for n, (where, record) in enumerate(_records(task, data_dir, split)):
+        for n, (where, record) in enumerate(records):
             fields = {name: get_field(record, name, str, where) for name in (first, second)}
             idx = _idx(record, where, n)
             out.append(Example(_guid(task, split, idx), fields, _label(record, labels, where),
                                {"idx": idx, "where": where}))
         return out
 
-    return load
+    return parse
 
 
-def load_copa(data_dir: Any, split: str) -> list[Example]:
+def parse_copa(records: Records, split: str) -> list[Example]:
     out = []
-    for n, (where, record) in enumerate(_records("copa", data_dir, split)):
+    for n, (where, record) in enumerate(records):
         fields = {name: get_field(record, name, str, where) for name in ("premise", "choice1", "choice2")}
         fields["question"] = get_field(record, "question", str, where)
         if fields["question"] not in ("cause", "effect"):
@@ -89,9 +101,9 @@ def load_copa(data_dir: Any, split: str) -> list[Example]:
     return out
 
 
-def load_wic(data_dir: Any, split: str) -> list[Example]:
+def parse_wic(records: Records, split: str) -> list[Example]:
     out = []
-    for n, (where, record) in enumerate(_records("wic", data_dir, split)):
+    for n, (where, record) in enumerate(records):
         fields = {name: get_field(record, name, str, where) for name in ("word", "sentence1", "sentence2")}
         meta = {name: get_field(record, name, int, where, required=False)
                 for name in ("start1", "end1", "start2", "end2")}
@@ -101,12 +113,13 @@ def load_wic(data_dir: Any, split: str) -> list[Example]:
     return out
 
 
-def load_wsc(data_dir: Any, split: str) -> list[Example]:
-    """span1 is the candidate noun phrase, span2 the pronoun; indices count words of `text`."""
+def parse_wsc(records: Records, split: str) -> list[Example]:
+    """span1 is the candidate noun phrase, span2 the pronoun; indices count words of `text`. The
+    spans sit in a "target" object (the jsonl files) or beside the text (the hub's flat rows)."""
     out = []
-    for n, (where, record) in enumerate(_records("wsc", data_dir, split)):
+    for n, (where, record) in enumerate(records):
         text = get_field(record, "text", str, where)
-        target = get_field(record, "target", dict, where)
+        target = get_field(record, "target", dict, where) if "target" in record else record
         fields = {"text": text,
                   "span1_text": get_field(target, "span1_text", str, where + ": target"),
                   "span2_text": get_field(target, "span2_text", str, where + ": target")}
@@ -118,11 +131,15 @@ def load_wsc(data_dir: Any, split: str) -> list[Example]:
     return out
 
 
-def load_multirc(data_dir: Any, split: str) -> list[Example]:
+def parse_multirc(records: Records, split: str) -> list[Example]:
     """One example per (passage, question, answer option); meta["question_id"] groups a question's
-    options for exact match."""
+    options for exact match. A record is a passage with its questions (the jsonl files) or one
+    answer option with idx {paragraph, question, answer} (the hub's rows)."""
     out = []
-    for n, (where, record) in enumerate(_records("multirc", data_dir, split)):
+    for n, (where, record) in enumerate(records):
+        if "paragraph" in record and "passage" not in record:
+            out.append(_multirc_row(record, where, split))
+            continue
         passage = get_field(record, "passage", dict, where)
         text = get_field(passage, "text", str, where + ": passage")
         passage_idx = _idx(record, where, n)
@@ -140,18 +157,30 @@ def load_multirc(data_dir: Any, split: str) -> list[Example]:
                 fields = {"passage": text, "question": question_text,
                           "answer": get_field(answer, "text", str, a_where)}
                 meta = {"passage_id": passage_idx, "question_id": f"{passage_idx}-{question_idx}",
-                        "answer_idx": answer_idx, "where": a_where}
+                        "question_idx": question_idx, "answer_idx": answer_idx, "where": a_where}
                 guid = f"multirc-{split}-p{passage_idx}-q{question_idx}-a{answer_idx}"
                 out.append(Example(guid, fields, _label(answer, ("0", "1"), a_where), meta))
     return out
 
 
-def load_record(data_dir: Any, split: str) -> list[Example]:
+def _multirc_row(record: dict, where: str, split: str) -> Example:
+    idx = get_field(record, "idx", dict, where)
+    passage_idx, question_idx, answer_idx = (get_field(idx, key, int, where + ": idx")
+                                             for key in ("paragraph", "question", "answer"))
+    fields = {"passage": get_field(record, "paragraph", str, where),
+              "question": get_field(record, "question", str, where), "answer": get_field(record, "answer", str, where)}
+    meta = {"passage_id": passage_idx, "question_id": f"{passage_idx}-{question_idx}",
+            "question_idx": question_idx, "answer_idx": answer_idx, "where": where}
+    return Example(f"multirc-{split}-p{passage_idx}-q{question_idx}-a{answer_idx}", fields,
+                   _label(record, ("0", "1"), where), meta)
+
+
+def parse_record(records: Records, split: str) -> list[Example]:
     """One example per query. meta["entities"]: the candidate entity strings (unique, in passage
     order) with their character spans in meta["entity_spans"] (end exclusive); the label: the
     unique answer strings (None when the file has no answers)."""
     out = []
-    for n, (where, record) in enumerate(_records("record", data_dir, split)):
+    for n, (where, record) in enumerate(records):
         passage = get_field(record, "passage", dict, where)
         text = get_field(passage, "text", str, where + ": passage")
         spans: list[tuple[int, int]] = []
@@ -196,33 +225,34 @@ def _span(item: Any, text: str, where: str) -> tuple[int, int]:
     return start, end + 1
 
 
-_FEW = SPLITS
 _ALIASES = {"validation": "val", "dev": "val"}
-register(TaskSpec("boolq", "classification", BOOL_LABELS, ("accuracy",),
-                  _pair_loader("boolq", BOOL_LABELS, "passage", "question"), _FEW, ("passage", "question"),
-                  description="BoolQ: yes/no question about a passage", split_aliases=_ALIASES))
-register(TaskSpec("cb", "classification", ("entailment", "contradiction", "neutral"),
-                  ("accuracy", "macro_f1"),
-                  _pair_loader("cb", ("entailment", "contradiction", "neutral"), "premise", "hypothesis"),
-                  _FEW, ("premise", "hypothesis"), description="CommitmentBank, 3-way entailment",
-                  split_aliases=_ALIASES))
-register(TaskSpec("rte", "classification", ("entailment", "not_entailment"), ("accuracy",),
-                  _pair_loader("rte", ("entailment", "not_entailment"), "premise", "hypothesis"),
-                  _FEW, ("premise", "hypothesis"), description="Recognizing Textual Entailment",
-                  split_aliases=_ALIASES))
-register(TaskSpec("copa", "multiple_choice", ("0", "1"), ("accuracy",), load_copa, _FEW,
-                  ("premise", "question", "choice1", "choice2"), choices=("choice1", "choice2"),
-                  description="Choice of Plausible Alternatives (question: cause or effect)",
-                  split_aliases=_ALIASES))
-register(TaskSpec("wic", "classification", BOOL_LABELS, ("accuracy",), load_wic, _FEW,
-                  ("word", "sentence1", "sentence2"), description="Words in Context", split_aliases=_ALIASES))
-register(TaskSpec("wsc", "classification", BOOL_LABELS, ("accuracy",), load_wsc, _FEW,
-                  ("text", "span1_text", "span2_text"), description="Winograd Schema Challenge",
-                  split_aliases=_ALIASES))
-register(TaskSpec("multirc", "classification", ("0", "1"), ("multirc_em", "multirc_f1a"), load_multirc,
-                  _FEW, ("passage", "question", "answer"),
-                  description="Multi-Sentence Reading Comprehension, one example per answer option",
-                  split_aliases=_ALIASES))
-register(TaskSpec("record", "entity_choice", None, ("record_em", "record_f1"), load_record, _FEW,
-                  ("passage", "query"), description="ReCoRD: fill @placeholder with a passage entity",
-                  split_aliases=_ALIASES))
+_PAIR_LABELS = {"boolq": BOOL_LABELS, "cb": ("entailment", "contradiction", "neutral"),
+                "rte": ("entailment", "not_entailment")}
+
+
+def _register(name: str, kind: str, labels, metrics: tuple[str, ...], parse: Callable, fields: tuple[str, ...],
+              description: str, **extra: Any) -> None:
+    register(TaskSpec(name, kind, labels, metrics, _from_files(name, parse), SPLITS, fields,
+                      description=description, split_aliases=_ALIASES, parse=parse, **extra))
+
+
+_register("boolq", "classification", BOOL_LABELS, ("accuracy",),
+          _pair_parser("boolq", BOOL_LABELS, "passage", "question"), ("passage", "question"),
+          "BoolQ: yes/no question about a passage")
+_register("cb", "classification", _PAIR_LABELS["cb"], ("accuracy", "macro_f1"),
+          _pair_parser("cb", _PAIR_LABELS["cb"], "premise", "hypothesis"), ("premise", "hypothesis"),
+          "CommitmentBank, 3-way entailment")
+_register("rte", "classification", _PAIR_LABELS["rte"], ("accuracy",),
+          _pair_parser("rte", _PAIR_LABELS["rte"], "premise", "hypothesis"), ("premise", "hypothesis"),
+          "Recognizing Textual Entailment")
+_register("copa", "multiple_choice", ("0", "1"), ("accuracy",), parse_copa,
+          ("premise", "question", "choice1", "choice2"),
+          "Choice of Plausible Alternatives (question: cause or effect)", choices=("choice1", "choice2"))
+_register("wic", "classification", BOOL_LABELS, ("accuracy",), parse_wic, ("word", "sentence1", "sentence2"),
+          "Words in Context")
+_register("wsc", "classification", BOOL_LABELS, ("accuracy",), parse_wsc, ("text", "span1_text", "span2_text"),
+          "Winograd Schema Challenge")
+_register("multirc", "classification", ("0", "1"), ("multirc_em", "multirc_f1a"), parse_multirc,
+          ("passage", "question", "answer"), "Multi-Sentence Reading Comprehension, one example per answer option")
+_register("record", "entity_choice", None, ("record_em", "record_f1"), parse_record, ("passage", "query"),
+          "ReCoRD: fill @placeholder with a passage entity")
