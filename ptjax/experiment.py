@@ -25,7 +25,8 @@ from ptjax.methods.model import PromptModel
 from ptjax.models.loading import Backbone, open_backbone
 from ptjax.prompts.rendering import Renderer
 from ptjax.prompts.verbalizers import build_verbalizer
-from ptjax.tasks.base import TaskSpec, get_task
+from ptjax.tasks.base import TaskSpec
+from ptjax.tasks.sources import configured_task
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Heads that need the backbone's LM head, and the default head per method when head.type is "auto".
@@ -140,7 +141,7 @@ def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None
         from ptjax.formulations.multitask import build_multitask
 
         return build_multitask(config, backbone or open_configured_backbone(config))
-    spec = get_task(config.task.name)
+    spec = configured_task(config)  # the task's own files, or config.task.source
     backbone = backbone or open_configured_backbone(config)
     if spec.kind in ("tagging", "extractive_qa"):
         from ptjax.formulations.token_tasks import build_token_experiment

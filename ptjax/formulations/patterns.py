@@ -152,8 +152,17 @@ for _builder in (NextSentencePairs, SentenceSelection, UnifiedChoice, PseudoLabe
 
 
 def patterns_for(spec: TaskSpec) -> TaskPatterns:
+    if spec.name == "text_classification":  # a config-defined task (ptjax.tasks.custom)
+        return generic_patterns(spec)
     if spec.name not in PATTERNS:
         raise InputError(
             f"task {spec.name!r} has no default patterns: set config.prompt.template (and config.head.verbalizer)"
         )
     return PATTERNS[spec.name]
+
+
+def generic_patterns(spec: TaskSpec) -> TaskPatterns:
+    """A config-defined classification task: its fields as the classifier input and its label
+    names as label words; LM heads need config.prompt.template, which no default can guess."""
+    return TaskPatterns(manual="", ptuning="", linear=" [SEP] ".join(f"{{{field}}}" for field in spec.fields),
+                        label_words={label: label for label in spec.labels})

@@ -5,11 +5,14 @@
     train = spec.load(data_dir, "train")
 
 Importing this package registers every built-in task (LAMA, SuperGLUE, GLUE/SST, tagging, SRL, QA,
-PPT pre-training formats, RACE, Yahoo Answers, few-shot samples).
+PPT pre-training formats, RACE, Yahoo Answers, few-shot samples) and the generic
+text_classification / token_tagging a config defines (ptjax.tasks.custom). A task's rows may come
+from a Hugging Face dataset or data files instead of its own files: ptjax.tasks.sources.
 """
 
 # Registration does not depend on this order (a module imports the tasks it builds on).
-from ptjax.tasks import fewshot, glue, lama, pretraining, qa, race, srl, sst, superglue, tagging, yahoo  # noqa: F401
+from ptjax.tasks import (custom, fewshot, glue, lama, pretraining, qa, race, srl, sst, superglue,  # noqa: F401
+                         tagging, yahoo)
 from ptjax.tasks.base import (KINDS, Example, TaskSpec, collect_labels, get_task, load_examples,
                               register, task_names)
 

@@ -57,6 +57,11 @@ class TaskSpec:
       ("validation" -> "dev", or -> "val" for SuperGLUE).
     fields: the names in Example.fields.
     choices: for multiple_choice, the fields that hold the options, in label order.
+    parse: (records, split) -> list[Example], where records yields ("where", dict) pairs shaped
+      like one line of the task's files; reads rows of any source (ptjax.tasks.sources: a hub
+      dataset, a save_to_disk folder, parquet/jsonl/csv). None: the task reads its files only.
+    source_columns: field -> column of the task's usual Hugging Face dataset where the names
+      differ (conll2003's "ner_tags" for "tags"); config.task.columns overrides them.
     """
 
     name: str
@@ -70,6 +75,8 @@ class TaskSpec:
     description: str = ""
     split_aliases: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: {"validation": "dev", "valid": "dev"})
+    parse: Callable[..., list[Example]] | None = None
+    source_columns: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in KINDS:

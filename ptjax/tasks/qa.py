@@ -99,6 +99,34 @@ def _example(qa: dict, context: str, title: str, where: str, split: str, name: s
     return Example(qid, {"question": question, "context": context}, label, meta)
 
 
+def squad_parser(version: str):
+    """A record parser (TaskSpec.parse) for one question per row: {id, question, context, title,
+    answers} with answers as the files' [{text, answer_start}] or the hub's columns
+    {"text": [...], "answer_start": [...]} (an empty one: unanswerable, SQuAD 2.0)."""
+
+    def parse(records, split: str) -> list[Example]:
+        out, seen = [], {}
+        for where, record in records:
+            qa = dict(record)
+            answers = record.get("answers")
+            if isinstance(answers, dict):
+                texts, starts = list(answers.get("text") or []), list(answers.get("answer_start") or [])
+                if len(texts) != len(starts):
+                    raise InputError(f"{where}: answers has {len(texts)} texts and {len(starts)} starts")
+                qa["answers"] = [{"text": t, "answer_start": a} for t, a in zip(texts, starts)]
+                if version == "squad_v2" and "is_impossible" not in record:
+                    qa["is_impossible"] = not texts
+            context = get_field(record, "context", str, where)
+            title = get_field(record, "title", str, where, required=False, default="")
+            out.append(_example(qa, context, title, where, split, version))
+            if out[-1].guid in seen:
+                raise InputError(f"{where}: question id {out[-1].guid!r} repeats {seen[out[-1].guid]}")
+            seen[out[-1].guid] = where
+        return out
+
+    return parse
+
+
 def _loader(version: str):
     def load(data_dir: Any, split: str) -> list[Example]:
         return load_squad_file(squad_file(data_dir, split, version), split, version)
@@ -107,7 +135,7 @@ def _loader(version: str):
 
 
 register(TaskSpec("squad", "extractive_qa", None, ("squad_em", "squad_f1"), _loader("squad"),
-                  ("train", "dev"), ("question", "context"), description="SQuAD 1.1"))
+                  ("train", "dev"), ("question", "context"), description="SQuAD 1.1", parse=squad_parser("squad")))
 register(TaskSpec("squad_v2", "extractive_qa", None, ("squad_v2_exact", "squad_v2_f1"), _loader("squad_v2"),
                   ("train", "dev"), ("question", "context"),
-                  description="SQuAD 2.0 (with unanswerable questions)"))
+                  description="SQuAD 2.0 (with unanswerable questions)", parse=squad_parser("squad_v2")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ptjax.data.readers import ConllSentence, find_file, get_field, read_conll, read_json
 from ptjax.errors import InputError, at
@@ -158,6 +158,34 @@ def load_conll04(data_dir: Any, split: str) -> list[Example]:
     return out
 
 
+def tagging_parser(name: str, labels: Sequence[str] | None = None, *, scheme: str = "iob") -> Callable:
+    """A record parser (TaskSpec.parse) for rows {"tokens": [...], "tags": [...]}: tags in IOB1/IOB2
+    (scheme "iob") or BILOU ("bilou"), converted to IOB2 and, with `labels`, checked against them."""
+
+    def parse(records: Iterable[tuple[str, dict]], split: str) -> list[Example]:
+        out = []
+        for n, (where, record) in enumerate(records):
+            tokens = get_field(record, "tokens", list, where)
+            tags = get_field(record, "tags", list, where)
+            if len(tokens) != len(tags):
+                raise InputError(f"{where}: {len(tags)} tags for {len(tokens)} tokens")
+            if not all(isinstance(t, str) for t in tokens + tags):
+                raise InputError(f"{where}: tokens and tags should be strings")
+            if scheme == "bilou":
+                tags = bilou_to_iob2(tags, where)
+            else:
+                check_iob(tags, where)
+                tags = iob1_to_iob2(tags)
+            unknown = [t for t in tags if labels is not None and t not in labels]
+            if unknown:
+                raise InputError(f"{where}: tag {unknown[0]!r} is not one of {', '.join(labels)}")
+            key = record.get("id", n)
+            out.append(_tagging_example(name, split, key if isinstance(key, (str, int)) else n, tokens, tags, where))
+        return out
+
+    return parse
+
+
 def _is_bracket_column(cells: Sequence[str]) -> bool:
     return all(re.fullmatch(r"(?:\([^()*\s]+)?\*\)?", c) for c in cells)
 
@@ -193,8 +221,11 @@ def load_ontonotes(data_dir: Any, split: str) -> list[Example]:
 
 _SPLITS = ("train", "dev", "test")
 register(TaskSpec("conll03", "tagging", CONLL03_LABELS, ("entity_f1",), load_conll03, _SPLITS,
-                  ("tokens",), description="CoNLL-2003 English NER"))
+                  ("tokens",), description="CoNLL-2003 English NER",
+                  parse=tagging_parser("conll03", CONLL03_LABELS), source_columns={"tags": "ner_tags"}))
 register(TaskSpec("conll04", "tagging", CONLL04_LABELS, ("entity_f1",), load_conll04, _SPLITS,
-                  ("tokens",), description="CoNLL04 entities (BILOU converted to IOB2)"))
+                  ("tokens",), description="CoNLL04 entities (BILOU converted to IOB2)",
+                  parse=tagging_parser("conll04", CONLL04_LABELS, scheme="bilou")))
 register(TaskSpec("ontonotes", "tagging", ONTONOTES_LABELS, ("entity_f1",), load_ontonotes,
-                  ("train", "dev", "test"), ("tokens",), description="OntoNotes 5.0 NER (18 types)"))
+                  ("train", "dev", "test"), ("tokens",), description="OntoNotes 5.0 NER (18 types)",
+                  parse=tagging_parser("ontonotes", ONTONOTES_LABELS), source_columns={"tags": "ner_tags"}))
