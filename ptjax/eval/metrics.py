@@ -203,18 +203,26 @@ def best_no_answer_threshold(predictions: Mapping[str, str], references: Mapping
 
 def precision_at_1(predictions: Sequence[str], references: Sequence[str],
                    relations: Sequence[Hashable]) -> dict:
-    """LAMA P@1: per relation the fraction of facts whose top-1 word is the object (compared after
-    stripping surrounding whitespace); "macro" averages relations, "micro" pools facts."""
+    """LAMA P@1 of predicted words: per relation the fraction of facts whose top-1 word is the
+    object (compared after stripping surrounding whitespace); "macro" averages relations, "micro"
+    pools facts. ptjax's own runs compare token ids instead (precision_at_1_of_hits), as the
+    reference does: " Paris" and "Paris" are different tokens that decode alike."""
     _check_lengths(predictions, references)
     _check_lengths(relations, references)
-    hits: dict[Hashable, list[bool]] = collections.defaultdict(list)
-    for p, r, relation in zip(predictions, references, relations):
-        hits[relation].append(p.strip() == r.strip())
-    if not hits:
+    return precision_at_1_of_hits([p.strip() == r.strip() for p, r in zip(predictions, references)], relations)
+
+
+def precision_at_1_of_hits(hits: Sequence[bool], relations: Sequence[Hashable]) -> dict:
+    """LAMA P@1 from one hit (top-1 is the object) per fact: "macro", "micro", "per_relation"."""
+    _check_lengths(relations, hits)
+    by_relation: dict[Hashable, list[bool]] = collections.defaultdict(list)
+    for hit, relation in zip(hits, relations):
+        by_relation[relation].append(bool(hit))
+    if not by_relation:
         raise ValueError("P@1 of an empty set")
-    per_relation = {relation: sum(h) / len(h) for relation, h in hits.items()}
+    per_relation = {relation: sum(h) / len(h) for relation, h in by_relation.items()}
     return {"macro": sum(per_relation.values()) / len(per_relation),
-            "micro": sum(sum(h) for h in hits.values()) / len(references),
+            "micro": sum(sum(h) for h in by_relation.values()) / len(hits),
             "per_relation": per_relation}
 
 

@@ -65,14 +65,19 @@ def score_predictions(task: str | TaskSpec, examples: Sequence[Example],
         scores = M.squad_v2_scores(_by_guid(examples, predictions), {e.guid: e.label for e in examples})
         out.update({f"squad_v2_{k}": v for k, v in scores.items()})
     if "p_at_1" in names:
-        scores = M.precision_at_1(predictions, golds, [e.meta["relation"] for e in examples])
-        out.update(p_at_1=scores["macro"], p_at_1_micro=scores["micro"])
-        out.update({f"p_at_1/{r}": v for r, v in scores["per_relation"].items()})
+        out.update(p_at_1_metrics(M.precision_at_1(predictions, golds, [e.meta["relation"] for e in examples])))
     missing = [n for n in spec.metrics if n not in out]
     if missing:
         raise ValueError(f"{spec.name}: no scorer for metric(s) {', '.join(missing)}")
     out["score"] = M.task_score(out, spec.metrics)
     return out
+
+
+def p_at_1_metrics(scores: dict) -> dict[str, float]:
+    """ptjax's LAMA metric names of a precision_at_1(_of_hits) result: p_at_1 (macro over
+    relations), p_at_1_micro, p_at_1/<relation>."""
+    return {"p_at_1": scores["macro"], "p_at_1_micro": scores["micro"],
+            **{f"p_at_1/{r}": v for r, v in scores["per_relation"].items()}}
 
 
 def _by_guid(examples: Sequence[Example], predictions: Sequence[Any]) -> dict[str, str]:

@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
+from ptjax.eval.metrics import precision_at_1_of_hits, task_score
+from ptjax.eval.scoring import p_at_1_metrics
 from ptjax.formulations.base import EXAMPLE_FIELD, FormulatedTask, rendered_features, sequence_pad_values
 from ptjax.heads.verbalizer import VerbalizerHead
 from ptjax.prompts.rendering import Renderer
@@ -248,6 +250,21 @@ class LamaTask(FormulatedTask):
     def __post_init__(self):
         super().__post_init__()
         self.fact_counts: dict[str, dict[str, dict[str, int]]] = {}
+
+    def evaluate(self, split: str, predictions: list[dict]) -> dict[str, float]:
+        """P@1 of the predicted token ids against the objects' (the reference's check), not of
+        decoded words: " Paris" predicted for "Paris" (another token that decodes alike) misses."""
+        examples, features = self.examples(split), self.features(split)
+        if len(predictions) != len(features):
+            raise ValueError(f"{len(predictions)} predictions for {len(features)} features of {split}")
+        scored = [(examples[f[EXAMPLE_FIELD]], int(p["prediction"]) == int(f["label"]))
+                  for f, p in zip(features, predictions)]
+        scored = [(example, hit) for example, hit in scored if example.label is not None]
+        if not scored:
+            return {}
+        metrics = p_at_1_metrics(precision_at_1_of_hits([hit for _, hit in scored],
+                                                        [example.meta["relation"] for example, _ in scored]))
+        return {**metrics, "score": task_score(metrics, self.spec.metrics)}
 
     def examples(self, split: str) -> list[Example]:
         if split not in self._examples:

@@ -11,6 +11,9 @@ prompts or tasks. Batch fields (leading dimension `batch`; the input pipeline ad
     option_mask [batch, options], score_mask / score_target [batch, options, length]  (choice)
     task_id [batch] (multi-task heads), prompt_id [batch] (several prompts in one batch)
     valid             [batch] bool     False on rows that only pad an evaluation batch
+    example_weight    [batch] float32  optional, training: the loss is the sum of the rows'
+                      losses times these weights instead of their mean (a prompt bank trained
+                      entry by entry weighs a row 1 / its entry's rows: ptjax.prompts.banks)
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(values.astype(jnp.float32) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                  weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy over the entries where mask is True.
 
     logits: [..., classes] (any dtype; computed in float32); labels: [...] int; mask: [...] bool.
+    weights: [...] float32 or None; given, the loss is sum(weights * nll) over masked entries
+    instead of the mean (the accuracy stays a mean).
     Entries scored NEG_INF (padded classes) never win and cost nothing.
     """
     logits = logits.astype(jnp.float32)
@@ -48,7 +54,16 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tupl
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
     correct = jnp.argmax(logits, axis=-1) == safe_labels
-    return masked_mean(nll, mask), masked_mean(correct, mask)
+    if weights is not None:
+        loss = jnp.sum(jnp.where(mask, nll * weights.astype(jnp.float32), 0.0))
+    else:
+        loss = masked_mean(nll, mask)
+    return loss, masked_mean(correct, mask)
+
+
+def example_weights(batch: dict) -> jax.Array | None:
+    """batch["example_weight"] [batch] (training a prompt bank entry by entry), or None."""
+    return batch.get("example_weight")
 
 
 def gather_positions(hidden: jax.Array, index: jax.Array) -> jax.Array:

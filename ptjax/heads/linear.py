@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ptjax.heads.base import IGNORE, NEG_INF, cross_entropy, last_real_position, valid_mask
+from ptjax.heads.base import IGNORE, NEG_INF, cross_entropy, example_weights, last_real_position, valid_mask
 from ptjax.models.layers import BackboneOutput
 
 POOLINGS = ("pooler", "first", "last", "mean")
@@ -103,7 +103,8 @@ class SequenceClassifier(_LinearHead):
 
     def loss(self, params, outputs, lm_logits: Callable, batch, *, train: bool, rng=None):
         logits = self._apply(params, self.pool(outputs, batch), batch, train, rng)
-        loss, accuracy = cross_entropy(logits, batch["label"], valid_mask(batch, batch["label"].shape))
+        loss, accuracy = cross_entropy(logits, batch["label"], valid_mask(batch, batch["label"].shape),
+                                       example_weights(batch))
         return loss, {"accuracy": accuracy}
 
     def predict(self, params, outputs, lm_logits: Callable, batch) -> dict:

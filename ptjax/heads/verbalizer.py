@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.heads.base import NEG_INF, cross_entropy, gather_positions, valid_mask
+from ptjax.heads.base import NEG_INF, cross_entropy, example_weights, gather_positions, valid_mask
 from ptjax.models.layers import BackboneOutput
 
 
@@ -63,12 +63,13 @@ class VerbalizerHead:
     def loss(self, params, outputs, lm_logits, batch, *, train: bool, rng=None) -> tuple:
         scores, vocab_logits = self.logits(outputs, lm_logits, batch)
         mask = valid_mask(batch, batch["label"].shape)
+        weights = example_weights(batch)
         if self.loss_over == "vocab":
             token = jnp.take_along_axis(self._label_ids(batch), batch["label"][:, None], axis=1)[:, 0]
-            loss, _ = cross_entropy(vocab_logits, token, mask)
+            loss, _ = cross_entropy(vocab_logits, token, mask, weights)
             _, accuracy = cross_entropy(scores, batch["label"], mask)
         else:
-            loss, accuracy = cross_entropy(scores, batch["label"], mask)
+            loss, accuracy = cross_entropy(scores, batch["label"], mask, weights)
         return loss, {"accuracy": accuracy}
 
     def predict(self, params, outputs, lm_logits, batch) -> dict:

@@ -18,15 +18,19 @@ choice (`trainable`); the engine differentiates only those.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
+from jax.sharding import PartitionSpec
 
 from ptjax.errors import InputError
 from ptjax.models.loading import Backbone
+from ptjax.prompts.banks import BANK_AXIS, BankTraining
 from ptjax.prompts.insertion import insert_soft_prompts
 
 # Batch fields that carry the backbone input (flattened for multiple choice).
@@ -120,6 +124,20 @@ class PromptModel:
 
     def is_trainable(self, path: tuple[str, ...]) -> bool:
         return path[0] in self.trainable
+
+    @functools.cached_property
+    def bank(self) -> BankTraining | None:
+        """How the train step and optimizer treat a bank of prompts (num_prompts > 0, one picked per
+        example by prompt_id): each entry trains as if alone (ptjax.prompts.banks). None without one."""
+        sizes = {getattr(module, "num_prompts", 0) for module in self._prompt_modules().values()} - {0}
+        if not sizes or "prompt" not in self.trainable:
+            return None
+        if len(sizes) > 1:
+            raise ValueError(f"prompt banks of different sizes {sorted(sizes)} in one model")
+        _, axes = self.abstract_params()
+        flat = traverse_util.flatten_dict(axes["prompt"], is_leaf=lambda _, x: isinstance(x, PartitionSpec))
+        banked = frozenset(("prompt",) + path for path, spec in flat.items() if len(spec) and spec[0] == BANK_AXIS)
+        return BankTraining(num_entries=sizes.pop(), is_bank_leaf=banked.__contains__)
 
     def export_metadata(self) -> dict:
         return dict(self.metadata)

@@ -128,7 +128,8 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
     counts = parameter_counts(trainable, frozen)
     reporter.print(describe_counts(counts))
     optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable,
-                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch)
+                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch,
+                                bank=getattr(model, "bank", None))
     opt_shardings = engine.opt_state_shardings(optimizer.transform)
     opt_state = engine.init_opt_state(optimizer.transform, trainable, opt_shardings)
 

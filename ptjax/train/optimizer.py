@@ -5,6 +5,10 @@ optimizer state). Each leaf gets a label: its top-level group ("prompt", "head",
 "other") when the method's label function says it trains, else "frozen". An
 `optax.multi_transform` maps "frozen" to `set_to_zero` twice: before clipping (so the global
 norm reads trainable leaves only) and in place of the update.
+
+A model that trains a bank of prompts entry by entry (its `bank`, ptjax.prompts.banks.BankTraining)
+gets its banked leaves labelled "<group>@bank": the bank clips and optimizes each entry alone
+(and skips entries without examples); the global clipping norm reads the other leaves only.
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from flax import traverse_util
 
 GROUPS = ("prompt", "head", "backbone")
 FROZEN = "frozen"
+BANKED = "@bank"  # label suffix of leaves a bank optimizes entry by entry
 
 
-def label_tree(tree: dict, is_trainable: Callable[[tuple[str, ...]], bool]) -> dict:
+def label_tree(tree: dict, is_trainable: Callable[[tuple[str, ...]], bool],
+               is_bank_leaf: Callable[[tuple[str, ...]], bool] | None = None) -> dict:
     """Same structure as tree, each leaf replaced by its optimizer label."""
     flat = traverse_util.flatten_dict(tree)
-    labels = {
-        path: (path[0] if path[0] in GROUPS else "other") if is_trainable(path) else FROZEN
-        for path in flat
-    }
-    return traverse_util.unflatten_dict(labels)
+
+    def label(path):
+        if not is_trainable(path):
+            return FROZEN
+        group = path[0] if path[0] in GROUPS else "other"
+        return group + BANKED if is_bank_leaf is not None and is_bank_leaf(path) else group
+
+    return traverse_util.unflatten_dict({path: label(path) for path in flat})
 
 
 def make_schedule(config: ml_collections.ConfigDict, peak: float, total_steps: int,
@@ -110,23 +119,31 @@ def group_learning_rate(config: ml_collections.ConfigDict, group: str) -> float:
 
 def build_optimizer(config: ml_collections.ConfigDict, trainable: dict,
                     is_trainable: Callable[[tuple[str, ...]], bool], *, total_steps: int,
-                    steps_per_epoch: int) -> Optimizer:
-    """The gradient transformation for `trainable` (arrays or ShapeDtypeStructs)."""
-    labels = label_tree(trainable, is_trainable)
+                    steps_per_epoch: int, bank=None) -> Optimizer:
+    """The gradient transformation for `trainable` (arrays or ShapeDtypeStructs).
+    bank: the model's BankTraining (ptjax.prompts.banks), or None."""
+    labels = label_tree(trainable, is_trainable, bank.is_bank_leaf if bank is not None else None)
     used = sorted(set(jax.tree.leaves(labels)) - {FROZEN})
+    groups = sorted({label.removesuffix(BANKED) for label in used})
     schedules = {
         group: make_schedule(config, group_learning_rate(config, group), total_steps, steps_per_epoch)
-        for group in used
+        for group in groups
     }
+    clip = config.optimizer.clip_norm
+
+    def transform(label):
+        base = _base_optimizer(config, schedules[label.removesuffix(BANKED)])
+        return bank.wrap(base, clip) if label.endswith(BANKED) else base
+
     guard = optax.multi_transform(
         {FROZEN: optax.set_to_zero(), **{g: optax.identity() for g in used}}, labels
     )
-    update = optax.multi_transform(
-        {FROZEN: optax.set_to_zero(), **{g: _base_optimizer(config, schedules[g]) for g in used}},
-        labels,
-    )
+    update = optax.multi_transform({FROZEN: optax.set_to_zero(), **{g: transform(g) for g in used}}, labels)
     parts = [guard]
-    if config.optimizer.clip_norm:
-        parts.append(optax.clip_by_global_norm(config.optimizer.clip_norm))
+    if clip:
+        shared = jax.tree.map(lambda label: not label.endswith(BANKED), labels)
+        # Banked leaves are clipped entry by entry inside their transform.
+        parts.append(optax.clip_by_global_norm(clip) if all(jax.tree.leaves(shared))
+                     else optax.masked(optax.clip_by_global_norm(clip), shared))
     parts.append(update)
     return Optimizer(optax.chain(*parts), schedules, labels)

@@ -109,16 +109,25 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
         scale = 1.0 / total
         return loss * scale, {k: v * scale for k, v in aux.items()}, jax.tree.map(lambda g: g * scale, grads)
 
+    bank = getattr(model, "bank", None)  # a prompt bank trained entry by entry (ptjax.prompts.banks)
+
     def step(trainable, frozen, opt_state, batch, rng):
+        extra = {}
+        if bank is not None:  # per-entry loss weights; which entries have rows, for the optimizer
+            batch, extra = bank.prepare(batch, grad_accum_steps)
         loss, aux, grads = accumulated(trainable, frozen, batch, rng)
-        updates, new_opt_state = optimizer.update(grads, opt_state, trainable)
+        updates, new_opt_state = optimizer.update(grads, opt_state, trainable, **extra)
+        if bank is not None:  # the loss summed the entries' means: log their mean
+            loss_to_log = loss / jnp.maximum(jnp.sum(extra["entry_has_examples"]), 1)
+        else:
+            loss_to_log = loss
         new_trainable = optax.apply_updates(trainable, updates)
         finite = jnp.isfinite(loss) & _all_finite(new_trainable)
         keep = lambda new, old: jnp.where(finite, new, old)
         new_trainable = jax.tree.map(keep, new_trainable, trainable)
         new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
         metrics = {
-            "loss": loss,
+            "loss": loss_to_log,
             "grad_norm": optax.global_norm(grads),
             "nonfinite": (~finite).astype(jnp.float32),
             **aux,
