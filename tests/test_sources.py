@@ -110,6 +110,20 @@ def test_squad_rows_in_the_hub_layout(tmp_path):
     assert examples[0].meta["answers"] == (("France", 12),) and examples[1].meta["is_impossible"]
 
 
+def test_race_rows_in_the_hub_layout_keep_their_level(saved):
+    features = datasets.Features({"example_id": datasets.Value("string"), "article": datasets.Value("string"),
+                                  "question": datasets.Value("string"), "answer": datasets.Value("string"),
+                                  "options": datasets.Sequence(datasets.Value("string"))})
+    rows = [{"example_id": f"{level}{n}.txt", "article": "Tom has a dog.", "question": "What does Tom have?",
+             "answer": "B", "options": ["a cat", "a dog", "a fish", "a bird"]}
+            for n, level in enumerate(("middle", "high", "middle"))]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows, features=features)}).save_to_disk(
+        str(saved / "race"))
+    examples = configured_task(config_for("race_m", source=str(saved / "race"))).load("unused", "test")
+    assert [e.meta["article_id"] for e in examples] == ["middle0.txt", "middle2.txt"]
+    assert examples[0].label == "B" and examples[0].fields["option_b"] == "a dog"
+
+
 def test_config_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="lama reads only its own files"):
         configured_task(config_for("lama", source=str(tmp_path)))

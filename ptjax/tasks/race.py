@@ -14,7 +14,7 @@ Fields: article, question, option_a .. option_d; label "A" .. "D".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,27 @@ def _original(folder: Path, split: str, levels: tuple[str, ...]) -> Iterator[Exa
 
 
 def _flat(path: Path, split: str, levels: tuple[str, ...]) -> Iterator[Example]:
-    for line, record in read_jsonl(path):
-        where = at(path, line)
+    return _flat_rows(((at(path, line), line, record) for line, record in read_jsonl(path)), split, levels)
+
+
+def _flat_rows(rows: Iterable[tuple[str, int, dict]], split: str, levels: tuple[str, ...]) -> Iterator[Example]:
+    """Examples of (where, number, one-question record) rows, the hub's `race` layout."""
+    for where, number, record in rows:
         identifier = str(get_field(record, "example_id", str, where))
         level = _level_of(identifier, where)
         if level not in levels:
             continue
-        yield _example(split, identifier, line, get_field(record, "article", str, where),
+        yield _example(split, identifier, number, get_field(record, "article", str, where),
                        record.get("question"), record.get("options"), record.get("answer"), level, where)
+
+
+def _parser(levels: tuple[str, ...]):
+    """TaskSpec.parse: rows of any source in the flat layout (ptjax.tasks.sources)."""
+
+    def parse(records, split: str) -> list[Example]:
+        return list(_flat_rows(((where, n, record) for n, (where, record) in enumerate(records)), split, levels))
+
+    return parse
 
 
 def load_race(data_dir: Any, split: str, level: str = "all") -> list[Example]:
@@ -105,8 +118,9 @@ def _level_loader(level: str):
 
 _FIELDS = ("article", "question") + OPTION_FIELDS
 register(TaskSpec("race", "multiple_choice", LABELS, ("accuracy",), load_race, SPLITS, _FIELDS,
-                  choices=OPTION_FIELDS, description="RACE reading comprehension, 4 options (level: all)"))
+                  choices=OPTION_FIELDS, description="RACE reading comprehension, 4 options (level: all)",
+                  parse=_parser(LEVELS)))
 register(TaskSpec("race_m", "multiple_choice", LABELS, ("accuracy",), _level_loader("middle"), SPLITS, _FIELDS,
-                  choices=OPTION_FIELDS, description="RACE-m: middle-school exams"))
+                  choices=OPTION_FIELDS, description="RACE-m: middle-school exams", parse=_parser(("middle",))))
 register(TaskSpec("race_h", "multiple_choice", LABELS, ("accuracy",), _level_loader("high"), SPLITS, _FIELDS,
-                  choices=OPTION_FIELDS, description="RACE-h: high-school exams"))
+                  choices=OPTION_FIELDS, description="RACE-h: high-school exams", parse=_parser(("high",))))
