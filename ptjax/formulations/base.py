@@ -150,3 +150,14 @@ class FormulatedTask:
         if not labeled:
             return {}
         return score_predictions(self.spec, [e for e, _ in labeled], [a for _, a in labeled])
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What ptjax.experiment.build returns: the engine's Model (a ptjax.methods PromptModel) and
+    TaskData (a FormulatedTask), the backbone they share, and a JSON-able description."""
+
+    model: Any
+    data: FormulatedTask
+    backbone: Any
+    description: dict

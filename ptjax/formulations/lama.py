@@ -376,7 +376,7 @@ def candidate_tokens(tokenizer, vocab_size: int, words=None, *, follows_space: b
 
 
 def build_lama_experiment(config, spec: TaskSpec, backbone):
-    from ptjax.experiment import Experiment
+    from ptjax.formulations.base import Experiment
     from ptjax.methods.methods import build_prompt_model, method_template
     from ptjax.prompts.banks import PromptEncoderBank
 

@@ -25,7 +25,8 @@ import ml_collections
 import numpy as np
 
 from ptjax.errors import InputError
-from ptjax.formulations.base import FormulatedTask
+from ptjax.formulations.base import Experiment, FormulatedTask
+from ptjax.formulations.sentence_tasks import build_formulation
 from ptjax.formulations.token_tasks import TOKEN_KINDS, build_token_task, split_options
 from ptjax.methods.warm_start import WarmStartedModel
 from ptjax.methods.methods import build_prompt_model
@@ -108,7 +109,6 @@ def _single_config(config: ml_collections.ConfigDict, head_type: str) -> ml_coll
 
 def build_multitask(config: ml_collections.ConfigDict, backbone):
     """The Experiment of config.task.options.tasks trained together with one shared prompt."""
-    from ptjax.experiment import Experiment, build_formulation
 
     options = dict(config.task.options)
     names = options.get("tasks")

@@ -21,7 +21,7 @@ import ml_collections
 
 from ptjax.errors import InputError
 from ptjax.eval.scoring import score_predictions
-from ptjax.formulations.base import FormulatedTask
+from ptjax.formulations.base import Experiment, FormulatedTask
 from ptjax.formulations.qa import ExtractiveQA
 from ptjax.formulations.tagging import WORDS_FIELD, TokenTagging
 from ptjax.methods.methods import build_prompt_model, method_template
@@ -125,8 +125,7 @@ def build_token_task(config: ml_collections.ConfigDict, spec: TaskSpec, backbone
 
 
 def build_token_experiment(config: ml_collections.ConfigDict, spec: TaskSpec, backbone):
-    """The Experiment (ptjax.experiment) of a tagging or extractive-QA task."""
-    from ptjax.experiment import Experiment
+    """The Experiment of a tagging or extractive-QA task."""
 
     data, template = build_token_task(config, spec, backbone)
     description = {"task": spec.name, "method": config.method.name, "backbone": backbone.name,
