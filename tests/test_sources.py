@@ -124,6 +124,20 @@ def test_race_rows_in_the_hub_layout_keep_their_level(saved):
     assert examples[0].label == "B" and examples[0].fields["option_b"] == "a dog"
 
 
+def test_a_config_defined_tagging_task_reads_a_csv(tmp_path):
+    """token_tagging: space-separated tokens and tags in csv cells, IOB1 converted to IOB2; with
+    task.labels an unknown tag names its line, without them the labels come from training."""
+    (tmp_path / "train.csv").write_text("words,labels\nAnna met Bob,I-PER O I-PER\nBob left,I-PER O\n")
+    columns = ("tokens=words", "tags=labels")
+    spec = configured_task(config_for("token_tagging", source=str(tmp_path / "{split}.csv"), columns=columns))
+    assert spec.labels is None
+    assert [e.label for e in spec.load("unused", "train")] == [("B-PER", "O", "B-PER"), ("B-PER", "O")]
+    spec = configured_task(config_for("token_tagging", source=str(tmp_path / "{split}.csv"), columns=columns,
+                                      labels=("O", "B-LOC", "I-LOC")))
+    with pytest.raises(InputError, match=r"train\.csv:2: tag 'B-PER' is not one of O, B-LOC, I-LOC"):
+        spec.load("unused", "train")
+
+
 def test_config_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="lama reads only its own files"):
         configured_task(config_for("lama", source=str(tmp_path)))
