@@ -16,6 +16,7 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.kv_cache import KVCache, extend_layer_cache
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -61,7 +62,7 @@ class GPT2Layer(nn.Module):
     return_hidden: bool = False
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, mask):
+    def __call__(self, hidden, prefix_kv, mask, layer_cache=None, cache_index=None):
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim
         x = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(hidden)
@@ -69,6 +70,9 @@ class GPT2Layer(nn.Module):
         k = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="key")(x)
         v = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(x)
         q = constrain(q, ("batch", "length", "heads", "kv"))
+        new_kv = (k, v)
+        if layer_cache is not None:  # decoding: attend to the cache with this call's keys written in
+            k, v, mask = extend_layer_cache(layer_cache, cache_index, k, v)
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -89,7 +93,7 @@ class GPT2Layer(nn.Module):
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
         hidden = hidden + Dropout(cfg.residual_dropout)(out, deterministic=self.deterministic)
         hidden = constrain(hidden, ("batch", "length", "embed"))
-        return hidden, (hidden if self.return_hidden else None)
+        return hidden, (hidden if self.return_hidden else None, new_kv if layer_cache is not None else None)
 
 
 class GPT2Model(nn.Module):
@@ -97,6 +101,7 @@ class GPT2Model(nn.Module):
 
     inputs_embeds replaces the token lookup only; position embeddings (position_ids [batch or 1,
     length], default 0..length-1) are added to it, as in transformers.
+    cache: a KVCache (ptjax.models.kv_cache) for decoding, as in LlamaModel (position_ids required).
     """
 
     config: GPT2Config
@@ -131,6 +136,7 @@ class GPT2Model(nn.Module):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         deterministic: bool = True,
+        cache: KVCache | None = None,
     ) -> BackboneOutput:
         cfg = self.config
         if inputs_embeds is None:
@@ -146,11 +152,15 @@ class GPT2Model(nn.Module):
         prefix_kv = None if prefix is None else prefix.for_layers()
         stack = layer_stack(
             GPT2Layer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-            scan_layers=self.scan_layers, in_axes=(0, nn.broadcast),
+            scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, 0, nn.broadcast),
         )(cfg, dtype=self.dtype, deterministic=deterministic, return_hidden=output_hidden_states,
           name="layers")
-        last, per_layer = stack(hidden, prefix_kv, mask)
+        layer_cache = None if cache is None else cache.per_layer()
+        last, (per_layer, new_kv) = stack(hidden, prefix_kv, mask, layer_cache,
+                                          None if cache is None else cache.index)
         last = self.final_norm(last)
+        if cache is not None:
+            cache = cache.written(*new_kv)
 
         all_hidden = None
         if output_hidden_states:  # transformers' convention: the last entry is after the final norm
@@ -158,7 +168,7 @@ class GPT2Model(nn.Module):
         logits = None
         if compute_logits:
             logits = constrain(self.lm_logits(last), ("batch", "length", "vocab"))
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, cache=cache)
 
 
 # --------------------------------------------------------------------------------------------

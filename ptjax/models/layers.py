@@ -104,6 +104,7 @@ class BackboneOutput:
     encoder_last_hidden_state: [batch, source_length, embed] for encoder-decoders.
     encoder_hidden_states: [encoder layers + 1, batch, source_length, embed] for encoder-decoders,
       when hidden states are requested (hidden_states then holds the decoder's).
+    cache: the KVCache with this call's keys/values written, when the call was given one.
     """
 
     last_hidden_state: Array
@@ -112,6 +113,7 @@ class BackboneOutput:
     pooled: Array | None = None
     encoder_last_hidden_state: Array | None = None
     encoder_hidden_states: Array | None = None
+    cache: Any = None  # ptjax.models.kv_cache.KVCache after a cached call (decoding)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.kv_cache import KVCache, extend_layer_cache
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -108,7 +109,7 @@ class LlamaLayer(nn.Module):
     return_hidden: bool = False
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, mask, cos, sin):
+    def __call__(self, hidden, prefix_kv, mask, cos, sin, layer_cache=None, cache_index=None):
         cfg, dt = self.config, self.dtype
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, name="attention_norm")(hidden)
         q = Dense((cfg.num_heads, cfg.head_dim), ("embed",), ("heads", "kv"), use_bias=cfg.qkv_bias,
@@ -120,6 +121,9 @@ class LlamaLayer(nn.Module):
         q = constrain(apply_rotary(q, cos, sin), ("batch", "length", "heads", "kv"))
         k = constrain(apply_rotary(k, cos, sin), ("batch", "length", "kv_heads", "kv"))
         v = constrain(v, ("batch", "length", "kv_heads", "kv"))
+        new_kv = (k, v)
+        if layer_cache is not None:  # decoding: attend to the cache with this call's keys written in
+            k, v, mask = extend_layer_cache(layer_cache, cache_index, k, v)
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -141,7 +145,7 @@ class LlamaLayer(nn.Module):
         inner = constrain(inner, ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), use_bias=cfg.mlp_bias, dtype=dt, name="down")(inner)
         hidden = constrain(hidden + out, ("batch", "length", "embed"))
-        return hidden, (hidden if self.return_hidden else None)
+        return hidden, (hidden if self.return_hidden else None, new_kv if layer_cache is not None else None)
 
 
 class LlamaModel(nn.Module):
@@ -149,6 +153,9 @@ class LlamaModel(nn.Module):
 
     position_ids [batch or 1, length] default to 0..length-1; prefix keys are not rotated, so a
     deep prompt does not shift the positions of real tokens.
+    cache: a KVCache (ptjax.models.kv_cache) for decoding: this call's tokens sit at slots
+    cache.index.., attend to the cache instead of `attention_mask`, and are written into the
+    returned output.cache; position_ids are then required.
     """
 
     config: LlamaConfig
@@ -185,12 +192,13 @@ class LlamaModel(nn.Module):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         deterministic: bool = True,
+        cache: KVCache | None = None,
     ) -> BackboneOutput:
         cfg = self.config
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         length = inputs_embeds.shape[1]
-        key_length = length + (0 if prefix is None else prefix.length)
+        key_length = length + (0 if prefix is None else prefix.length) if cache is None else cache.slots
         if cfg.sliding_window is not None and key_length > cfg.sliding_window:
             raise InputError(f"sequence of {key_length} keys exceeds the sliding window of {cfg.sliding_window}, "
                              "which ptjax does not implement")
@@ -203,11 +211,15 @@ class LlamaModel(nn.Module):
         prefix_kv = None if prefix is None else prefix.for_layers()
         stack = layer_stack(
             LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-            scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+            scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
         )(cfg, dtype=self.dtype, deterministic=deterministic, return_hidden=output_hidden_states,
           name="layers")
-        last, per_layer = stack(hidden, prefix_kv, mask, cos, sin)
+        layer_cache = None if cache is None else cache.per_layer()
+        last, (per_layer, new_kv) = stack(hidden, prefix_kv, mask, cos, sin, layer_cache,
+                                          None if cache is None else cache.index)
         last = self.final_norm(last)
+        if cache is not None:
+            cache = cache.written(*new_kv)
 
         all_hidden = None
         if output_hidden_states:  # transformers' convention: the last entry is after the final norm
@@ -215,7 +227,7 @@ class LlamaModel(nn.Module):
         logits = None
         if compute_logits:
             logits = constrain(self.lm_logits(last), ("batch", "length", "vocab"))
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, cache=cache)
 
 
 # --------------------------------------------------------------------------------------------

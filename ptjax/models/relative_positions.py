@@ -51,12 +51,14 @@ def relative_position_bucket(relative_position, *, bidirectional: bool, num_buck
 
 
 def relative_position_bias(table, *, query_length: int, key_length: int, prefix_length: int,
-                           bidirectional: bool, max_distance: int):
+                           bidirectional: bool, max_distance: int, query_offset=0):
     """Bias [1, heads, query_length, prefix_length + key_length] float32 from table [buckets, heads].
 
-    Queries sit at 0..query_length-1, prefix keys at -prefix_length..-1, real keys at 0.. .
+    Queries sit at query_offset + 0..query_length-1 (a decoding step's slot in a KV cache; may be
+    traced), prefix keys at -prefix_length..-1, real keys at 0.. .
     """
-    relative = jnp.arange(-prefix_length, key_length)[None, :] - jnp.arange(query_length)[:, None]
+    queries = jnp.arange(query_length) + query_offset
+    relative = jnp.arange(-prefix_length, key_length)[None, :] - queries[:, None]
     buckets = relative_position_bucket(relative, bidirectional=bidirectional, num_buckets=table.shape[0],
                                        max_distance=max_distance)
     bias = jnp.take(table, buckets, axis=0).astype(jnp.float32)  # [query, key, heads]

@@ -30,6 +30,7 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.kv_cache import KVCache, extend_layer_cache
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -104,6 +105,8 @@ class T5Attention(nn.Module):
     """Unscaled multi-head attention; keys/values from `source` (self- or cross-attention).
 
     causal: the mask is causal (decoder self-attention), a hint for cuDNN's kernel.
+    Decoding: layer_cache/cache_index attend to a KV cache (ptjax.models.kv_cache); kv gives
+    cross-attention keys/values computed before. Returns (output, this call's (keys, values)).
     """
 
     config: T5Config
@@ -112,13 +115,17 @@ class T5Attention(nn.Module):
     causal: bool = False
 
     @nn.compact
-    def __call__(self, hidden, source, mask, bias, prefix_kv=None):
+    def __call__(self, hidden, source, mask, bias, prefix_kv=None, layer_cache=None, cache_index=None, kv=None):
         cfg, dt = self.config, self.dtype
         heads = (cfg.num_heads, cfg.d_kv)
         q = Dense(heads, ("embed",), ("heads", "kv"), use_bias=False, dtype=dt, name="q")(hidden)
-        k = Dense(heads, ("embed",), ("kv_heads", "kv"), use_bias=False, dtype=dt, name="k")(source)
-        v = Dense(heads, ("embed",), ("kv_heads", "kv"), use_bias=False, dtype=dt, name="v")(source)
+        project_k = Dense(heads, ("embed",), ("kv_heads", "kv"), use_bias=False, dtype=dt, name="k")
+        project_v = Dense(heads, ("embed",), ("kv_heads", "kv"), use_bias=False, dtype=dt, name="v")
+        k, v = (project_k(source), project_v(source)) if kv is None else kv
         q = constrain(q, ("batch", "length", "heads", "kv"))
+        new_kv = (k, v)
+        if layer_cache is not None:
+            k, v, mask = extend_layer_cache(layer_cache, cache_index, k, v)
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -130,7 +137,7 @@ class T5Attention(nn.Module):
             causal=self.causal,
         )
         out = constrain(out, ("batch", "length", "heads", "kv"))
-        return Dense(cfg.d_model, ("heads", "kv"), ("embed",), use_bias=False, dtype=dt, name="o")(out)
+        return Dense(cfg.d_model, ("heads", "kv"), ("embed",), use_bias=False, dtype=dt, name="o")(out), new_kv
 
 
 class T5FeedForward(nn.Module):
@@ -158,8 +165,10 @@ class T5FeedForward(nn.Module):
 class T5Block(nn.Module):
     """Pre-norm self-attention, (decoder) cross-attention and feed-forward, each residual.
 
-    Scanned: __call__(hidden, prefix_kv, self_mask, position_bias, encoder_hidden, cross_mask)
-    -> (hidden, hidden or None); only prefix_kv is per layer.
+    Scanned: __call__(hidden, prefix_kv, self_mask, position_bias, encoder_hidden, cross_mask,
+    layer_cache, cache_index, cross_kv) -> (hidden, (hidden or None, self (k, v), cross (k, v)) or
+    (hidden, (hidden or None, None, None)) without a cache; prefix_kv, layer_cache and cross_kv
+    are per layer.
     """
 
     config: T5Config
@@ -169,7 +178,8 @@ class T5Block(nn.Module):
     collect_hidden: bool = False
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, self_mask, position_bias, encoder_hidden, cross_mask):
+    def __call__(self, hidden, prefix_kv, self_mask, position_bias, encoder_hidden, cross_mask,
+                 layer_cache=None, cache_index=None, cross_kv=None):
         cfg, dt = self.config, self.dtype
         norm = functools.partial(RMSNorm, cfg.layer_norm_eps, dtype=dt)
         attention = functools.partial(T5Attention, cfg, dtype=dt, deterministic=self.deterministic)
@@ -177,16 +187,18 @@ class T5Block(nn.Module):
 
         normed = norm(name="self_attention_norm")(hidden)
         self_attention = attention(causal=self.is_decoder, name="self_attention")
-        out = self_attention(normed, normed, self_mask, position_bias, prefix_kv)
+        out, self_kv = self_attention(normed, normed, self_mask, position_bias, prefix_kv, layer_cache, cache_index)
         hidden = hidden + dropout(out)
         if self.is_decoder:
             normed = norm(name="cross_attention_norm")(hidden)
-            out = attention(name="cross_attention")(normed, encoder_hidden, cross_mask, None)
+            out, cross_kv = attention(name="cross_attention")(normed, encoder_hidden, cross_mask, None, kv=cross_kv)
             hidden = hidden + dropout(out)
         normed = norm(name="feed_forward_norm")(hidden)
         out = T5FeedForward(cfg, dtype=dt, deterministic=self.deterministic, name="feed_forward")(normed)
         hidden = constrain(hidden + dropout(out), ("batch", "length", "embed"))
-        return hidden, (hidden if self.collect_hidden else None)
+        if layer_cache is None:
+            return hidden, (hidden if self.collect_hidden else None, None, None)
+        return hidden, (hidden if self.collect_hidden else None, self_kv, cross_kv)
 
 
 class T5Stack(nn.Module):
@@ -194,6 +206,7 @@ class T5Stack(nn.Module):
 
     all hidden: [layers + 1, batch, length, embed] (embeddings, each layer, the last after the
     final norm) when output_hidden_states, else None.
+    cache (decoder only): a KVCache; the call returns (final, all hidden, the written cache).
     """
 
     config: T5Config
@@ -208,17 +221,20 @@ class T5Stack(nn.Module):
 
     @nn.compact
     def __call__(self, embeds, mask=None, prefix: PrefixKV | None = None, encoder_hidden=None,
-                 encoder_mask=None, *, output_hidden_states=False, deterministic=True):
+                 encoder_mask=None, *, output_hidden_states=False, deterministic=True,
+                 cache: KVCache | None = None):
         cfg = self.config
         length = embeds.shape[1]
+        key_length = length if cache is None else cache.slots
         table = self.param(
             "relative_attention_bias", nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "heads")),
             (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32,
         )
         self._check_prefix(prefix)
-        position_bias = relative_position_bias(
-            table, query_length=length, key_length=length, prefix_length=0 if prefix is None else prefix.length,
+        position_bias = relative_position_bias(  # with a cache, slot differences are position differences
+            table, query_length=length, key_length=key_length, prefix_length=0 if prefix is None else prefix.length,
             bidirectional=not self.is_decoder, max_distance=cfg.relative_attention_max_distance,
+            query_offset=0 if cache is None else cache.index,
         )
         self_mask = make_attention_mask(mask, query_length=length, key_length=length, causal=self.is_decoder)
         cross_mask = None
@@ -231,17 +247,27 @@ class T5Stack(nn.Module):
         hidden = constrain(hidden, ("batch", "length", "embed"))
         stack = layer_stack(
             T5Block, num_layers=self.num_layers, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, 0),
         )(cfg, self.is_decoder, dtype=self.dtype, deterministic=deterministic,
           collect_hidden=output_hidden_states, name="layers")
         prefix_kv = None if prefix is None else prefix.for_layers()
-        last, per_layer = stack(hidden, prefix_kv, self_mask, position_bias, encoder_hidden, cross_mask)
+        layer_cache = cross_kv = index = None
+        if cache is not None:
+            layer_cache, index = cache.per_layer(), cache.index
+            if cache.cross_keys is not None:
+                cross_kv = (cache.cross_keys, cache.cross_values)
+        last, (per_layer, self_kv, new_cross) = stack(hidden, prefix_kv, self_mask, position_bias, encoder_hidden,
+                                                      cross_mask, layer_cache, index, cross_kv)
+        if cache is not None:
+            cache = cache.written(*self_kv).replace(cross_keys=new_cross[0], cross_values=new_cross[1])
 
         final = RMSNorm(cfg.layer_norm_eps, dtype=self.dtype, name="final_norm")(last)
         final = Dropout(cfg.dropout_rate)(final, deterministic=deterministic)
         all_hidden = None
         if output_hidden_states:
             all_hidden = jnp.concatenate([hidden[None], per_layer[:-1], final[None]])
+        if cache is not None:
+            return final, all_hidden, cache
         return final, all_hidden
 
     def _check_prefix(self, prefix: PrefixKV | None) -> None:
@@ -309,9 +335,12 @@ class T5Model(nn.Module):
     def decode(self, decoder_input_ids=None, encoder_hidden_states=None, attention_mask=None,
                decoder_attention_mask=None, *, decoder_inputs_embeds=None,
                decoder_prefix: PrefixKV | None = None, output_hidden_states: bool = False,
-               compute_logits: bool = True, deterministic: bool = True) -> BackboneOutput:
+               compute_logits: bool = True, deterministic: bool = True,
+               cache: KVCache | None = None) -> BackboneOutput:
         """Decoder over encoder_hidden_states [batch, source_length, embed] (attention_mask is the
-        encoder's padding mask). Encode once, then decode as many candidate targets as needed."""
+        encoder's padding mask). Encode once, then decode as many candidate targets as needed.
+        cache: a KVCache for step-by-step decoding (the decoder's self-attention; the first call
+        fills its cross-attention keys/values), returned written in output.cache."""
         if decoder_inputs_embeds is None:
             if decoder_input_ids is None:
                 raise ValueError("T5 needs decoder_input_ids or decoder_inputs_embeds "
@@ -319,13 +348,13 @@ class T5Model(nn.Module):
             decoder_inputs_embeds = self.embed_tokens(decoder_input_ids)
         if encoder_hidden_states is None:
             raise ValueError("T5 decode: encoder_hidden_states is required (from encode)")
-        last, all_hidden = self.decoder(
+        last, all_hidden, *written = self.decoder(
             decoder_inputs_embeds, decoder_attention_mask, decoder_prefix, encoder_hidden_states, attention_mask,
-            output_hidden_states=output_hidden_states, deterministic=deterministic,
+            output_hidden_states=output_hidden_states, deterministic=deterministic, cache=cache,
         )
         logits = constrain(self.lm_logits(last), ("batch", "length", "vocab")) if compute_logits else None
         return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits,
-                              encoder_last_hidden_state=encoder_hidden_states)
+                              encoder_last_hidden_state=encoder_hidden_states, cache=written[0] if written else None)
 
     def __call__(
         self,

@@ -1,0 +1,135 @@
+"""Generation from token ids on a frozen backbone with a bank of trained prompts.
+
+    generator = Generator(backbone, bank)                 # bank: ptjax.generation.bank.PromptBank
+    out = generator.generate_ids([[5, 9, 12], [7, 8]], prompt_ids=[0, 1],
+                                 settings=DecodeSettings(max_new_tokens=20, stop_tokens=(2,)))
+    out.tokens        # per example, its generated ids (through the stop token)
+
+Examples are cut into batches of `batch_size` rows (the last one filled with copies of a real
+row, so every batch has one shape), their prompts padded to a multiple of `length_multiple`
+tokens (fewer shapes to compile). Causal LMs get left padding, T5 right padding (its relative
+positions would otherwise move the encoder's deep prompt away from the text). One jitted
+function runs prefill and the whole decoding loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptjax.errors import InputError
+from ptjax.generation.backbones import Batch, decoder_for
+from ptjax.generation.bank import PromptBank
+from ptjax.generation.search import DecodeSettings, beam_search, decode, unpad
+
+
+@dataclasses.dataclass
+class Generated:
+    """tokens: per example, its generated ids (through a stop token when one came).
+    scores: per example, beam search's length-normalized log-probability (None otherwise)."""
+
+    tokens: list[list[int]]
+    scores: list[float] | None = None
+
+
+class Generator:
+    """backbone: a loaded ptjax Backbone (causal LM or T5); bank: its prompts (None: no prompt)."""
+
+    def __init__(self, backbone, bank: PromptBank | None = None, *, batch_size: int = 8,
+                 length_multiple: int = 16):
+        if backbone.params is None:
+            backbone.load_weights()
+        self.backbone, self.bank = backbone, bank if bank is not None else PromptBank()
+        self.decoder = decoder_for(backbone)
+        self.batch_size, self.length_multiple = int(batch_size), int(length_multiple)
+        self.left_padding = backbone.kind == "causal_lm"
+        self.pad_id = _pad_id(backbone)
+        self._run = jax.jit(functools.partial(_generate, self.decoder), static_argnames=("settings",))
+
+    def generate_ids(self, input_ids: Sequence[Sequence[int]], *, soft_index: Sequence[Sequence[int]] | None = None,
+                     prompt_ids: Sequence[int] | None = None, settings: DecodeSettings = DecodeSettings(),
+                     seed: int = 0) -> Generated:
+        """input_ids: per example its prompt ids (special tokens included, soft slots holding any
+        id); soft_index: per example, -1 or the soft vector at each position (None: no soft
+        tokens); prompt_ids: per example its bank entry (None: all 0)."""
+        count = len(input_ids)
+        if count == 0:
+            return Generated([], [] if settings.strategy == "beam" else None)
+        soft_index = soft_index if soft_index is not None else [[-1] * len(ids) for ids in input_ids]
+        prompt_ids = np.zeros(count, np.int32) if prompt_ids is None else np.asarray(prompt_ids, np.int32)
+        if len(soft_index) != count or len(prompt_ids) != count:
+            raise InputError(f"{count} inputs but {len(soft_index)} soft_index rows and {len(prompt_ids)} prompt ids")
+        if prompt_ids.size and not (0 <= prompt_ids.min() and prompt_ids.max() < self.bank.num_prompts):
+            raise InputError(f"prompt ids must lie in [0, {self.bank.num_prompts}), got {sorted(set(prompt_ids))}")
+        settings = dataclasses.replace(settings, pad_id=self.pad_id) if settings.pad_id != self.pad_id else settings
+        tokens, scores = [], []
+        for start in range(0, count, self.batch_size):
+            rows = list(range(start, min(start + self.batch_size, count)))
+            batch = self._batch([input_ids[i] for i in rows], [soft_index[i] for i in rows], prompt_ids[rows])
+            rng = jax.random.fold_in(jax.random.PRNGKey(seed), start)
+            out_tokens, lengths, out_scores = jax.device_get(
+                self._run(self.backbone.params, self.bank, batch, rng, settings=settings))
+            tokens += unpad(out_tokens, lengths)[:len(rows)]
+            scores += [float(s) for s in np.asarray(out_scores)[:len(rows)]]
+        return Generated(tokens, scores if settings.strategy == "beam" else None)
+
+    def _batch(self, ids: list, soft: list, prompt_ids: np.ndarray) -> Batch:
+        """Padded numpy rows (copies of row 0 fill the batch) -> a device Batch."""
+        if any(len(row) == 0 for row in ids):
+            raise InputError("an input has no tokens; generation continues a prompt of at least one token")
+        longest = max(len(row) for row in ids)
+        length = -(-longest // self.length_multiple) * self.length_multiple
+        rows = self.batch_size
+        input_ids = np.full((rows, length), self.pad_id, np.int32)
+        mask = np.zeros((rows, length), np.int32)
+        soft_index = np.full((rows, length), -1, np.int32)
+        prompt = np.zeros((rows,), np.int32)
+        for r in range(rows):
+            i = r if r < len(ids) else 0
+            n = len(ids[i])
+            if len(soft[i]) != n:
+                raise InputError(f"input {i}: {n} ids but {len(soft[i])} soft_index entries")
+            span = slice(length - n, length) if self.left_padding else slice(0, n)
+            input_ids[r, span], mask[r, span], soft_index[r, span] = ids[i], 1, soft[i]
+            prompt[r] = prompt_ids[i]
+        return Batch(jnp.asarray(input_ids), jnp.asarray(mask), jnp.asarray(soft_index), jnp.asarray(prompt))
+
+
+def _generate(decoder, params, bank: PromptBank, batch: Batch, rng, *, settings: DecodeSettings):
+    """Prefill and the decoding loop, one jitted program. -> (tokens [batch, new], lengths, scores)."""
+    rows = settings.rows_per_example
+    if rows > 1:  # each example's beams start as copies of it
+        batch = jax.tree.map(lambda x: jnp.repeat(x, rows, axis=0), batch)
+    logits, cache, context = decoder.prefill(params, bank, batch, settings.max_new_tokens)
+    step = decoder.step(params)
+    if settings.strategy == "beam":
+        return beam_search(step, cache, context, logits, settings, decoder.reorder)
+    tokens, lengths = decode(step, cache, context, logits, settings, rng)
+    return tokens, lengths, jnp.zeros(tokens.shape[:1], jnp.float32)
+
+
+def _pad_id(backbone) -> int:
+    tokenizer = getattr(backbone, "tokenizer", None)
+    for value in (getattr(tokenizer, "pad_token_id", None), getattr(backbone.config, "pad_token_id", None),
+                  getattr(tokenizer, "eos_token_id", None)):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def default_stop_tokens(backbone) -> tuple[int, ...]:
+    """The tokenizer's end-of-sequence id, and the checkpoint's (generation) config's eos ids."""
+    ids = set()
+    tokenizer = getattr(backbone, "tokenizer", None)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for source in (getattr(backbone, "hf_config", None), getattr(backbone, "generation_config", None)):
+        eos = getattr(source, "eos_token_id", None)
+        if eos is not None:
+            ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    return tuple(sorted(ids))
