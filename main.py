@@ -16,7 +16,7 @@ traceback. The installed `ptjax` command runs the same code (ptjax/commands.py, 
 
 from __future__ import annotations
 
-from ptjax.commands import EXIT_DOES_NOT_FIT, MODES, main, run  # noqa: F401  (main.run: tests and tools)
+from ptjax.commands import EXIT_DOES_NOT_FIT, MODES, main, run, run_reporting_errors  # noqa: F401  (tests and tools)
 
 if __name__ == "__main__":
     from absl import app

@@ -11,20 +11,21 @@ when it does not fit).
 Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
 DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
 Bad input (unknown config key, impossible setting, malformed data line, wrong checkpoint) ends
-with one line `error: ...` on stderr and exit status 2; anything else is a bug and keeps its
-traceback.
+with one line `error: ...` on stderr and exit status 2; a workdir that cannot be written, a full
+disk and an interrupt (Ctrl-C, SIGTERM) end with one line and their own status (the table in
+ptjax/errors.py); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 
 from absl import flags
 
 from ptjax import cli
-
-EXIT_DOES_NOT_FIT = 1  # mode "plan": the step does not fit the stated device memory
+from ptjax.errors import EXIT_DOES_NOT_FIT  # mode "plan": the step does not fit the stated device memory
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics.jsonl, results.json")
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -67,13 +68,14 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
     import jax
 
     from ptjax.train.compilation_cache import enable as enable_compilation_cache
-    from ptjax.train.config import validate
+    from ptjax.train.config import check_names, validate
 
     if config.mode == "eval" and config.restore:
         from ptjax.train.export_config import config_for_export
 
         config = config_for_export(config, config.restore, explicit=explicit)
     validate(config, jax.device_count())
+    check_names(config)  # what options name (files, splits, metrics), before any backbone loads
     enable_compilation_cache(config.compilation_cache_dir)
     if jax.default_backend() == "cpu" and config.mode != "plan":
         from ptjax.hostmem import keep_freed_memory
@@ -90,18 +92,18 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
     return MODES[config.mode](config, workdir, build(config))
 
 
-def main(argv: list[str]) -> None:
-    """absl main of `main.py` and `ptjax --config ...` (argv: what flag parsing left)."""
-    from ptjax.errors import InputError
+def run_reporting_errors(config, workdir: str | None, build: Callable | None = None, *,
+                         distributed: bool = False, explicit: tuple[str, ...] = ()):
+    """run(), with the faults a user can cause or meet (bad input, a workdir that cannot be
+    written, a full disk, Ctrl-C or SIGTERM) ended as one line and their exit status
+    (ptjax/errors.py); a bug keeps its traceback."""
+    from ptjax import errors
 
-    cli.quiet_logs()
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]} (options look like --config.a.b=value)")
-    config = cli.load_config()
-    if _WORKDIR.value is None and config.mode != "plan":
-        cli.fail("--workdir is required")
+    # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does; the training loop turns both into
+    # "stop after this step and save" (ptjax/train/loop.py).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        if _DISTRIBUTED.value:  # launch/*: the coordinator, process count and id from the environment
+        if distributed:  # launch/*: the coordinator, process count and id from the environment
             from ptjax.train.distributed import initialize
 
             initialize()
@@ -109,8 +111,36 @@ def main(argv: list[str]) -> None:
             from ptjax.plan import use_simulated_devices
 
             use_simulated_devices(config.plan.devices)
-        result = run(config, _WORKDIR.value, explicit=cli.override_keys(sys.argv))
-    except InputError as err:
+        return run(config, workdir, build, explicit=explicit)
+    except errors.InputError as err:
         cli.fail(str(err))
+    except errors.Interrupted as err:
+        cli.fail(str(err), err.status, prefix="")
+    except errors.RunStopped as err:
+        cli.fail(str(err), err.status)
+    except KeyboardInterrupt:  # outside the training loop, which stops at a step boundary itself
+        cli.fail("interrupted; rerun the same command to resume from the last checkpoint",
+                 errors.EXIT_INTERRUPTED, prefix="")
+    except OSError as err:  # outside a training run (mode eval, plan, sweep bookkeeping)
+        stopped = errors.write_failure(err, workdir)
+        if stopped is None:
+            raise
+        cli.fail(str(stopped), stopped.status)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str]) -> None:
+    """absl main of `main.py` and `ptjax --config ...` (argv: what flag parsing left)."""
+    cli.quiet_logs()
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]} (options look like --config.a.b=value)")
+    config = cli.load_config()
+    if _WORKDIR.value is None and config.mode != "plan":
+        cli.fail("--workdir is required")
+    result = run_reporting_errors(config, _WORKDIR.value, distributed=_DISTRIBUTED.value,
+                                  explicit=cli.override_keys(sys.argv))
     if config.mode == "plan" and not result["fits"]:
         sys.exit(EXIT_DOES_NOT_FIT)

@@ -18,6 +18,7 @@ traceback. Messages name the file, the line when there is one, and what is wrong
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 EXIT_DOES_NOT_FIT = 1
@@ -52,6 +53,9 @@ class DiskFull(RunStopped):
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+# tensorstore (orbax's array writer) reports the same failures as ValueErrors carrying the text.
+_DISK_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+_NOT_WRITABLE_TEXT = (os.strerror(errno.EROFS),)
 
 
 def write_failure(err: BaseException, workdir: str | Path | None, resume_hint: str = "") -> RunStopped | None:
@@ -72,6 +76,13 @@ def write_failure(err: BaseException, workdir: str | Path | None, resume_hint: s
             if inside or err.errno == errno.EROFS:
                 return WorkdirNotWritable(f"cannot write {path or workdir}: {err.strerror} (errno "
                                           f"{err.errno}); choose a --workdir that can be written")
+        text = str(err) if not isinstance(err, OSError) else ""
+        if any(t in text for t in _DISK_FULL_TEXT):
+            return DiskFull(f"cannot write {workdir}: {os.strerror(errno.ENOSPC)}; free space and rerun "
+                            f"the same command{resume_hint}")
+        if any(t in text for t in _NOT_WRITABLE_TEXT):
+            return WorkdirNotWritable(f"cannot write {workdir}: {os.strerror(errno.EROFS)}; choose a "
+                                      f"--workdir that can be written")
         err = err.__cause__ or err.__context__
     return None
 

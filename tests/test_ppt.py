@@ -384,7 +384,9 @@ def test_t5xxl_pretraining_config_validates_and_builds_without_weights(argument,
 
 def test_headline_command_names_the_missing_backbone(tmp_path, data_dir):
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "main.py", "--config", "configs/ppt_t5xxl.py", "--workdir", str(tmp_path)],
+    # init_from names an existing folder: the pre-trained prompts are read after the backbone.
+    done = subprocess.run([sys.executable, "main.py", "--config", "configs/ppt_t5xxl.py", "--workdir", str(tmp_path),
+                           f"--config.prompt.init_from={tmp_path}"],
                           check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

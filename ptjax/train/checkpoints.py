@@ -8,13 +8,19 @@
 
 The frozen backbone is never saved: it is read again from its own checkpoint. Every save goes
 through orbax's temporary-directory-then-rename finalize, and the export is renamed into place
-only once complete, so a crash never leaves a half-written checkpoint or export behind.
+only once complete, so a crash never leaves a half-written checkpoint or export behind. A step
+that still cannot be read (a damaged disk, a truncated copy) is skipped with one warning and
+moved to DIR/checkpoints/unreadable/; the run resumes from the newest step that reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from ptjax.errors import InputError
+from ptjax.errors import InputError, write_failure
 
 EXPORT_FORMAT = "ptjax-prompt-export/1"
 
@@ -45,12 +51,51 @@ def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
     return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
 
 
+class _QuietWriteFailures(logging.Filter):
+    """Orbax logs a save that fails on a full or read-only disk from each of its background
+    threads, with a traceback apiece, before the same error reaches the training loop, which
+    reports it as one line (ptjax/errors.py). Drop those log records; keep every other one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+            return True
+        failure = record.exc_info[1] if record.exc_info else RuntimeError(record.getMessage())
+        return write_failure(failure, None) is None
+
+
+_QUIET_WRITE_FAILURES = _QuietWriteFailures()
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """A restore that fails on one array leaves tensorstore callbacks for the others, which find
+    orbax's event loop closed and report it through sys.unraisablehook (a dozen tracebacks after
+    the one real error). Those reports carry no information: drop them, pass on anything else."""
+    previous = sys.unraisablehook
+    if getattr(previous, "ptjax_quiet", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.ptjax_quiet = True
+    sys.unraisablehook = hook
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """The first line of a read error, without tensorstore's spec dump."""
+    text = " ".join(str(err).split(" [tensorstore_spec")[0].split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
 class Checkpoints:
     """The latest-N and best-K checkpoint managers of one workdir."""
 
     def __init__(self, workdir: str | Path, *, keep: int, keep_best: int, best_mode: str,
                  async_save: bool):
-        root = Path(workdir).resolve() / "checkpoints"
+        root = self.root = Path(workdir).resolve() / "checkpoints"
+        self.best_mode = best_mode
+        logging.getLogger("absl").addFilter(_QUIET_WRITE_FAILURES)  # once: filters are a set
         self.latest = ocp.CheckpointManager(
             root / "latest",
             options=ocp.CheckpointManagerOptions(
@@ -79,14 +124,52 @@ class Checkpoints:
             meta=ocp.args.JsonSave(meta),
         ), force=True)
 
-    def restore_latest(self, trainable_target: Any, opt_state_target: Any) -> tuple[dict, Any, dict]:
-        """(trainable, opt_state, meta) of the latest checkpoint, placed like the targets."""
-        step = self.latest.latest_step()
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore({"trainable": trainable_target, "opt_state": opt_state_target}),
-            meta=ocp.args.JsonRestore(),
-        ))
-        return restored.state["trainable"], restored.state["opt_state"], dict(restored.meta)
+    def restore_latest(self, trainable_target: Any, opt_state_target: Any,
+                       warn: Callable[[str], None] = print) -> tuple[dict, Any, dict] | None:
+        """(trainable, opt_state, meta) of the newest checkpoint that reads, placed like the
+        targets; None when there is none. Newer steps that do not read are named through `warn`
+        and, once an older one has read, moved to checkpoints/unreadable/ (kept, not deleted);
+        when no step reads, an InputError names the folder and nothing moves."""
+        skipped = []
+        _quiet_closed_loop_callbacks()
+        self.latest.reload()
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                restored = self.latest.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore({"trainable": trainable_target, "opt_state": opt_state_target}),
+                    meta=ocp.args.JsonRestore(),
+                ))
+                meta = dict(restored.meta)
+                if meta.get("step") != step:
+                    raise ValueError(f"its metadata names step {meta.get('step')!r}")
+            except Exception as err:  # noqa: BLE001  any damage: try the next older step
+                skipped.append(step)
+                warn(f"warning: checkpoint {self.root / 'latest' / str(step)} cannot be read "
+                     f"({unreadable_reason(err)}); skipping it")
+                continue
+            self._set_aside(skipped)
+            return restored.state["trainable"], restored.state["opt_state"], meta
+        if skipped:
+            raise InputError(f"{self.root / 'latest'}: no checkpoint step can be read (tried "
+                             f"{', '.join(map(str, skipped))}); move the folder away to start afresh")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move unreadable `latest` steps out of the manager's folder, so that training past them
+        saves those steps again; every process waits for the move."""
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            aside = self.root / "unreadable"
+            aside.mkdir(exist_ok=True)
+            for step in steps:
+                target = aside / f"latest-{step}"
+                n = 1
+                while target.exists():
+                    target, n = aside / f"latest-{step}.{n}", n + 1
+                (self.root / "latest" / str(step)).rename(target)
+        multihost_utils.sync_global_devices("ptjax-unreadable-moved")
+        self.latest.reload()
 
     def save_best(self, step: int, trainable: dict, score: float, meta: dict) -> None:
         if self.best is None:
@@ -105,14 +188,26 @@ class Checkpoints:
         self.best.wait_until_finished()
         return self.best.best_step()
 
-    def restore_best(self, trainable_target: dict) -> tuple[dict, dict] | None:
-        step = self.best_step()
-        if step is None:
+    def restore_best(self, trainable_target: dict,
+                     warn: Callable[[str], None] = print) -> tuple[dict, dict] | None:
+        """(trainable, meta) of the best checkpoint that reads (an unreadable one is named
+        through `warn` and the next best tried); None when there is none."""
+        if self.best_step() is None:
             return None
-        restored = self.best.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(trainable_target), meta=ocp.args.JsonRestore(),
-        ))
-        return restored.state, dict(restored.meta)
+        _quiet_closed_loop_callbacks()
+        scores = {step: (self.best.metrics(step) or {}).get("score") for step in self.best.all_steps()}
+        scores = {step: score for step, score in scores.items() if score is not None}
+        order = sorted(scores, key=lambda s: scores[s], reverse=self.best_mode == "max")
+        for step in order:
+            try:
+                restored = self.best.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(trainable_target), meta=ocp.args.JsonRestore(),
+                ))
+                return restored.state, dict(restored.meta)
+            except Exception as err:  # noqa: BLE001  any damage: the next best one
+                warn(f"warning: best checkpoint {self.root / 'best' / str(step)} cannot be read "
+                     f"({unreadable_reason(err)}); skipping it")
+        return None
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -182,9 +277,22 @@ def resolve_export(path: str | Path) -> Path:
     return path.resolve()
 
 
+@contextlib.contextmanager
+def _reading_export(path: Path) -> Iterator[None]:
+    """A damaged export (truncated or missing files) is bad input, one line naming it."""
+    _quiet_closed_loop_callbacks()
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001  orbax, tensorstore and JSON errors alike
+        raise InputError(f"{path}: the prompt export cannot be read ({unreadable_reason(err)}); "
+                         f"write it again (rerun its training workdir) or restore another") from None
+
+
 def read_export_metadata(path: str | Path) -> dict:
     path = resolve_export(path)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    with _reading_export(path), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         restored = checkpointer.restore(path, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
     info = dict(restored.metadata)
     if info.get("format") != EXPORT_FORMAT:
@@ -213,7 +321,7 @@ def read_export_arrays(path: str | Path, *, fingerprint: str | None = None) -> t
     target = traverse_util.unflatten_dict({
         tuple(name.split("/")): jax.ShapeDtypeStruct(tuple(shape), np.float32, sharding=one_device)
         for name, shape in info["params"].items()})
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    with _reading_export(path), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         restored = checkpointer.restore(path, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     return jax.tree.map(lambda x: np.asarray(x, np.float32), dict(restored.params)), info
 
@@ -239,7 +347,7 @@ def read_export(path: str | Path, trainable_target: dict, *, fingerprint: str) -
             f"{path}: the export's parameters do not match the configured method ({details}); "
             f"use the method/prompt config it was trained with: {json.dumps(info['method'])}"
         )
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    with _reading_export(path), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         restored = checkpointer.restore(path, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(trainable_target),
         ))

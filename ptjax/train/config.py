@@ -246,3 +246,63 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
             f"data directory {data_dir} does not exist (set it with --config.data_dir=PATH or "
             f"the PTJAX_DATA_DIR environment variable)"
         )
+
+
+def check_names(config: ml_collections.ConfigDict) -> None:
+    """Refuse options that name nothing, or that the chosen mode would ignore, before any backbone
+    loads: `restore` outside mode "eval", `prompt.init_from` / `init_text` without the init that
+    reads them, a prompt source that does not exist, and split and metric names the task does
+    not have (registered tasks; a task defined in code is checked when its data is read)."""
+    if config.restore and config.mode in ("train", "plan"):
+        raise InputError(
+            f"config.restore={config.restore!r} is read only in mode 'eval' (mode {config.mode!r} "
+            f"would ignore it; a rerun with the same --workdir resumes training by itself)"
+        )
+    prompt = config.prompt
+    if prompt.init_from and prompt.init != "pretrained":
+        raise InputError(f"config.prompt.init_from={prompt.init_from!r} is read only with "
+                         f"config.prompt.init='pretrained' (it is {prompt.init!r})")
+    if prompt.init_text and prompt.init != "text":
+        raise InputError(f"config.prompt.init_text={prompt.init_text!r} is read only with "
+                         f"config.prompt.init='text' (it is {prompt.init!r})")
+    if prompt.init == "pretrained" and config.mode != "plan" and not Path(prompt.init_from).expanduser().exists():
+        raise InputError(f"config.prompt.init_from={prompt.init_from!r}: no such file or folder")
+    spec = _registered_task(config.task.name)
+    if spec is None:
+        return
+    known = set(spec.splits) | set(spec.split_aliases)
+    if spec.splits:
+        for key, names in (("task.train_split", (config.task.train_split,) if config.mode != "eval" else ()),
+                           ("task.eval_splits", tuple(config.task.eval_splits))):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise InputError(f"config.{key}: task {spec.name} has no split {unknown[0]!r} "
+                                 f"(splits: {', '.join(spec.splits)}; also {', '.join(spec.split_aliases)})")
+    metric = config.train.best_metric
+    if metric and config.mode in ("train", "sweep") and not _task_reports(spec, metric):
+        raise InputError(
+            f"config.train.best_metric={metric!r}: task {spec.name} reports {', '.join(spec.metrics)} "
+            f"and 'score' (their mean)"
+        )
+
+
+def _registered_task(name: str):
+    from ptjax.tasks.base import get_task
+
+    try:
+        return get_task(name) if name else None
+    except InputError:  # a task built in code (tests, scripts) or the multi-task "multi"
+        return None
+
+
+# Metric families: an official metric that comes with siblings of the same prefix (entity_f1
+# with entity_precision and entity_recall, p_at_1 with p_at_1_micro and p_at_1/<relation>).
+_FAMILIES = {"entity_f1": "entity_", "srl_f1": "srl_", "squad_v2_f1": "squad_v2_", "squad_v2_exact": "squad_v2_",
+             "p_at_1": "p_at_1", "multirc_em": "multirc_", "record_em": "record_", "squad_em": "squad_"}
+
+
+def _task_reports(spec, metric: str) -> bool:
+    """Whether evaluating `spec` can report `metric` (ptjax.eval.scoring's names)."""
+    if metric in (*spec.metrics, "score", "unseen_words"):
+        return True
+    return any(metric.startswith(_FAMILIES[m]) for m in spec.metrics if m in _FAMILIES)

@@ -4,12 +4,25 @@
     results = evaluate(config, workdir, model, data)   # mode "eval": restore an export, evaluate
 
 A run writes DIR/metrics.jsonl, DIR/results.json, DIR/tensorboard/, DIR/checkpoints/ and
-DIR/export/ (see ptjax.train.checkpoints and ptjax.train.reporting).
+DIR/export/ (see ptjax.train.checkpoints and ptjax.train.reporting), and DIR/config.json, the
+config the workdir was started with (ptjax.train.run_config: a rerun compares against it).
+
+A resumed run is bit-equal to an uninterrupted one: parameters, optimizer state, the dropout key,
+the data position and the steps of the current logging window all come from the checkpoint, and
+metrics.jsonl is cut back to the restored step first, so no step is logged twice. Ctrl-C or
+SIGTERM stops a run after its current step with a checkpoint of that step (errors.Interrupted);
+a full disk or a workdir that cannot be written stops it with errors.DiskFull or
+errors.WorkdirNotWritable. Checkpoints already written stay readable in every case.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from ptjax.data import pipeline
-from ptjax.errors import InputError
+from ptjax.errors import InputError, Interrupted, write_failure
 from ptjax.eval.predictions import check_submission, write_predictions
 from ptjax.train import checkpoints as ckpt
 from ptjax.train.config import validate
@@ -27,6 +40,7 @@ from ptjax.train.engine import Engine
 from ptjax.train.export_config import recordable
 from ptjax.train.interfaces import Model, TaskData
 from ptjax.train.optimizer import build_optimizer
+from ptjax.train import run_config
 from ptjax.train.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
 from ptjax.train.step import step_rng
 
@@ -95,21 +109,106 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, model: Model, 
     validate(config, len(devices))
     check_submission(config, getattr(getattr(data, "spec", None), "name", None))
     primary = jax.process_index() == 0
-    engine = Engine(config, model, devices=devices)
-    reporter = Reporter(workdir, enabled=primary, tensorboard=config.logging.tensorboard,
-                        progress=config.logging.progress)
-    checkpoints = ckpt.Checkpoints(workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
-                                   best_mode=config.train.best_mode, async_save=config.checkpoint.async_save)
+    checkpoints, opened = None, []  # the Reporter opens once metrics.jsonl is cut back to the resume step
     try:
-        return _train(config, workdir, engine, model, data, reporter, checkpoints, hooks, primary)
-    finally:
-        checkpoints.wait()  # an in-flight save completes even when the run stops on an error
-        checkpoints.close()
-        reporter.close()
+        checkpoints = ckpt.Checkpoints(workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
+                                       best_mode=config.train.best_mode, async_save=config.checkpoint.async_save)
+        resuming = checkpoints.latest_step() is not None
+        changed = run_config.compare(workdir, config, resuming=resuming)
+        if primary and not resuming:
+            run_config.record(workdir, config)
+        engine = Engine(config, model, devices=devices)
+        results = _train(config, workdir, engine, model, data, opened, checkpoints, hooks, primary, changed)
+        _close(checkpoints, opened)
+        return results
+    except BaseException as err:
+        _close(checkpoints, opened, quietly=True)  # an in-flight save completes; the first error is the one reported
+        stopped = write_failure(err, workdir, _resume_hint(checkpoints)) if isinstance(err, Exception) else None
+        if stopped is not None:
+            raise stopped from err
+        raise
 
 
-def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
-           checkpoints: ckpt.Checkpoints, hooks, primary):
+def _close(checkpoints: ckpt.Checkpoints | None, opened: list, *, quietly: bool = False) -> None:
+    for close in ([checkpoints.wait, checkpoints.close] if checkpoints is not None else []) + [
+            r.close for r in opened]:
+        try:
+            close()
+        except Exception:
+            if not quietly:
+                raise
+
+
+def _resume_hint(checkpoints: ckpt.Checkpoints | None) -> str:
+    step = checkpoints.latest_step() if checkpoints is not None else None
+    return "" if step is None else f" (it resumes from step {step}, the last checkpoint)"
+
+
+def _say(primary: bool):
+    """Print on process 0, before the Reporter is open."""
+    return lambda message: print(message, file=sys.stderr, flush=True) if primary else None
+
+
+def cut_metrics(path: Path, step: int) -> None:
+    """Drop the records a resumed run logs again (steps after `step`, and the resume and
+    config-change records of `step` itself) and any line a crash left half-written; replaced
+    atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) < step or (record.get("step") == step and record.get("kind") not in (
+                "resume", "config_change")):
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+class StopRequests:
+    """Ctrl-C (SIGINT) and SIGTERM while training: the first asks the loop to stop after the
+    current step, with a checkpoint of that step; a second one interrupts at once. Handlers are
+    installed from the main thread only (elsewhere Python refuses them) and restored on exit.
+    With several processes every process must get the signal, as SLURM and TPU pods send it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(done: int, trainable, opt_state, meta, checkpoints: ckpt.Checkpoints) -> None:
+    """Save step `done` (unless just saved) and raise Interrupted. The checkpoint holds what a
+    regular one holds, so the rerun continues exactly where this run stopped."""
+    if checkpoints.latest_step() != done:
+        checkpoints.save(done, trainable, opt_state, meta())
+    checkpoints.wait()
+    raise Interrupted(f"interrupted at step {done}, last checkpoint at step {checkpoints.latest_step()}; "
+                      f"rerun to resume")
+
+
+def _train(config, workdir, engine: Engine, model, data, opened: list,
+           checkpoints: ckpt.Checkpoints, hooks, primary, changed: dict):
+    say = _say(primary)
     cache_dir = workdir / "cache"
     train_split = _prepare(config, data, config.task.train_split, cache_dir)
     eval_splits = {name: _prepare(config, data, name, cache_dir) for name in config.task.eval_splits}
@@ -126,17 +225,19 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
     init_rng, dropout_rng = jax.random.split(rng)
     trainable, frozen = engine.init_params(init_rng)
     counts = parameter_counts(trainable, frozen)
-    reporter.print(describe_counts(counts))
+    say(describe_counts(counts))
     optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable,
-                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch,
-                                bank=getattr(model, "bank", None))
+                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch)
     opt_shardings = engine.opt_state_shardings(optimizer.transform)
     opt_state = engine.init_opt_state(optimizer.transform, trainable, opt_shardings)
 
     progress = Progress()
-    if checkpoints.latest_step() is not None:
-        trainable, opt_state, meta = checkpoints.restore_latest(
-            engine.trainable_target(), engine.opt_state_target(optimizer.transform, opt_shardings))
+    pending: list[tuple[int, dict]] = []  # (step, its metrics) not yet logged
+    window = {"examples": 0, "tokens": 0, "time": time.perf_counter()}
+    restored = checkpoints.restore_latest(
+        engine.trainable_target(), engine.opt_state_target(optimizer.transform, opt_shardings), warn=say)
+    if restored is not None:
+        trainable, opt_state, meta = restored
         if meta["num_train_examples"] != len(train_split):
             raise InputError(
                 f"{workdir}/checkpoints: saved by a run whose train split had "
@@ -144,8 +245,22 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
             )
         dropout_rng = jax.numpy.asarray(np.array(meta["rng"], np.uint32))
         progress = Progress(**meta["progress"])
+        # The steps of the logging window the checkpoint cut: the next train record averages
+        # the same steps as in a run that never stopped.
+        pending.extend((step, values) for step, values in meta.get("pending", []))
+        window.update(meta.get("window", {}))
+    if primary:
+        cut_metrics(workdir / "metrics.jsonl", progress.step)
+    reporter = Reporter(workdir, enabled=primary, tensorboard=config.logging.tensorboard,
+                        progress=config.logging.progress)
+    opened.append(reporter)
+    if restored is not None:
         reporter.print(f"resuming from step {progress.step} ({workdir / 'checkpoints'})")
         reporter.log("resume", progress.step, {"epoch_batch": list(order.position(progress.step))})
+    if changed:
+        reporter.print(f"warning: the config differs from {workdir / run_config.CONFIG_FILE}, which this "
+                       f"workdir was started with: {run_config.describe(changed)}; resuming with the new values")
+        reporter.log("config_change", progress.step, {"changed": {k: list(v) for k, v in changed.items()}})
 
     train_step = engine.compile_train_step(optimizer.transform, opt_shardings)
     eval_step = engine.compile_eval_step()
@@ -156,22 +271,21 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
 
     def meta() -> dict:
         epoch, batch_in_epoch = order.position(progress.step)
+        settle()
         return {"step": progress.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "num_train_examples": len(train_split), "seed": config.seed,
                 "rng": np.asarray(jax.device_get(dropout_rng)).tolist(),
-                "progress": dataclasses.asdict(progress)}
+                "progress": dataclasses.asdict(progress),
+                "pending": [[step, values] for step, values in pending],
+                "window": {"examples": window["examples"], "tokens": window["tokens"]}}
 
-    pending: list[tuple[int, dict]] = []
-    window = {"examples": 0, "tokens": 0, "time": time.perf_counter()}
-
-    def flush() -> None:
-        """Fetch pending step metrics; log their mean; stop on a non-finite step."""
-        if not pending:
-            return
+    def settle() -> None:
+        """Fetch pending step metrics to the host (as float32 values, the same ones a checkpoint
+        holds); stop on a non-finite step."""
         fetched = jax.device_get([m for _, m in pending])
         steps = [s for s, _ in pending]
-        pending.clear()
-        bad = [s for s, m in zip(steps, fetched) if m["nonfinite"] > 0]
+        pending[:] = [(s, {k: float(np.float32(v)) for k, v in m.items()}) for s, m in zip(steps, fetched)]
+        bad = [s for s, m in pending if m["nonfinite"] > 0]
         if bad:
             last_good = checkpoints.latest_step()
             raise Diverged(
@@ -179,8 +293,18 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
                 f"(last good checkpoint: {'none' if last_good is None else f'step {last_good}'} in "
                 f"{workdir / 'checkpoints' / 'latest'}); try a lower config.optimizer.learning_rate"
             )
+
+    def flush() -> None:
+        """Log the mean of the pending step metrics (a float64 mean of float32 values: the same
+        whether the values come from this run or a checkpoint); stop on a non-finite step."""
+        if not pending:
+            return
+        settle()
+        steps, fetched = [s for s, _ in pending], [m for _, m in pending]
+        pending.clear()
         elapsed = max(time.perf_counter() - window["time"], 1e-9)
-        values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "nonfinite"}
+        values = {k: float(np.mean(np.array([m[k] for m in fetched], np.float64))) for k in fetched[0]
+                  if k != "nonfinite"}
         values["learning_rate"] = {g: float(s(steps[-1] - 1)) for g, s in optimizer.schedules.items()}
         values["examples_per_s"] = window["examples"] / elapsed
         values["tokens_per_s"] = window["tokens"] / elapsed
@@ -226,7 +350,7 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
             batches = pipeline.train_batches(
                 train_split, order, start_step=start, stop_step=total_steps,
                 host_range=engine.host_rows(batch_size), to_device=engine.to_device(batch_size))
-            with pipeline.Prefetch(batches) as prefetched:
+            with pipeline.Prefetch(batches) as prefetched, StopRequests() as stop:
                 for batch in prefetched:
                     trainable, opt_state, metrics = train_step(
                         trainable, frozen, opt_state, batch.arrays, step_rng(dropout_rng, batch.step))
@@ -242,10 +366,11 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
                         run_eval()
                     every = config.checkpoint.every_steps
                     if (every and done % every == 0) or done == total_steps or progress.stopped_early:
-                        flush()
                         checkpoints.save(done, trainable, opt_state, meta())
                     for hook in hooks:
                         hook(done)
+                    if stop.requested:
+                        _stop(done, trainable, opt_state, meta, checkpoints)
                     if progress.stopped_early:
                         break
             flush()
@@ -258,7 +383,8 @@ def _train(config, workdir, engine: Engine, model, data, reporter: Reporter,
     checkpoints.wait()
 
     final = trainable
-    best = checkpoints.restore_best(engine.trainable_target()) if checkpoints.best is not None else None
+    best = (checkpoints.restore_best(engine.trainable_target(), warn=reporter.print)
+            if checkpoints.best is not None else None)
     if best is not None:
         final = best[0]
     if config.checkpoint.export:
