@@ -160,10 +160,10 @@ def cache_dir() -> Path:
 def _gguf_metadata_folder(files: CheckpointFiles) -> Path:
     """A transformers folder with the config and tokenizer of a GGUF file, made once.
 
-    transformers rebuilds both from the GGUF's metadata by reading the whole file (seconds
-    each); the converted files are kept, keyed by the file's path, size and modification time.
+    Both are rebuilt from the GGUF's metadata (ptjax/models/gguf_metadata.py, seconds); the
+    converted files are kept, keyed by the file's path, size and modification time.
     """
-    import transformers
+    from ptjax.models.gguf_metadata import config_and_tokenizer
 
     stat = files.weights.stat()
     key = hashlib.sha256(f"{files.weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -171,9 +171,8 @@ def _gguf_metadata_folder(files: CheckpointFiles) -> Path:
     if (folder / "done").exists():
         return folder
     tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
-    kwargs = {"gguf_file": files.gguf_file}
-    transformers.AutoConfig.from_pretrained(str(files.folder), **kwargs).save_pretrained(tmp)
-    transformers.AutoTokenizer.from_pretrained(str(files.folder), **kwargs).save_pretrained(tmp)
+    # transformers' gguf_file= path imports torch; this one reads the metadata without it.
+    config_and_tokenizer(files.folder / files.gguf_file, tmp)
     (tmp / "done").write_text(str(files.weights))
     try:
         os.replace(tmp, folder)
