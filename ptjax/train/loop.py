@@ -227,7 +227,14 @@ def _train(config, workdir, engine: Engine, model, data, opened: list,
     counts = parameter_counts(trainable, frozen)
     say(describe_counts(counts))
     optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable,
-                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch)
+                                total_steps=total_steps, steps_per_epoch=order.steps_per_epoch,
+                                bank=getattr(model, "bank", None))
+    # A prompt bank trained entry by entry also picks each entry's best step and stops each early
+    # on its own metric (LAMA: P@1 per relation), as separate runs would (ptjax/prompts/banks.py).
+    bank = getattr(model, "bank", None)
+    selection = None if bank is None else bank.selection(
+        getattr(data, "bank_metrics", ()), mode=config.train.best_mode,
+        patience=config.train.early_stopping_patience, folder=workdir / "bank_selection")
     opt_shardings = engine.opt_state_shardings(optimizer.transform)
     opt_state = engine.init_opt_state(optimizer.transform, trainable, opt_shardings)
 
@@ -328,6 +335,8 @@ def _train(config, workdir, engine: Engine, model, data, opened: list,
                 f"config.train.best_metric={best_metric!r} is not among the metrics of split "
                 f"{next(iter(eval_splits))!r}: {sorted(first)}"
             )
+        if selection is not None:
+            selection.observe(progress.step, first, trainable, write=primary)
         value = first[best_metric]
         if progress.improved(value, config.train.best_mode):
             progress.best_value, progress.best_step, progress.best_metrics = value, progress.step, metrics
@@ -337,11 +346,15 @@ def _train(config, workdir, engine: Engine, model, data, opened: list,
                 write_predictions(config, workdir, data, outputs)
         else:
             progress.evals_since_best += 1
-            patience = config.train.early_stopping_patience
+            patience = 0 if selection is not None else config.train.early_stopping_patience  # per entry
             if patience and progress.evals_since_best >= patience:
                 progress.stopped_early = True
                 reporter.print(f"early stopping at step {progress.step}: no improvement of "
                                f"{best_metric} in {patience} evaluations")
+        if selection is not None and selection.all_stopped and not progress.stopped_early:
+            progress.stopped_early = True
+            reporter.print(f"early stopping at step {progress.step}: every bank entry went "
+                           f"{config.train.early_stopping_patience} evaluations without improving")
 
     try:
         start = progress.step
@@ -387,6 +400,12 @@ def _train(config, workdir, engine: Engine, model, data, opened: list,
             if checkpoints.best is not None else None)
     if best is not None:
         final = best[0]
+    if selection is not None and eval_splits:  # each entry at its own best step, and its metrics
+        final = selection.select(final)
+        progress.best_metrics = _evaluate_splits(engine, eval_step, final, frozen, data, eval_splits,
+                                                 config.train.eval_batch_size)
+        reporter.log("eval_selected", progress.step, progress.best_metrics)
+        results["bank_selection"] = selection.describe()
     if config.checkpoint.export:
         ckpt.write_export(workdir / "export", final, metadata=model.export_metadata(),
                           fingerprint=model.fingerprint, backbone=config.model.name,
