@@ -251,6 +251,12 @@ class LamaTask(FormulatedTask):
         super().__post_init__()
         self.fact_counts: dict[str, dict[str, dict[str, int]]] = {}
 
+    @property
+    def bank_metrics(self) -> tuple[str, ...]:
+        """The metric of each prompt-bank entry, in bank order: each relation's P@1 picks its own
+        best step and early stopping (ptjax.prompts.banks.BankSelection), as its own run would."""
+        return tuple(f"p_at_1/{relation}" for relation in self.formulation.bank)
+
     def evaluate(self, split: str, predictions: list[dict]) -> dict[str, float]:
         """P@1 of the predicted token ids against the objects' (the reference's check), not of
         decoded words: " Paris" predicted for "Paris" (another token that decodes alike) misses."""

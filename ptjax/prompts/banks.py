@@ -27,12 +27,18 @@ LAMA trains one P-tuning prompt per relation this way; batched sweep variants ca
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import traverse_util
 
 from ptjax.errors import InputError
 from ptjax.prompts.encoders import Initializer, PromptEncoder
@@ -137,3 +143,98 @@ class BankTraining:
 
     def wrap(self, inner: optax.GradientTransformation, clip_norm: float) -> optax.GradientTransformationExtraArgs:
         return per_entry(inner, clip_norm=clip_norm)
+
+    def selection(self, metric_names, *, mode: str, patience: int, folder: Path) -> BankSelection | None:
+        """Each entry's best evaluation and early stopping (BankSelection), when the task names one
+        metric per entry (metric_names in bank order, e.g. LAMA's p_at_1/<relation>); else None."""
+        names = tuple(metric_names or ())
+        if not names:
+            return None
+        if len(names) != self.num_entries:
+            raise ValueError(f"{len(names)} per-entry metrics for a bank of {self.num_entries}")
+        return BankSelection(self, names, mode=mode, patience=patience, folder=Path(folder))
+
+
+class BankSelection:
+    """The best step of each bank entry, as its own run would pick it: after every evaluation,
+    `observe` keeps a copy of an entry's parameters when its own metric improves, and stops watching
+    it after `patience` evaluations without improvement (0: never). The run may stop once every entry
+    has stopped; `select(params)` puts each entry's best parameters in place for the export (entries
+    never evaluated keep the given ones). Training goes on for stopped entries (the batches stay
+    the same), but what they learn after stopping is never selected: the export is what separate
+    runs with early stopping would export. State (values, steps, the copies) is kept in `folder`
+    (written atomically after each evaluation), so a resumed run continues it."""
+
+    def __init__(self, bank: BankTraining, metric_names: tuple[str, ...], *, mode: str, patience: int,
+                 folder: Path):
+        self.bank, self.names, self.mode, self.patience, self.folder = bank, metric_names, mode, patience, folder
+        count = len(metric_names)
+        self.state = {"best_value": [None] * count, "best_step": [None] * count, "evals_since_best": [0] * count,
+                      "stopped": [False] * count, "last_step": -1}
+        self.best: dict[str, np.ndarray] = {}  # "/"-joined bank leaf path -> [entries, ...] copies
+        if (folder / "state.json").is_file():
+            self.state = json.loads((folder / "state.json").read_text())
+            with np.load(folder / "best.npz") as saved:
+                self.best = {key: saved[key] for key in saved.files}
+
+    @property
+    def all_stopped(self) -> bool:
+        return self.patience > 0 and all(self.state["stopped"])
+
+    def _bank_leaves(self, params: dict) -> dict[str, Any]:
+        flat = traverse_util.flatten_dict(params)
+        return {"/".join(path): leaf for path, leaf in flat.items() if self.bank.is_bank_leaf(path)}
+
+    def observe(self, step: int, metrics: dict[str, float], params: dict, *, write: bool = True) -> None:
+        """metrics: the selecting split's metrics; params: the trainable tree at `step`."""
+        state = self.state
+        if step <= state["last_step"]:  # re-evaluated after a resume: already counted
+            return
+        improved = []
+        for entry, name in enumerate(self.names):
+            if state["stopped"][entry] or name not in metrics:
+                continue
+            value, best = float(metrics[name]), state["best_value"][entry]
+            if best is None or (value > best if self.mode == "max" else value < best):
+                state["best_value"][entry], state["best_step"][entry] = value, step
+                state["evals_since_best"][entry] = 0
+                improved.append(entry)
+            else:
+                state["evals_since_best"][entry] += 1
+                state["stopped"][entry] = bool(self.patience) and state["evals_since_best"][entry] >= self.patience
+        if improved:
+            current = jax.device_get(self._bank_leaves(params))
+            for key, leaf in current.items():
+                kept = self.best.setdefault(key, np.array(leaf, np.float32, copy=True))
+                kept[improved] = np.asarray(leaf)[improved]
+        state["last_step"] = step
+        if write:
+            self._write()
+
+    def _write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = self.folder / "best.tmp.npz"
+        with open(arrays, "wb") as handle:
+            np.savez(handle, **self.best)
+        os.replace(arrays, self.folder / "best.npz")  # the arrays first: state.json never runs ahead
+        text = self.folder / "state.tmp.json"
+        text.write_text(json.dumps(self.state))
+        os.replace(text, self.folder / "state.json")
+
+    def select(self, params: dict) -> dict:
+        """params with each evaluated entry's best parameters (the others as given)."""
+        chosen = [entry for entry, step in enumerate(self.state["best_step"]) if step is not None]
+        if not chosen or not self.best:
+            return params
+        flat = traverse_util.flatten_dict(params)
+        for path, leaf in flat.items():
+            key = "/".join(path)
+            if key in self.best:
+                flat[path] = jnp.asarray(leaf).at[np.asarray(chosen)].set(self.best[key][chosen])
+        return traverse_util.unflatten_dict(flat)
+
+    def describe(self) -> dict:
+        """{metric name: {"best_step", "value", "stopped"}} for results.json."""
+        state = self.state
+        return {name: {"best_step": state["best_step"][i], "value": state["best_value"][i],
+                       "stopped": state["stopped"][i]} for i, name in enumerate(self.names)}
