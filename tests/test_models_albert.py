@@ -149,3 +149,20 @@ def test_larger_albert_with_pooler(tmp_path):
         ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     assert _masked_max_diff(out.last_hidden_state, ref.last_hidden_state, mask) <= 1e-4
     np.testing.assert_allclose(out.pooled, ref.pooler_output.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["lester", "ptuning_v2"])
+def test_method_trains_through_prompt_model(tiny, method):
+    """Lester's soft prompt has the narrow embedding width, the head reads the hidden width. (The
+    tiny random ALBERT's mean hidden states hardly differ between the two sentences, so a few
+    steps need not lower the loss: the check is that the prompt trains.)"""
+    import prompt_method_steps
+
+    _, backbone, _ = tiny
+    before, after, initial, trained = prompt_method_steps.eval_loss_before_and_after(backbone, method)
+    assert np.isfinite(after) and after != before
+    for old, new in zip(jax.tree.leaves(initial["prompt"]), jax.tree.leaves(trained["prompt"])):
+        assert float(jnp.abs(new - old).max()) > 1e-4
+    if method == "lester":
+        assert trained["prompt"]["soft"]["embedding"].shape[-1] == backbone.config.embedding_size
+    assert trained["head"]["kernel"].shape[1] == backbone.config.hidden_size

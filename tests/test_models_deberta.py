@@ -234,3 +234,12 @@ def test_larger_unshared_v2(tmp_path, embedding_size, legacy):
         assert _masked_max_diff(out.hidden_states[layer], expected, mask) <= 1e-4, layer
     assert _masked_max_diff(out.logits, ref.logits, mask) <= 1e-4
 
+
+
+@pytest.mark.parametrize("method", ["lester", "ptuning_v2"])
+def test_method_trains_through_prompt_model(tiny_model_dir, method):
+    import prompt_method_steps
+
+    backbone = load_backbone(tiny_model_dir("deberta_v2"))
+    before, after, _, _ = prompt_method_steps.eval_loss_before_and_after(backbone, method)
+    assert after < before - 1e-3, (before, after)

@@ -96,7 +96,9 @@ class PromptModel:
 
     @property
     def hidden_size(self) -> int:
-        return embedding_width(self.backbone)
+        """Width of the hidden states heads read: the embedding width but where embeddings are
+        factorized and projected up (ALBERT)."""
+        return getattr(self.backbone.config, "hidden_size", None) or embedding_width(self.backbone)
 
     def abstract_params(self) -> tuple[dict, dict]:
         axes = {}
@@ -172,7 +174,7 @@ class PromptModel:
         if self.shift_positions and "prefix" in kwargs:
             kwargs["position_ids"] = shifted_position_ids(self.backbone, batch["attention_mask"],
                                                           kwargs["prefix"].length)
-        if "token_type_ids" in batch and self.backbone.family.name == "bert":
+        if "token_type_ids" in batch and self.backbone.family.name in ("bert", "albert"):
             kwargs["token_type_ids"] = batch["token_type_ids"]
         if self.backbone.kind == "seq2seq":
             kwargs["decoder_input_ids"] = batch["decoder_input_ids"]
