@@ -101,7 +101,7 @@ class PtjaxSide:
                  backbone=None, dtype: str = "float32", remat_policy: str = "none", attention_impl: str = ""):
         """backbone: use this one (weights set) instead of opening model_name; dtype: of the
         frozen weights and activations ("float32" or "bfloat16")."""
-        from configs import base
+        from ptjax.configs import base
         from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
         from ptjax.experiment import open_configured_backbone
         from ptjax.train.engine import Engine
