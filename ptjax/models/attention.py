@@ -25,7 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ptjax.models.layers import dropout_mask
+from ptjax.models.layers import dropout_mask, einsum
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -170,10 +170,18 @@ def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: s
 # The kernel: q [b, kv, rows, d], k and v [b, kv, keys, d]; mask (bool), bias (float32) and keep
 # (bool dropout mask or None) broadcast to [b, kv, rows, keys]; kept probabilities are scaled by
 # keep_scale = 1 / keep probability.
+#
+# Products take q, k, v (and the cotangent dO) in their dtype, the compute dtype, and accumulate
+# in float32 (ptjax.models.layers.einsum); scores, probabilities and their gradients stay float32.
+# dV and dK contract the query axis, the second-to-last of both operands: XLA:CPU gives that
+# layout no bf16 kernel (it goes to its generic dot, 3-4x slower in bf16 than in float32 at
+# MiniLM's shapes; BENCHMARKS.md, "bf16 compute"), and transposing an operand first was slower
+# still, so those two run in float32. Their large operands (probabilities, score gradients) are
+# float32 already; only dO and q are widened.
 
 
 def _probabilities(q, k, mask, bias, scale):
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=_F32) * scale
+    scores = einsum("bhqd,bhkd->bhqk", q, k, q.dtype) * scale
     if bias is not None:
         scores = scores + bias
     scores = jnp.where(mask, scores, jnp.finfo(_F32).min)
@@ -185,7 +193,7 @@ def _dropped(x, keep, keep_scale):
 
 
 def _weigh_values(probs, keep, keep_scale, v):
-    return jnp.einsum("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale).astype(v.dtype), v)
+    return einsum("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, v.dtype).astype(v.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
@@ -202,14 +210,14 @@ def _attention_forward(q, k, v, mask, bias, keep, scale, keep_scale):
 def _attention_backward(scale, keep_scale, residuals, d_out):
     q, k, v, bias, keep, probs, out = residuals
     dropped = _dropped(probs, keep, keep_scale)
-    d_v = jnp.einsum("bhqk,bhqd->bhdk", dropped.astype(d_out.dtype), d_out)
-    d_probs = _dropped(jnp.einsum("bhqd,bhkd->bhqk", d_out, v, preferred_element_type=_F32), keep, keep_scale)
+    d_v = einsum("bhqk,bhqd->bhdk", dropped, d_out, _F32).astype(v.dtype)
+    d_probs = _dropped(einsum("bhqd,bhkd->bhqk", d_out, v, v.dtype), keep, keep_scale)
     # sum_k P'[q, k] dP'[q, k] = dO[q] . O[q]: the softmax Jacobian's row term without a
     # reduction over keys (P' = dropped probabilities).
     row = jnp.sum(d_out.astype(_F32) * out.astype(_F32), axis=-1, keepdims=True)
     d_scores = probs * (d_probs - row)
-    d_q = jnp.einsum("bhqk,bhkd->bhqd", (d_scores * scale).astype(q.dtype), k)
-    d_k = jnp.einsum("bhqk,bhqd->bhdk", (d_scores * scale).astype(q.dtype), q)
+    d_q = einsum("bhqk,bhkd->bhqd", d_scores * scale, k, q.dtype).astype(q.dtype)
+    d_k = einsum("bhqk,bhqd->bhdk", d_scores * scale, q, _F32).astype(k.dtype)
     d_bias = None
     if bias is not None:
         summed = tuple(i for i, (b, s) in enumerate(zip(bias.shape, d_scores.shape)) if b == 1 and s != 1)

@@ -9,6 +9,7 @@ Activations use: batch, length, embed, heads, kv, mlp, vocab.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -117,6 +118,49 @@ class BackboneOutput:
 
 
 # --------------------------------------------------------------------------------------------
+# Products in the compute dtype.
+
+
+def einsum(spec: str, a: Array, b: Array, dtype: Dtype) -> Array:
+    """jnp.einsum(spec, a, b) with both operands cast to `dtype` and float32 accumulation.
+
+    Returns float32; callers cast to their activation dtype where the next op wants it. With a
+    bf16 `dtype`, the backward products also take bf16 operands (the float32 cotangent rounded to
+    bf16, as torch.autocast does) and accumulate in float32. Left to autodiff, the transpose of a
+    bf16 x bf16 -> float32 product multiplies the float32 cotangent by the bf16 operand, which
+    XLA runs as a float32 product (the bf16 weight converted on every step): on CPUs with bf16
+    dot instructions that is the slow path (XLA:CPU runs bf16 x bf16 -> float32 1.4-5x faster
+    than float32, bf16 x bf16 -> bf16 no faster; BENCHMARKS.md, "bf16 compute"). spec: two
+    operands, no index repeated within an operand, every input index in the output or the
+    other operand (the products of a network: dense layers, attention, the LM head).
+    """
+    if jnp.dtype(dtype) == jnp.float32:
+        return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
+    return _einsum_f32_accumulate(spec, a.astype(dtype), b.astype(dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _einsum_f32_accumulate(spec: str, a: Array, b: Array) -> Array:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _einsum_forward(spec, a, b):
+    return _einsum_f32_accumulate(spec, a, b), (a, b)
+
+
+def _einsum_backward(spec, residuals, d_out):
+    a, b = residuals
+    (a_axes, b_axes), out_axes = spec.replace(" ", "").split("->")[0].split(","), spec.split("->")[1].strip()
+    d_out = d_out.astype(a.dtype)
+    d_a = jnp.einsum(f"{out_axes},{b_axes}->{a_axes}", d_out, b, preferred_element_type=jnp.float32)
+    d_b = jnp.einsum(f"{out_axes},{a_axes}->{b_axes}", d_out, a, preferred_element_type=jnp.float32)
+    return d_a.astype(a.dtype), d_b.astype(b.dtype)  # XLA drops d_b for frozen weights (unused)
+
+
+_einsum_f32_accumulate.defvjp(_einsum_forward, _einsum_backward)
+
+
+# --------------------------------------------------------------------------------------------
 # Parameterized layers.
 
 
@@ -125,6 +169,8 @@ class Dense(nn.Module):
 
     kernel: [*x.shape[-len(in_axes):], *features] with logical names in_axes + out_axes.
     bias: [*features] with logical names out_axes.
+    dtype: the compute dtype of the product (float32 accumulation, `einsum`) and of the result;
+    out_dtype: the result's dtype when it differs (float32 logits).
     """
 
     features: int | Sequence[int]
@@ -134,6 +180,7 @@ class Dense(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     kernel_init: Callable = default_kernel_init
+    out_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -145,19 +192,18 @@ class Dense(nn.Module):
             tuple(x.shape[-n_in:]) + features,
             self.param_dtype,
         )
-        x = x.astype(self.dtype)
-        y = jax.lax.dot_general(
-            x,
-            kernel.astype(self.dtype),
-            ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())),
-        )
+        letters = iter("abcdefghijklmnopqrstuvwxyz")
+        batch = "".join(next(letters) for _ in range(x.ndim - n_in))
+        contracted = "".join(next(letters) for _ in range(n_in))
+        out = "".join(next(letters) for _ in features)
+        y = einsum(f"{batch}{contracted},{contracted}{out}->{batch}{out}", x, kernel, self.dtype)
         if self.use_bias:
             bias = self.param(
                 "bias", nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.out_axes)),
                 features, self.param_dtype,
             )
-            y = y + bias.astype(self.dtype)
-        return y
+            y = y + bias.astype(jnp.float32)
+        return y.astype(self.out_dtype or self.dtype)
 
 
 class LayerNorm(nn.Module):
@@ -224,9 +270,8 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
     def attend(self, x: Array) -> Array:
-        """x: [..., embed] -> [..., num_embeddings], float32 accumulation."""
-        return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+        """x: [..., embed] -> [..., num_embeddings] float32 (operands in the compute dtype)."""
+        return einsum("...d,vd->...v", x, self.embedding, self.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -168,7 +168,8 @@ class LlamaModel(nn.Module):
         self.embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt)
         self.final_norm = RMSNorm(cfg.rms_norm_eps, dtype=dt)
         if not cfg.tie_word_embeddings:
-            self.lm_head = Dense(cfg.vocab_size, ("embed",), ("vocab",), use_bias=False, dtype=dt)
+            self.lm_head = Dense(cfg.vocab_size, ("embed",), ("vocab",), use_bias=False, dtype=dt,
+                                 out_dtype=jnp.float32)
 
     def embed_tokens(self, input_ids):
         """[batch, length] -> [batch, length, embed]: what inputs_embeds replaces."""
@@ -178,7 +179,7 @@ class LlamaModel(nn.Module):
         """Final-norm hidden states [..., embed] -> float32 logits [..., vocab]."""
         if self.config.tie_word_embeddings:
             return self.embed.attend(hidden)
-        return self.lm_head(hidden).astype(jnp.float32)
+        return self.lm_head(hidden)
 
     @nn.compact
     def __call__(

@@ -1,0 +1,137 @@
+"""bf16 compute (model.compute_dtype=bfloat16) against float32 on every backbone family: outputs
+and the gradients prompt tuning uses (input embeddings, deep-prompt keys and values); the
+products of the compiled step take bf16 operands and accumulate in float32."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ptjax.methods.methods import prefix_dims
+from ptjax.models.attention import dot_product_attention, make_attention_mask
+from ptjax.models.layers import PrefixKV
+from ptjax.models.loading import load_backbone
+from ptjax.models.t5 import shift_right
+
+FAMILIES = ["bert", "gpt2", "llama", "t5"]
+
+# Tolerances, from measured error. bf16 keeps 8 significant bits: rounding an O(1) value once
+# gives a relative error of at most u = 2^-9 (RMS about u / sqrt(3) = 0.0011). A 2-layer tiny
+# backbone rounds each activation some 10-20 times in sequence (weights, every product's result,
+# every norm and activation output); independent roundings add in quadrature, so the relative
+# RMS error of its outputs should sit near sqrt(20) * 0.0011 = 0.005. Measured over three seeds
+# (random weights and inputs): outputs 0.004-0.009 for every family; gradients 0.003-0.010 for
+# BERT, GPT-2 and Llama, 0.015-0.043 for T5, whose input gradient crosses both stacks and the
+# cross-attention and whose attention scores are not scaled by head_dim^-0.5 (the rounding of q
+# and k reaches the softmax unscaled). Each bound is twice the largest measured value.
+OUTPUT_TOLERANCE = 0.02
+GRADIENT_TOLERANCE = {"bert": 0.02, "gpt2": 0.02, "llama": 0.02, "t5": 0.09}
+
+
+def _relative_error(ours, reference) -> float:
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def pair(request, tiny_model_dir):
+    """(family, float32 backbone, bf16 backbone: bf16 weights and bf16 compute)."""
+    path = tiny_model_dir(request.param)
+    f32 = load_backbone(path)
+    bf16 = load_backbone(path, dtype=jnp.bfloat16, compute_dtype=jnp.bfloat16)
+    return request.param, f32, bf16
+
+
+def _inputs(backbone, seed=0):
+    """Input embeddings [2, 9, embed] (the second row padded after 6), deep-prompt keys and values
+    [layers, 1, 3, kv_heads, head_dim] (float32, as trainable prompts are), a loss weight."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, backbone.hf_config.vocab_size, (2, 9)).astype(np.int32)
+    mask = (np.arange(9)[None] < np.array([[9], [6]])).astype(np.int32)
+    embeds = backbone.module.apply({"params": backbone.params}, ids, method="embed_tokens")
+    layers, kv_heads, head_dim, _ = prefix_dims(backbone)
+    keys, values = (jnp.asarray(rng.normal(size=(layers, 1, 3, kv_heads, head_dim)), jnp.float32) for _ in "kv")
+    decoder_ids = np.asarray(shift_right(rng.integers(3, 50, (2, 5)), 0, 0)) if backbone.kind == "seq2seq" else None
+    return mask, embeds.astype(jnp.float32), keys, values, decoder_ids
+
+
+def _loss_fn(backbone, mask, decoder_ids):
+    """(embeds, keys, values) -> (loss, outputs): a cross-entropy over the logits where the model
+    has an LM head, else a fixed projection of the last hidden states; outputs in float32."""
+    def loss(params, embeds, keys, values):
+        kwargs = {"attention_mask": mask, "inputs_embeds": embeds, "prefix": PrefixKV(keys, values)}
+        if decoder_ids is not None:
+            kwargs["decoder_input_ids"] = decoder_ids
+        out = backbone.module.apply({"params": params}, **kwargs)
+        hidden = out.last_hidden_state.astype(jnp.float32)
+        if out.logits is not None:
+            targets = jnp.arange(out.logits.shape[1]) % out.logits.shape[-1]
+            value = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out.logits), targets[None, :, None], -1))
+            return value, (hidden, out.logits)
+        weight = jnp.cos(jnp.arange(hidden.shape[-1], dtype=jnp.float32))
+        return jnp.mean(hidden * weight), (hidden, hidden)
+    return jax.jit(jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)), loss
+
+
+def test_outputs_and_prompt_gradients_stay_close_to_float32(pair):
+    family, f32, bf16 = pair
+    mask, embeds, keys, values, decoder_ids = _inputs(f32)
+    (_, (hidden_ref, logits_ref)), grads_ref = _loss_fn(f32, mask, decoder_ids)[0](f32.params, embeds, keys, values)
+    (_, (hidden, logits)), grads = _loss_fn(bf16, mask, decoder_ids)[0](bf16.params, embeds, keys, values)
+    assert logits.dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in grads)  # prompts stay float32
+    real = mask[..., None] if decoder_ids is None else 1  # padded positions' outputs are unused
+    assert _relative_error(hidden * real, hidden_ref * real) < OUTPUT_TOLERANCE
+    assert _relative_error(logits * real, logits_ref * real) < OUTPUT_TOLERANCE
+    for name, ours, reference in zip(("embeds", "prefix keys", "prefix values"), grads, grads_ref):
+        assert _relative_error(ours, reference) < GRADIENT_TOLERANCE[family], (family, name)
+
+
+# StableHLO: `stablehlo.dot_general %a, %b, batching_dims = [0, 1] x [0, 1], contracting_dims =
+# [2] x [2], ... : (tensor<2x4x9x8xbf16>, tensor<...>) -> tensor<...xf32>`.
+_DOT = re.compile(r"stablehlo\.dot_general .*?contracting_dims = (\[[\d, ]*\] x \[[\d, ]*\]).*"
+                  r": \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\) -> tensor<[^>]*x(\w+)>")
+
+
+def test_every_product_of_the_train_step_takes_bf16(pair):
+    """Forward and backward: every product is bf16 x bf16 -> float32, except the attention
+    kernel's dK and dV (contracting the query axis of both operands, run in float32 on purpose:
+    ptjax/models/attention.py) and the float32 cotangent entering no product."""
+    family, _, bf16 = pair
+    mask, embeds, keys, values, decoder_ids = _inputs(bf16)
+    step = _loss_fn(bf16, mask, decoder_ids)[0]
+    text = step.lower(bf16.params, embeds, keys, values).as_text()
+    dots = _DOT.findall(text)
+    assert dots, "no products found: the StableHLO format changed"
+    for contracting, lhs, rhs, out in dots:
+        if (lhs, rhs) == ("f32", "f32") and re.fullmatch(r"\[2\] x \[2\]", contracting):
+            continue  # dK / dV
+        assert (lhs, rhs, out) == ("bf16", "bf16", "f32"), (family, contracting, lhs, rhs, out)
+
+
+def test_attention_kernel_bf16_backward_matches_float32():
+    """The hand-written backward pass in bf16: gradients of q, k, v and of deep-prompt keys and
+    values against the float32 kernel, with grouped-query heads, padding and a causal mask."""
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(2, 11, 4, 16)).astype(np.float32)
+    k, v = (rng.normal(size=(2, 11, 2, 16)).astype(np.float32) for _ in "kv")
+    prefix_k, prefix_v = (rng.normal(size=(1, 3, 2, 16)).astype(np.float32) for _ in "kv")
+    d_out = rng.normal(size=(2, 11, 4, 16)).astype(np.float32)
+    padding = np.arange(11)[None] < np.array([[11], [7]])
+    mask = make_attention_mask(padding, query_length=11, key_length=11, causal=True)
+    mask = jnp.concatenate([jnp.ones((2, 1, 11, 3), bool), mask], -1)
+
+    def grads(dtype):
+        def attention(*args):
+            q, k, v, pk, pv = (x.astype(dtype) for x in args)
+            out = dot_product_attention(q, k, v, mask, prefix_key=pk, prefix_value=pv)
+            return jnp.sum(out.astype(jnp.float32) * d_out)
+        return jax.jit(jax.value_and_grad(attention, argnums=(0, 1, 2, 3, 4)))(q, k, v, prefix_k, prefix_v)
+
+    (value, ours), (value_ref, reference) = grads(jnp.bfloat16), grads(jnp.float32)
+    # One attention rounds q, k, v, the probabilities and the output: relative errors measured
+    # 0.003-0.0055 (gradients) and 0.004-0.007 (the value) over three seeds; twice the largest.
+    assert abs(float(value) - float(value_ref)) < 0.014 * abs(float(value_ref))
+    for name, a, b in zip(("q", "k", "v", "prefix k", "prefix v"), ours, reference):
+        assert _relative_error(a, b) < 0.011, name
