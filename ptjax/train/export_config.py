@@ -89,8 +89,8 @@ def config_for_export(config: ml_collections.ConfigDict, restore: str, *,
             if not _same(value, recorded.get(key)):
                 raise InputError(
                     f"config.{key}={value!r} contradicts the export {path}, trained with {key}="
-                    f"{recorded.get(key)!r}; an export is evaluated with its own backbone, task, method, prompt "
-                    f"and head settings: leave config.{key} out")
+                    f"{recorded.get(key)!r}; an export is evaluated with its own backbone, task, method, "
+                    f"prompt and head settings: leave config.{key} out")
             continue
         _assign(rebuilt, key, value)
     return rebuilt

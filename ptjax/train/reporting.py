@@ -106,7 +106,8 @@ class Reporter:
             return
         self._readout = Readout()
         if not sys.stderr.isatty():
-            self._lines = {"step": initial, "total": total, "printed_at": time.monotonic(), "printed_step": initial}
+            self._lines = {"step": initial, "total": total, "printed_at": time.monotonic(),
+                           "printed_step": initial}
             return
         from tqdm import tqdm
 
