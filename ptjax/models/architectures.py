@@ -49,6 +49,20 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "meta-llama/Llama-2-13b-hf": ("llama", _LLAMA2_13B),
 }
 ARCHITECTURES["t5-11b"] = ARCHITECTURES["google-t5/t5-11b"]
+# DeBERTa-v2 XXLarge, 1.5B (P-tuning v2's backbone for NER, QA and SRL): log-bucketed relative
+# positions, keys shared with the relative table, a convolution after the first layer.
+ARCHITECTURES["microsoft/deberta-v2-xxlarge"] = ("deberta-v2", {
+    "vocab_size": 128100, "hidden_size": 1536, "num_hidden_layers": 48, "num_attention_heads": 24,
+    "attention_head_size": 64, "intermediate_size": 6144, "max_position_embeddings": 512, "type_vocab_size": 0,
+    "relative_attention": True, "pos_att_type": "p2c|c2p", "position_buckets": 256, "max_relative_positions": -1,
+    "share_att_key": True, "norm_rel_ebd": "layer_norm", "conv_kernel_size": 3, "conv_act": "gelu",
+    "position_biased_input": False, "layer_norm_eps": 1e-7, "hidden_act": "gelu"})
+# ALBERT XXLarge v2, 223M parameters in one layer applied 12 times (P-tuning's SuperGLUE backbone).
+ARCHITECTURES["albert/albert-xxlarge-v2"] = ("albert", {
+    "vocab_size": 30000, "embedding_size": 128, "hidden_size": 4096, "num_hidden_layers": 12,
+    "num_attention_heads": 64, "intermediate_size": 16384, "max_position_embeddings": 512, "type_vocab_size": 2,
+    "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+ARCHITECTURES["albert-xxlarge-v2"] = ARCHITECTURES["albert/albert-xxlarge-v2"]
 
 
 def implied_tensor_names(hf_config: Any) -> frozenset[str]:
@@ -75,6 +89,10 @@ def implied_tensor_names(hf_config: Any) -> frozenset[str]:
         # The MLM head under BERT's name and under RoBERTa's: either family finds its own.
         names.update({"pooler.dense.weight", "cls.predictions.transform.dense.weight",
                       "lm_head.dense.weight"})
+    if hf_config.model_type in ("deberta", "deberta-v2"):  # Microsoft's checkpoints: MLM head, no pooler
+        names.add("lm_predictions.lm_head.dense.weight")
+    if hf_config.model_type == "albert":  # the published checkpoints hold the pooler and the MLM head
+        names.update({"pooler.weight", "predictions.dense.weight"})
     return frozenset(names)
 
 
@@ -126,9 +144,29 @@ def standin_tokenizer(name: str, kind: str, vocab_size: int):
         special["pad_token"] = "<pad>"
     tokenizer.add_special_tokens(special)
     if len(tokenizer) > vocab_size:
+        tokenizer = _first_entries(tokenizer, vocab_size) or tokenizer
+    if len(tokenizer) > vocab_size:
         raise InputError(f"stand-in tokenizer {name!r} has {len(tokenizer)} tokens, more than the "
                          f"architecture's vocabulary of {vocab_size}; name a smaller one")
     return tokenizer
+
+
+def _first_entries(tokenizer, size: int):
+    """A WordPiece stand-in cut to its ids below `size` (ALBERT's 30000 against MiniLM's 30522):
+    the pieces cut off become [UNK], which changes a plan's token counts by little. None for
+    other tokenizer kinds, or when a special token would be cut."""
+    import json
+
+    import transformers
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    if state["model"]["type"] != "WordPiece" or any(i >= size for i in tokenizer.all_special_ids):
+        return None
+    state["model"]["vocab"] = {token: i for token, i in state["model"]["vocab"].items() if i < size}
+    state["added_tokens"] = [token for token in state["added_tokens"] if token["id"] < size]
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)),
+                                                **tokenizer.special_tokens_map)
 
 
 def open_architecture(name: str, *, dtype=jnp.float32, compute_dtype=None, scan_layers: bool = True,
