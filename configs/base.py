@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Root of the data sets; tasks read their files below it. Also set by $PTJAX_DATA_DIR.
     config.data_dir = default_data_dir()
     # Prompt-only export to load in mode "eval" (a DIR/export folder, or a workdir holding one).
+    # The export's recorded model.name, task, method, prompt and head settings are used; setting
+    # one of them to something else is an error (ptjax/train/export_config.py).
     config.restore = ""
     # Persistent compilation cache (ptjax/train/compilation_cache.py): "auto" (on GPU and TPU in
     # $PTJAX_COMPILATION_CACHE or ~/.cache/ptjax/xla, off on CPU), "" (off) or a folder.
@@ -269,7 +271,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.logging = logging = ml_collections.ConfigDict()
     # TensorBoard event files under DIR/tensorboard.
     logging.tensorboard = True
-    # A progress bar with the loss and examples/s on stderr.
+    # Progress on stderr: a bar with the loss and examples/s (means of the last 5 log steps), or
+    # a line every 30 s when stderr is not a terminal (ptjax/train/reporting.py).
     logging.progress = True
 
     config.plan = plan = ml_collections.ConfigDict()
@@ -303,6 +306,10 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.grid = ()
     # Seeds (config.seed of each run); empty: config.seed alone.
     sweep.seeds = ()
+    # Also report over the variants (results.md "Over variants"): mean ± std of each variant's
+    # mean over seeds, the best variant, and the one the first eval split picks; PET's
+    # multi-pattern protocol when the variants are manual patterns (formulations.patterns.pattern_variants).
+    sweep.over_variants = False
 
     config.lock()
     config.task.options.unlock()
