@@ -90,6 +90,28 @@ def test_tagging_scores_give_each_word_its_tag_probability(tiny_model_dir):
     assert scores == [{"tag_probability": pytest.approx([float(probability[p]) for p in first])}]
 
 
+def test_qa_scores_give_the_best_span_and_its_null_score_difference(tiny_model_dir):
+    from ptjax.formulations.qa import ExtractiveQA
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir("bert"))
+    context = "The largest planet is Jupiter . Saturn has rings ."
+    examples = [Example(qid, {"question": "Which planet?", "context": context}, ("Jupiter",),
+                        {"answers": (("Jupiter", 22),), "is_impossible": False}) for qid in ("a", "b")]
+    qa = ExtractiveQA("{question} [SEP] {context}", Renderer(tokenizer, "encoder", 48), allow_no_answer=True)
+    features = qa.featurize(examples)
+    predictions = []
+    for feature in features:
+        start, end = np.full(len(feature["input_ids"]), -1.0), np.full(len(feature["input_ids"]), -1.0)
+        start[0] = end[0] = 2.0  # null score 4.0
+        start[feature["start_position"]], end[feature["end_position"]] = 3.0, 2.0  # Jupiter: 5.0
+        if feature["example"] == 1:
+            start[0] = end[0] = 3.0  # null score 6.0 beats it
+        predictions.append({"start_logits": start, "end_logits": end})
+    assert qa.decode(examples, features, predictions) == ["Jupiter", ""]
+    assert qa.scores(examples, features, predictions) == [{"best_span": "Jupiter", "null_score_diff": -1.0},
+                                                          {"best_span": "Jupiter", "null_score_diff": 1.0}]
+
+
 # ------------------------------------------------------------------------ through the engine
 
 
