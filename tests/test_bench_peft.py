@@ -22,11 +22,13 @@ def json_lines(text: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,case", [("bert", "minilm_ptuning_v2"), ("llama", "smollm2_lester")])
-def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
+@pytest.mark.parametrize("family,case,dtype", [("bert", "minilm_ptuning_v2", "float32"),
+                                               ("llama", "smollm2_lester", "float32"),
+                                               ("bert", "minilm_lester", "bfloat16")])
+def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case, dtype):
     assert bench_peft.main(["--cases", case, "--model", str(tiny_model_dir(family)), "--batch", "8",
                             "--length", "12", "--rounds", "2", "--steps", "1", "--warmup", "1",
-                            "--peak-size", "128"]) == 0
+                            "--peak-size", "128", "--dtype", dtype]) == 0
     result, peak = json_lines(capsys.readouterr().out)
     assert result["case"] == case and result["batch"] == 8 and len(result["ptjax_rounds"]) == 2
     # Both sides train exactly the same parameters (prompt, plus the linear head for MiniLM cases).
@@ -36,6 +38,10 @@ def test_bench_peft_reports_both_sides(tiny_model_dir, capsys, family, case):
         assert result[key] > 0, key
     assert peak["matmul_peak"]["peak_flops_per_s"] > 0
     assert peak["mfu_vs_run_peak"][case] == pytest.approx(result["ptjax_mfu"])  # one case: the same peak
+    assert result["dtype"] == dtype
+    if dtype == "bfloat16":  # MFU against both peaks
+        assert result["matmul_peak_float32"]["peak_flops_per_s"] > 0
+        assert result["ptjax_mfu_vs_float32_peak"] > 0 and result["peft_mfu_vs_float32_peak"] > 0
 
 
 @pytest.mark.slow

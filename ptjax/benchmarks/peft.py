@@ -3,6 +3,7 @@ with the hardware's float32 matmul peak measured in the same run.
 
     python -m ptjax.benchmarks.peft [--cases minilm_ptuning_v2,minilm_lester,smollm2_lester]
         [--threads 2] [--rounds 5] [--steps 5] [--warmup 3] [--model DIR --batch N --length N]
+        [--dtype float32|bfloat16]
 
 Cases (backbone, method, prompt, batch x text tokens; both sides train the same parameters):
   minilm_ptuning_v2  all-MiniLM-L6-v2, deep prefix of 16 at every layer + linear head on the
@@ -13,7 +14,11 @@ Cases (backbone, method, prompt, batch x text tokens; both sides train the same 
                      (PEFT PromptTuningConfig, CAUSAL_LM with logits_to_keep=1, the same loss),
                      batch 8 x 128
 Every step is a full training step: forward, backward to the prompt (and head), global-norm
-clipping at 1.0 and AdamW (lr 1e-3), float32, dropout as each library has it in training mode.
+clipping at 1.0 and AdamW (lr 1e-3), dropout as each library has it in training mode. Precision
+(--dtype): float32 on both sides, or bfloat16: ptjax with bf16 weights and bf16 compute
+(model.dtype=bfloat16: products take bf16 operands and accumulate in float32), PEFT under
+torch.autocast("cpu", dtype=torch.bfloat16); the prompt, losses and optimizer stay float32 on
+both.
 Inputs are random token ids with every position real (no padding); positions follow PEFT's
 placement on both sides (config.prompt.soft_prefix_first, config.prompt.deep.shift_positions).
 The sides are in ptjax/benchmarks/sides.py.
@@ -26,8 +31,10 @@ load changes on a shared machine hit both; a case reports per-side median exampl
 and the median of the per-round ratios. FLOPs per step are XLA's cost analysis of the compiled
 ptjax step (layers unrolled so every layer counts; multiply-add = 2 FLOPs; attention, backward
 and optimizer included); the same count is used for the PEFT side, which does the same math.
-MFU = FLOPs per step / step time / matmul peak, the peak being the best 4096 x 4096 float32
-matmul of JAX (in the ptjax process) and of torch (in the PEFT process), measured before and
+MFU = FLOPs per step / step time / matmul peak, the peak being the best 4096 x 4096 matmul in
+the run's precision (bf16: bf16 operands, float32 accumulation) of JAX (in the ptjax process)
+and of torch (in the PEFT process); with bf16, the MFU against the float32 peak is given too
+(`*_mfu_vs_float32_peak`, `matmul_peak_float32`). Peaks are measured before and
 again after each case's rounds (one measurement alone lands low when other jobs share the
 machine at that moment, which would flatter the MFU). The
 same ratio is also given in CPU time (process user + system seconds, all threads, per step and
@@ -79,21 +86,24 @@ def serve_side(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads or os.cpu_count())
-    peak = sides.matmul_peak("jax" if args.side == "ptjax" else "torch", args.peak_size) if args.peak_size else {}
+    library = "jax" if args.side == "ptjax" else "torch"
+    dtypes = ("float32",) if args.dtype == "float32" else (args.dtype, "float32")
+    measure = lambda: {d: sides.matmul_peak(library, args.peak_size, dtype=d) for d in dtypes}  # noqa: E731
+    peak = measure() if args.peak_size else {}
     hf_config, tokenizer = load_hf_config_and_tokenizer(resolve_checkpoint(model_name))
     inputs = sides.make_inputs(case, tokenizer, hf_config.vocab_size, max(args.steps, 1))
     start = time.perf_counter()
     if args.side == "ptjax":
         import jax
 
-        side = sides.PtjaxSide(case, model_name, inputs, args.scan_layers)
+        side = sides.PtjaxSide(case, model_name, inputs, args.scan_layers, dtype=args.dtype)
         ready = {"flops": side.flops, "trainable": side.counts["trainable"], "total": side.counts["total"],
                  "devices": jax.device_count(),
                  "versions": {"jax": jax.__version__, "device": jax.devices()[0].device_kind}}
     else:
         import peft
 
-        side = sides.PeftSide(case, model_name, inputs)
+        side = sides.PeftSide(case, model_name, inputs, autocast=args.dtype == "bfloat16")
         ready = {"trainable": side.trainable, "torch_threads": side.torch.get_num_threads(),
                  "versions": {"torch": side.torch.__version__, "peft": peft.__version__}}
     side.run(args.warmup)
@@ -101,7 +111,7 @@ def serve_side(args) -> int:
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["peak"]:
-            _emit({"peak": sides.matmul_peak("jax" if args.side == "ptjax" else "torch", args.peak_size)})
+            _emit({"peak": measure()})
             continue
         if words[:1] != ["run"]:
             break
@@ -122,7 +132,7 @@ class SideProcess:
     def __init__(self, side: str, name: str, args):
         command = [sys.executable, "-m", "ptjax.benchmarks.peft", "--side", side, "--cases", name,
                    "--warmup", str(args.warmup), "--steps", str(args.steps), "--peak-size", str(args.peak_size),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--dtype", args.dtype]
         for flag, value in (("--model", args.model), ("--batch", args.batch), ("--length", args.length)):
             if value:
                 command += [flag, str(value)]
@@ -181,14 +191,16 @@ def run_case(name: str, args) -> dict:
             theirs.close()
     finally:
         ours.close()
-    peak = _best_peak(ours.ready["peak"], theirs.ready["peak"], args.peak_size)
+    peaks = {d: _best_peak(ours.ready["peak"].get(d, {}), theirs.ready["peak"].get(d, {}), args.peak_size)
+             for d in ours.ready["peak"]}
+    peak = peaks.get(args.dtype, {})
     steps = args.steps
     rates = {side: [case.batch * steps / r[i]["wall"] for r in rounds] for i, side in enumerate(("ptjax", "peft"))}
     flops = ours.ready["flops"]
     result = {
         "case": name, "backbone": args.model or case.backbone, "method": case.method,
         "prompt_length": case.prompt_length, "batch": case.batch, "text_length": case.length,
-        "rounds": args.rounds, "steps_per_round": steps,
+        "rounds": args.rounds, "steps_per_round": steps, "dtype": args.dtype,
         "threads": {"torch": theirs.ready["torch_threads"], "cpus": os.cpu_count()},
         "trainable_params": {"ptjax": ours.ready["trainable"], "peft": theirs.ready["trainable"]},
         "total_params": ours.ready["total"], "ptjax_devices": ours.ready["devices"],
@@ -213,12 +225,18 @@ def run_case(name: str, args) -> dict:
                 # The same with CPU time (all threads) on both sides: less sensitive to other jobs.
                 cpu = result[f"{side}_cpu_s_per_step"]
                 result[f"{side}_mfu_cpu_time"] = flops / cpu / peak["peak_flops_per_cpu_s"] if cpu > 0 else None
+                if args.dtype != "float32" and peaks.get("float32"):
+                    result[f"{side}_mfu_vs_float32_peak"] = (result[f"{side}_flops_per_s"]
+                                                             / peaks["float32"]["peak_flops_per_s"])
+        if args.dtype != "float32":
+            result["matmul_peak_float32"] = peaks.get("float32", {})
     result["load_average"] = os.getloadavg()
     return result
 
 
 def _better(first: dict, second: dict) -> dict:
-    return {key: max(first[key], second[key]) for key in first}
+    """Per dtype, the better of two peak measurements."""
+    return {d: {key: max(first[d][key], second[d][key]) for key in first[d]} for d in first}
 
 
 def _best_peak(jax_peak: dict, torch_peak: dict, size: int) -> dict:
@@ -254,6 +272,9 @@ def parse(argv):
     parser.add_argument("--host-devices", type=int, default=1,
                         help="ptjax runs data parallel over this many CPU devices (XLA_FLAGS "
                              "--xla_force_host_platform_device_count; the batch must divide)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="bfloat16: ptjax computes in bf16 (float32 accumulation), PEFT runs "
+                             "under torch.autocast(\"cpu\", dtype=torch.bfloat16)")
     parser.add_argument("--side", choices=("ptjax", "peft"), help=argparse.SUPPRESS)  # a side's own process
     return parser.parse_args(argv)
 

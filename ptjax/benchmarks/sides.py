@@ -1,6 +1,6 @@
 """The two sides of `python -m ptjax.benchmarks.peft`: the ptjax train step and the same step in
 transformers + PEFT (PyTorch), built from one case (backbone, method, prompt, shapes) and fed the
-same inputs; the float32 matmul peak of each library. See ptjax/benchmarks/peft.py for the protocol.
+same inputs; the matmul peak of each library (float32, or bf16 with float32 accumulation). See ptjax/benchmarks/peft.py for the protocol.
 ptjax/benchmarks/scaling.py and ptjax/benchmarks/mfu.py time the ptjax side alone.
 """
 
@@ -37,19 +37,22 @@ LEARNING_RATE, CLIP_NORM = 1e-3, 1.0
 
 
 def matmul_peak(library: str, size: int = 4096, repeats: int = 5, dtype=jnp.float32) -> dict:
-    """The best size^3 matmul of `library` ("jax" on its default device, in `dtype`, or torch in
-    float32 on the CPU), in FLOP/s (2 size^3 FLOPs) per second of wall time and per second of
-    process CPU time (all threads)."""
+    """The best size^3 matmul of `library` ("jax" on its default device, or torch on the CPU) in
+    `dtype` (float32, or bfloat16 operands with float32 accumulation: the product bf16 compute
+    runs), in FLOP/s (2 size^3 FLOPs) per second of wall time and per second of process CPU time
+    (all threads)."""
     flops = 2.0 * size**3
+    bf16 = jnp.dtype(dtype) == jnp.bfloat16
     if library == "jax":
         a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32).astype(dtype)
         b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32).astype(dtype)
-        matmul = jax.jit(jnp.matmul)
+        matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
         run = lambda: matmul(a, b).block_until_ready()
     else:
         import torch
 
-        ta, tb = torch.randn(size, size), torch.randn(size, size)
+        # torch's bf16 matmul (what autocast runs) accumulates in float32 and rounds the result.
+        ta, tb = (torch.randn(size, size, dtype=torch.bfloat16 if bf16 else torch.float32) for _ in "ab")
         run = lambda: torch.matmul(ta, tb)
     run()
     runs = [timed(run) for _ in range(repeats)]
@@ -100,7 +103,7 @@ class PtjaxSide:
     def __init__(self, case: Case, model_name: str, inputs: list[dict], scan_layers: bool, *,
                  backbone=None, dtype: str = "float32", remat_policy: str = "none", attention_impl: str = ""):
         """backbone: use this one (weights set) instead of opening model_name; dtype: of the
-        frozen weights and activations ("float32" or "bfloat16")."""
+        frozen weights and of the compute (model.dtype; "float32" or "bfloat16")."""
         from ptjax.configs import base
         from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
         from ptjax.experiment import open_configured_backbone
@@ -202,16 +205,18 @@ class PtjaxSide:
 
 
 class PeftSide:
-    """transformers + PEFT in training mode, torch.optim.AdamW, clip_grad_norm_."""
+    """transformers + PEFT in training mode, torch.optim.AdamW, clip_grad_norm_. autocast: the
+    forward pass under torch.autocast("cpu", dtype=torch.bfloat16) (PEFT's best CPU setting;
+    weights, prompt and optimizer stay float32, autocast's products run in bf16)."""
 
-    def __init__(self, case: Case, model_name: str, inputs: list[dict]):
+    def __init__(self, case: Case, model_name: str, inputs: list[dict], autocast: bool = False):
         import torch
         import transformers
         from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
         from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
 
-        self.torch, self.case = torch, case
+        self.torch, self.case, self.autocast = torch, case, autocast
         files = resolve_checkpoint(model_name)
         hf_config, tokenizer = load_hf_config_and_tokenizer(files)
         self.causal = hf_config.model_type not in ("bert", "roberta")
@@ -250,7 +255,8 @@ class PeftSide:
         start = time.perf_counter()
         for _ in range(steps):
             ids, labels = self.batches[self.done % len(self.batches)]
-            loss = self._loss(ids, labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                loss = self._loss(ids, labels)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, CLIP_NORM)
             self.optimizer.step()
