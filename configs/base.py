@@ -306,6 +306,10 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.grid = ()
     # Seeds (config.seed of each run); empty: config.seed alone.
     sweep.seeds = ()
+    # Also report over the variants (results.md "Over variants"): mean ± std of each variant's
+    # mean over seeds, the best variant, and the one the first eval split picks; PET's
+    # multi-pattern protocol when the variants are manual patterns (formulations.patterns.pattern_variants).
+    sweep.over_variants = False
 
     config.lock()
     config.task.options.unlock()

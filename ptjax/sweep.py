@@ -291,7 +291,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Cal
             continue
         print(f"sweep {label}: {derived.mode} " + " ".join(f"{k}={v!r}" for k, v in run.overrides), flush=True)
         execute(derived, workdir, run, backbones, build, devices)
-    markdown = write_tables(workdir, collect(runs))
+    markdown = write_tables(workdir, collect(runs), over_variants=config.sweep.get("over_variants", False))
     print(markdown, flush=True)
     figure = sweep_plot.plot(workdir)
     if figure:
@@ -375,8 +375,41 @@ def _cell(values: list[float] | None, percent: bool) -> str:
     return text
 
 
-def write_tables(workdir: Path, rows: list[Row]) -> str:
-    """results.md, results.csv and results_<metric>.csv in workdir; returns the markdown."""
+def over_variant_lines(rows: list[Row], summary: list[str], percent: dict[str, bool]) -> str:
+    """PET's multi-pattern report (P-tuning's Tables 5 and 6) as markdown: per metric, the mean ±
+    std over variants of each variant's mean over seeds, the best variant on that metric (PET
+    best: chosen on the reported split), and the variant the first eval split's same metric picks
+    (what dev32 would choose). Higher is better."""
+    def mean_of(row, name):
+        return mean_std(row.metrics[name])[0] if row.metrics.get(name) else None
+
+    splits = list(dict.fromkeys(n.split("/", 1)[0] for n in summary if "/" in n))
+    out = io.StringIO()
+    out.write("\n## Over variants\n\nEach variant's mean over seeds, then mean ± sample std over the "
+              f"{len(rows)} variants; best: the variant with the highest mean on the metric itself, "
+              f"and the one {splits[0] if splits else 'the first split'}'s same metric picks.\n\n")
+    header = ["metric", "over variants", "best variant", "picked on " + (splits[0] if splits else "-")]
+    out.write(_md_row(header) + _md_row(["---"] * len(header)))
+    for name in summary:
+        means = [(mean_of(r, name), r) for r in rows if mean_of(r, name) is not None]
+        if not means:
+            continue
+        scale = 100.0 if percent[name] else 1.0
+        value = lambda v: f"{v * scale:.1f}" if percent[name] else f"{v:.4g}"
+        best_value, best_row = max(means, key=lambda pair: pair[0])
+        selector = f"{splits[0]}/{name.split('/', 1)[1]}" if splits and "/" in name else None
+        picks = [(mean_of(r, selector), mean_of(r, name), r) for r in rows
+                 if selector and mean_of(r, selector) is not None and mean_of(r, name) is not None]
+        picked = max(picks, key=lambda triple: triple[0]) if picks else None
+        out.write(_md_row([name + (" %" if percent[name] else ""), _cell([m for m, _ in means], percent[name]),
+                           f"{best_row.label}: {value(best_value)}",
+                           f"{picked[2].label}: {value(picked[1])}" if picked else "-"]))
+    return out.getvalue()
+
+
+def write_tables(workdir: Path, rows: list[Row], *, over_variants: bool = False) -> str:
+    """results.md, results.csv and results_<metric>.csv in workdir; returns the markdown.
+    over_variants: add the over-variants section (config.sweep.over_variants)."""
     names = list(dict.fromkeys(n for row in rows for n in row.metrics))
     breakdowns = _breakdowns(names)
     grouped = {f"{base}/{g}" for base, groups in breakdowns.items() for g in groups}
@@ -407,6 +440,8 @@ def write_tables(workdir: Path, rows: list[Row]) -> str:
         for group in groups:
             out.write(_md_row([group, *(_cell(r.metrics.get(f"{base}/{group}"), percent[base]) for r in rows)]))
         out.write(_md_row([f"**all ({base})**", *(_cell(r.metrics.get(base), percent[base]) for r in rows)]))
+    if over_variants and rows:
+        out.write(over_variant_lines(rows, summary, percent))
     markdown = out.getvalue()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.md").write_text(markdown)

@@ -273,3 +273,31 @@ def test_sweep_configs_seeds_grid_and_variants(data_dir):
     assert methods == {"fine_tune", "lester", "ptuning_v2"}
     for config in (few, grid, compare):
         validate(config, 1)
+
+
+@pytest.mark.parametrize("kind", ["masked_lm", "causal_lm"])
+def test_rte_patterns_of_table_6_render_with_their_label_words(kind, tokenizers, examples):
+    """PET's multi-pattern protocol: each RTE prompt of the P-tuning paper's Table 6 is a sweep
+    variant (template and label words) whose pattern renders the example and scores its words."""
+    from ptjax.configs import superglue_pet_patterns
+    from ptjax.formulations.patterns import MANUAL_PATTERNS
+    from ptjax.sweep import parse_variant, set_key
+
+    config = superglue_pet_patterns.get_config("rte")
+    assert config.sweep.over_variants and len(config.sweep.variants) == 4
+    renderer = Renderer(tokenizers[kind], kind, 128)
+    example = examples["rte"][0]
+    for entry in config.sweep.variants:
+        name, overrides = parse_variant(entry, "test")
+        derived = config.copy_and_resolve_references()
+        for key, value in overrides:
+            set_key(derived, key, value, "test")
+        assert derived.method.train_backbone and derived.mode == "train"
+        template = parse_template(derived.prompt.template)
+        assert (derived.prompt.template, tuple(derived.head.verbalizer)) == MANUAL_PATTERNS["rte"][name]
+        rendered = renderer(template.until_target() if kind == "causal_lm" else template, example.fields)
+        decoded = tokenizers[kind].decode(rendered.input_ids)
+        check_fields_appear("rte", template, example.fields, decoded)
+        words = dict(zip(get_task("rte").labels, derived.head.verbalizer))
+        verbalizer = build_verbalizer(words, tokenizers[kind], kind, follows_space=template.target_follows_space)
+        assert verbalizer.token_ids.shape[0] == 2

@@ -150,3 +150,19 @@ def test_plot_draws_lines_over_a_numeric_grid_key_and_bars_otherwise(tmp_path):
         sweep_plot.plot(tmp_path / "depth", x_key="prompt.length")
     with pytest.raises(InputError, match="no such file"):
         sweep_plot.plot(tmp_path / "missing")
+
+
+def test_over_variants_reports_mean_std_best_and_the_dev32_pick(tmp_path):
+    """PET's multi-pattern report: each variant's mean over seeds, then mean ± std over variants,
+    the best variant on val and the one dev32 would pick (Table 6: not the same one)."""
+    from ptjax.sweep import Row, write_tables
+
+    rows = [Row("p0", (), {"dev32/accuracy": [0.5, 0.6], "val/accuracy": [0.6, 0.6]}, 2, ["completed"] * 2),
+            Row("p1", (), {"dev32/accuracy": [0.7, 0.7], "val/accuracy": [0.5, 0.55]}, 2, ["completed"] * 2),
+            Row("p2", (), {"dev32/accuracy": [0.4, 0.4], "val/accuracy": [0.7, 0.7]}, 2, ["completed"] * 2)]
+    markdown = write_tables(tmp_path, rows, over_variants=True)
+    line = next(line for line in markdown.splitlines() if line.startswith("| val/accuracy"))
+    means = [0.6, 0.525, 0.7]
+    expected = f"{np.mean(means) * 100:.1f} ± {np.std(means, ddof=1) * 100:.1f}"
+    assert line == f"| val/accuracy % | {expected} | p2: 70.0 | p1: 52.5 |"
+    assert "Over variants" not in write_tables(tmp_path, rows)

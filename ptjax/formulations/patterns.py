@@ -151,6 +151,33 @@ for _builder in (NextSentencePairs, SentenceSelection, UnifiedChoice, PseudoLabe
                                            linear=_inputs, label_words=dict(_builder.verbalizer))
 
 
+# Several manual patterns per task (PET's multi-pattern protocol: each pattern trained on its own,
+# reported as mean ± std over patterns and as the best pattern). RTE: the four prompts of the
+# P-tuning paper's Table 6, label words Yes / No (true / false where the prompt asks for them).
+# name -> (template, label words in the task's label order).
+MANUAL_PATTERNS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "rte": {
+        "pre_agrees_hyp": ("Does {premise|truncate|rstrip_punct} agree with {hypothesis|rstrip_punct}? [MASK].",
+                           ("Yes", "No")),
+        "hyp_agrees_pre": ("Does {hypothesis|rstrip_punct} agree with {premise|truncate|rstrip_punct}? [MASK].",
+                           ("Yes", "No")),
+        "premise_hypothesis": ("Premise: {premise|truncate} Hypothesis: {hypothesis} Answer: [MASK].",
+                               ("Yes", "No")),
+        "true_or_false": ("{premise|truncate} question: {hypothesis|rstrip_punct}. true or false? answer: [MASK].",
+                          ("true", "false")),
+    },
+}
+
+
+def pattern_variants(task: str) -> tuple[str, ...]:
+    """Sweep variants (config.sweep.variants), one per manual pattern of `task`: each sets
+    config.prompt.template and config.head.verbalizer."""
+    if task not in MANUAL_PATTERNS:
+        raise InputError(f"task {task!r} has no list of manual patterns (known: {', '.join(MANUAL_PATTERNS)})")
+    return tuple(f"{name}: prompt.template={template}; head.verbalizer={words!r}"
+                 for name, (template, words) in MANUAL_PATTERNS[task].items())
+
+
 def patterns_for(spec: TaskSpec) -> TaskPatterns:
     if spec.name == "text_classification":  # a config-defined task (ptjax.tasks.custom)
         return generic_patterns(spec)
