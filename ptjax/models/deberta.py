@@ -33,7 +33,8 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
-    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, dropout_mask, layer_stack,
+    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, dropout_mask, einsum,
+    layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -112,20 +113,21 @@ def relative_index(cfg: DebertaConfig, length: int) -> np.ndarray:
     return np.clip(relative + span, 0, 2 * span - 1).astype(np.int32)
 
 
-def disentangled_bias(query, key, pos_query, pos_key, index):
+def disentangled_bias(query, key, pos_query, pos_key, index, dtype):
     """Relative terms of the scores, float32 [batch, heads, q, k] (not yet scaled).
 
     query, key: [batch, length, heads, head_dim]; pos_query, pos_key: [2 * span, heads, head_dim]
-    (None for an absent term); index: int32 [length, length] from relative_index.
+    (None for an absent term); index: int32 [length, length] from relative_index; dtype: the
+    products' operand dtype (float32 accumulation).
     """
     batch, length, heads = query.shape[0], query.shape[1], query.shape[2]
     full = jnp.broadcast_to(jnp.asarray(index), (batch, heads, length, length))
     bias = jnp.zeros((batch, heads, length, length), jnp.float32)
     if pos_key is not None:  # c2p: query i against the embedding of its distance to key j
-        c2p = jnp.einsum("bqhd,rhd->bhqr", query, pos_key.astype(query.dtype), preferred_element_type=jnp.float32)
+        c2p = einsum("bqhd,rhd->bhqr", query, pos_key, dtype)
         bias = bias + jnp.take_along_axis(c2p, full, axis=-1)
     if pos_query is not None:  # p2c: key j against the embedding of the same distance
-        p2c = jnp.einsum("bkhd,rhd->bhkr", key, pos_query.astype(key.dtype), preferred_element_type=jnp.float32)
+        p2c = einsum("bkhd,rhd->bhkr", key, pos_query, dtype)
         bias = bias + jnp.swapaxes(jnp.take_along_axis(p2c, jnp.swapaxes(full, -1, -2), axis=-1), -1, -2)
     return bias
 
@@ -189,7 +191,7 @@ class DebertaLayer(nn.Module):
                 pos_key = key_proj(table) if cfg.share_att_key else dense(use_bias=cfg.version == 2, name="pos_key")(table)
             if "p2c" in cfg.pos_att_type:
                 pos_query = query_proj(table) if cfg.share_att_key else dense(name="pos_query")(table)
-            bias = disentangled_bias(query, key, pos_query, pos_key, context["rel_index"]) * cfg.score_scale
+            bias = disentangled_bias(query, key, pos_query, pos_key, context["rel_index"], dt) * cfg.score_scale
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
