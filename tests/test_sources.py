@@ -124,6 +124,24 @@ def test_race_rows_in_the_hub_layout_keep_their_level(saved):
     assert examples[0].label == "B" and examples[0].fields["option_b"] == "a dog"
 
 
+def test_glue_hub_layouts_for_sst2_and_mnli(saved):
+    sst2 = datasets.Dataset.from_list(
+        [{"sentence": "a charming film ", "label": 1, "idx": 0}, {"sentence": "a dull mess", "label": 0, "idx": 1}],
+        features=datasets.Features({"sentence": datasets.Value("string"), "idx": datasets.Value("int32"),
+                                    "label": datasets.ClassLabel(names=["negative", "positive"])}))
+    with mock.patch("datasets.load_dataset", return_value=datasets.DatasetDict({"validation": sst2})):
+        examples = configured_task(config_for("sst2", source="glue:sst2")).load("unused", "dev")
+    assert [(e.fields["sentence"], e.label) for e in examples] == [("a charming film", "1"), ("a dull mess", "0")]
+    mnli = datasets.Dataset.from_list(
+        [{"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0, "idx": 0}],
+        features=datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                    "idx": datasets.Value("int32"),
+                                    "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])}))
+    datasets.DatasetDict({"validation_matched": mnli}).save_to_disk(str(saved / "mnli"))
+    spec = configured_task(config_for("mnli", source=str(saved / "mnli"), splits=("dev=validation_matched",)))
+    assert [e.label for e in spec.load("unused", "dev")] == ["entailment"]
+
+
 def test_a_config_defined_tagging_task_reads_a_csv(tmp_path):
     """token_tagging: space-separated tokens and tags in csv cells, IOB1 converted to IOB2; with
     task.labels an unknown tag names its line, without them the labels come from training."""

@@ -14,7 +14,7 @@ as is). `sentence_pair_task` registers a user data set with its own label list:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ptjax.data.readers import find_file, read_jsonl, read_table
 from ptjax.errors import InputError, at
@@ -30,13 +30,23 @@ PAIR_COLUMNS = {"premise": ("premise", "sentence1", "text_a"),
 def load_sst2(data_dir: Any, split: str) -> list[Example]:
     folder = task_dir(data_dir, ["sst2", "SST-2"], marker="dev.tsv")
     path = find_file(folder, [f"{split}.tsv"], f"sst2 split {split!r}")
+    rows = ((at(path, line), row) for line, row in read_table(path, header=True))
+    return parse_sst2(rows, split, header=at(path, 1))
+
+
+# The hub's glue/sst2 names its ClassLabel ids; GLUE's files write 0 and 1.
+_SST2_NAMES = {"negative": "0", "positive": "1"}
+
+
+def parse_sst2(records: Iterable[tuple[str, dict]], split: str, header: str | None = None) -> list[Example]:
+    """SST-2 rows {"sentence", "label" (0/1, or the hub's negative/positive), "idx"/"index"}."""
     out = []
-    for n, (line, row) in enumerate(read_table(path, header=True)):
-        where = at(path, line)
+    for n, (where, row) in enumerate(records):
         if "sentence" not in row:
-            raise InputError(f"{at(path, 1)}: the header needs a 'sentence' column, found {', '.join(row)}")
-        label = check_label(row["label"], SST2_LABELS, where) if "label" in row else None
-        idx = row.get("index", n)
+            raise InputError(f"{header or where}: no 'sentence' column (columns: {', '.join(map(str, row))})")
+        raw = row.get("label")
+        label = None if raw in (None, "") else check_label(_SST2_NAMES.get(raw, raw), SST2_LABELS, where)
+        idx = row.get("index", row.get("idx", n))
         out.append(Example(f"sst2-{split}-{idx}", {"sentence": row["sentence"].strip()}, label,
                            {"where": where}))
     return out
@@ -63,9 +73,14 @@ def _pair_records(path: Path) -> Iterator[tuple[str, dict]]:
 def load_pair_file(path: Any, split: str, labels: Sequence[str], name: str = "pairs") -> list[Example]:
     """Sentence pairs from one file. Either every row has a label or none has (unlabeled data);
     rows labelled "-" (MNLI's mark for pairs without annotator agreement) are left out."""
-    path = Path(path)
+    return parse_pairs(_pair_records(Path(path)), split, labels, name)
+
+
+def parse_pairs(records: Iterable[tuple[str, dict]], split: str, labels: Sequence[str],
+                name: str = "pairs") -> list[Example]:
+    """Sentence pairs from (where, record) rows of any source (see load_pair_file)."""
     examples = []
-    for n, (where, record) in enumerate(_pair_records(path)):
+    for n, (where, record) in enumerate(records):
         premise = _pick(record, "premise", where, True)
         hypothesis = _pick(record, "hypothesis", where, True)
         for role, value in (("premise", premise), ("hypothesis", hypothesis)):
@@ -99,10 +114,14 @@ def sentence_pair_task(name: str, labels: Sequence[str], folder: str | None = No
         path = find_file(root, names, f"{name} split {split!r}")
         return load_pair_file(path, split, tuple(labels), name)
 
+    def parse(records, split: str) -> list[Example]:
+        return parse_pairs(records, split, tuple(labels), name)
+
     return register(TaskSpec(name, "classification", tuple(labels), ("accuracy",), load, tuple(splits),
-                             ("premise", "hypothesis"), description=f"sentence pairs ({name})"), replace=True)
+                             ("premise", "hypothesis"), description=f"sentence pairs ({name})", parse=parse),
+                    replace=True)
 
 
 register(TaskSpec("sst2", "classification", SST2_LABELS, ("accuracy",), load_sst2, ("train", "dev", "test"),
-                  ("sentence",), description="GLUE SST-2 binary sentiment (tsv)"))
+                  ("sentence",), description="GLUE SST-2 binary sentiment (tsv)", parse=parse_sst2))
 sentence_pair_task("mnli", MNLI_LABELS, folder="MNLI")
