@@ -180,6 +180,12 @@ def test_plan_preset_albert_xxlarge_v2_has_transformers_parameter_count():
     model_type, arguments = architectures.ARCHITECTURES["albert-xxlarge-v2"]
     with torch.device("meta"):  # shapes only
         reference = tf.AlbertForMaskedLM(tf.AutoConfig.for_model(model_type, **arguments))
+    from flax import traverse_util
+    from jax.sharding import PartitionSpec
+
+    axes = traverse_util.flatten_dict(backbone.logical_axes, is_leaf=lambda _, x: isinstance(x, PartitionSpec))
+    for path, shape in traverse_util.flatten_dict(backbone.shapes).items():  # a logical name per dimension
+        assert len(axes[path]) == len(shape.shape), path
     pooler = 4096 * 4096 + 4096  # AlbertForMaskedLM drops the pooler the checkpoint holds
     assert backbone.num_params() == sum(p.numel() for p in reference.parameters()) + pooler == 223_150_256
     # The WordPiece stand-in (30522 entries) is cut to ALBERT's 30000 ids.

@@ -265,3 +265,9 @@ def test_plan_preset_deberta_v2_xxlarge_has_transformers_parameter_count():
         reference = tf.DebertaV2ForMaskedLM(tf.AutoConfig.for_model(model_type, legacy=False, **arguments))
     assert backbone.num_params() == sum(p.numel() for p in reference.parameters()) == 1_567_041_636
     assert backbone.kind == "masked_lm" and backbone.config.conv_kernel_size == 3 and backbone.files is None
+    from flax import traverse_util
+    from jax.sharding import PartitionSpec
+
+    axes = traverse_util.flatten_dict(backbone.logical_axes, is_leaf=lambda _, x: isinstance(x, PartitionSpec))
+    for path, shape in traverse_util.flatten_dict(backbone.shapes).items():  # a logical name per dimension
+        assert len(axes[path]) == len(shape.shape), path
