@@ -101,7 +101,7 @@ def run_reporting_errors(config, workdir: str | None, build: Callable | None = N
 
     # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does; the training loop turns both into
     # "stop after this step and save" (ptjax/train/loop.py).
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if distributed:  # launch/*: the coordinator, process count and id from the environment
             from ptjax.train.distributed import initialize
@@ -126,6 +126,8 @@ def run_reporting_errors(config, workdir: str | None, build: Callable | None = N
         if stopped is None:
             raise
         cli.fail(str(stopped), stopped.status)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_keyboard_interrupt(signum, frame):
