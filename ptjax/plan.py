@@ -257,6 +257,12 @@ def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = T
 
     count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
     n_trainable, n_frozen = count(engine.trainable_shapes), count(engine.frozen_shapes)
+    backbone = experiment.backbone
+    # A layer shared by every depth (ALBERT) does its arithmetic once per depth.
+    repeated = (backbone.config.num_layers - 1) * count(backbone.shapes[backbone.family.shared_layer]) \
+        if backbone.family.shared_layer else 0
+    applied_trainable, applied_frozen = ((n_trainable + repeated, n_frozen) if model.is_trainable(("backbone",))
+                                         else (n_trainable, n_frozen + repeated))
     padded_tokens = config.train.batch_size * sum(lengths.values())
     usable = config.plan.device_memory_gib * GIB * (1.0 - config.plan.memory_margin)
     fits = memory.peak <= usable
@@ -285,7 +291,8 @@ def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = T
         },
         "flops_per_step": flops,
         "flops_source": flops_source if flops is not None else None,
-        "flops_per_step_estimate": float(padded_tokens * (4 * (n_trainable + n_frozen) + 2 * n_trainable)),
+        "flops_per_step_estimate": float(padded_tokens * (4 * (applied_trainable + applied_frozen)
+                                                          + 2 * applied_trainable)),
         "device_memory_gib": float(config.plan.device_memory_gib),
         "memory_margin": float(config.plan.memory_margin),
         "fits": bool(fits),

@@ -253,6 +253,7 @@ ALBERT = Family(
     name="albert", model_types=("albert",), config_from_hf=_config_from_hf, build=_build,
     weight_map=_weight_map, example_inputs=_example_inputs,
     kind=lambda cfg: "masked_lm" if cfg.has_mlm_head else "encoder", checkpoint_prefixes=("albert.",),
+    shared_layer="layer",
 )
 
 FAMILIES = (ALBERT,)

@@ -53,6 +53,8 @@ class Family:
     example_inputs(config) -> kwargs for module.init (shapes only matter).
     kind(config) -> "encoder" | "masked_lm" | "causal_lm" | "seq2seq".
     checkpoint_prefixes: prefixes a checkpoint may put before the rule names ("bert.", "model.").
+    shared_layer: top-level parameter group that every layer applies (ALBERT's one layer), so a
+      token meets it config.num_layers times (plan's FLOPs estimate); "" when layers own theirs.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Family:
     example_inputs: Callable[[Any], dict]
     kind: Callable[[Any], str]
     checkpoint_prefixes: tuple[str, ...] = ()
+    shared_layer: str = ""
 
 
 # Modules under ptjax/models/ that each define FAMILIES, a tuple of Family.
