@@ -20,8 +20,6 @@ from ptjax.tasks.tagging import CONLL03_LABELS
 from ptjax.train import loop
 from test_lama import lama_config, write_lama
 
-ONE_DEVICE = None  # set per test: the tests' 8 simulated devices are for sharding tests
-
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -46,7 +44,8 @@ def test_superglue_submission_lines_follow_the_leaderboard_format():
         return examples, [{"id": e.guid, "prediction": p} for e, (p, _) in zip(examples, labels_and_meta)]
 
     examples, records = rows("boolq", [("True", {"idx": 3}), ("False", {"idx": 4})])
-    assert superglue_submission("boolq", examples, records) == [{"idx": 3, "label": "true"}, {"idx": 4, "label": "false"}]
+    assert superglue_submission("boolq", examples, records) == [{"idx": 3, "label": "true"},
+                                                                {"idx": 4, "label": "false"}]
     examples, records = rows("wsc", [("True", {"idx": 0})])
     assert superglue_submission("wsc", examples, records) == [{"idx": 0, "label": "True"}]
     examples, records = rows("copa", [("1", {"idx": 7})])
@@ -60,8 +59,9 @@ def test_superglue_submission_lines_follow_the_leaderboard_format():
     examples, records = rows("multirc", [("1", meta(0, 0, 0)), ("0", meta(0, 0, 1)), ("1", meta(0, 1, 2)),
                                          ("0", meta(1, 0, 0))])
     assert superglue_submission("multirc", examples, records) == [
-        {"idx": 0, "passage": {"questions": [{"idx": 0, "answers": [{"idx": 0, "label": 1}, {"idx": 1, "label": 0}]},
-                                             {"idx": 1, "answers": [{"idx": 2, "label": 1}]}]}},
+        {"idx": 0, "passage": {"questions": [
+            {"idx": 0, "answers": [{"idx": 0, "label": 1}, {"idx": 1, "label": 0}]},
+            {"idx": 1, "answers": [{"idx": 2, "label": 1}]}]}},
         {"idx": 1, "passage": {"questions": [{"idx": 0, "answers": [{"idx": 0, "label": 0}]}]}}]
 
     config = base.get_config()
@@ -125,7 +125,8 @@ RTE_ROWS = [("A man is playing a guitar.", "A man plays music.", "entailment"),
 def write_rte(root):
     folder = root / "superglue" / "RTE"
     folder.mkdir(parents=True)
-    val = [{"premise": p, "hypothesis": h, "label": label, "idx": 10 + i} for i, (p, h, label) in enumerate(RTE_ROWS)]
+    val = [{"premise": p, "hypothesis": h, "label": label, "idx": 10 + i}
+           for i, (p, h, label) in enumerate(RTE_ROWS)]
     test = [{"premise": p, "hypothesis": h, "idx": i} for i, (p, h, _) in enumerate(RTE_ROWS[:3])]
     for name, rows in (("val", val), ("test", test), ("train", val)):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -136,12 +137,14 @@ def test_eval_writes_predictions_that_reproduce_its_metrics_and_a_submission(tin
     import jax
 
     config = setting(base.get_config(), **{
-        "model.name": str(tiny_model_dir("bert")), "data_dir": str(write_rte(tmp_path / "data")), "mode": "eval",
+        "model.name": str(tiny_model_dir("bert")), "data_dir": str(write_rte(tmp_path / "data")),
+        "mode": "eval",
         "task.name": "rte", "task.eval_splits": ("validation", "test"), "task.length_buckets": (32, 64),
         "method.name": "manual", "predictions.submission": "superglue", "logging.progress": False,
         "logging.tensorboard": False})
     experiment = build(config)
-    results = loop.evaluate(config, tmp_path / "run", experiment.model, experiment.data, devices=jax.devices()[:1])
+    one_device = jax.devices()[:1]
+    results = loop.evaluate(config, tmp_path / "run", experiment.model, experiment.data, devices=one_device)
     folder = tmp_path / "run" / "predictions"
     rows = read_jsonl(folder / "validation.jsonl")
     assert [r["id"] for r in rows] == [f"rte-val-{10 + i}" for i in range(len(RTE_ROWS))]
@@ -154,11 +157,13 @@ def test_eval_writes_predictions_that_reproduce_its_metrics_and_a_submission(tin
     test_rows = read_jsonl(folder / "test.jsonl")
     assert len(test_rows) == 3 and all("label" not in r for r in test_rows)
     # The leaderboard file: RTE.jsonl for the test split, RTE_<split>.jsonl for the others.
-    assert read_jsonl(folder / "RTE.jsonl") == [{"idx": i, "label": r["prediction"]} for i, r in enumerate(test_rows)]
-    assert [r["idx"] for r in read_jsonl(folder / "RTE_validation.jsonl")] == [10 + i for i in range(len(RTE_ROWS))]
+    assert read_jsonl(folder / "RTE.jsonl") == [{"idx": i, "label": r["prediction"]}
+                                                for i, r in enumerate(test_rows)]
+    validation_idx = [r["idx"] for r in read_jsonl(folder / "RTE_validation.jsonl")]
+    assert validation_idx == [10 + i for i in range(len(RTE_ROWS))]
 
     config.predictions.write = False
-    loop.evaluate(config, tmp_path / "quiet", experiment.model, experiment.data, devices=jax.devices()[:1])
+    loop.evaluate(config, tmp_path / "quiet", experiment.model, experiment.data, devices=one_device)
     assert not (tmp_path / "quiet" / "predictions").exists()
 
 

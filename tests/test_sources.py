@@ -15,8 +15,8 @@ from ptjax.errors import InputError
 from ptjax.tasks.sources import configured_task
 
 RTE_FEATURES = datasets.Features({
-    "premise": datasets.Value("string"), "hypothesis": datasets.Value("string"), "idx": datasets.Value("int32"),
-    "label": datasets.ClassLabel(names=["entailment", "not_entailment"])})
+    "premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+    "idx": datasets.Value("int32"), "label": datasets.ClassLabel(names=["entailment", "not_entailment"])})
 RTE_ROWS = [{"premise": "A man plays a guitar.", "hypothesis": "A man makes music.", "idx": 0, "label": 0},
             {"premise": "The cat sleeps.", "hypothesis": "The dog barks.", "idx": 1, "label": 1},
             {"premise": "It rained in Oslo.", "hypothesis": "Oslo was wet.", "idx": 2, "label": -1}]
@@ -54,7 +54,8 @@ def test_save_to_disk_folder_gives_the_tasks_examples_with_label_names(saved):
     examples = spec.load("unused", "validation")
     assert [e.label for e in examples] == ["entailment", "not_entailment", None]  # -1: unlabeled
     assert examples[0].fields == {"premise": "A man plays a guitar.", "hypothesis": "A man makes music."}
-    assert examples[1].guid == "rte-validation-1" and examples[1].meta["where"] == f"{saved / 'rte'}[validation] row 1"
+    assert examples[1].guid == "rte-validation-1"
+    assert examples[1].meta["where"] == f"{saved / 'rte'}[validation] row 1"
     # "dev" finds the dataset's "validation"; "test" is missing and says how to map one.
     assert len(spec.load("unused", "dev")) == 3
     with pytest.raises(InputError, match=r"no split 'test' .*config.task.splits=\('test=NAME',\)"):
@@ -71,7 +72,7 @@ def test_hub_name_goes_through_load_dataset(saved):
     load.assert_called_once_with("super_glue", "rte")
     assert [e.label for e in examples] == ["entailment", "not_entailment"]
     with mock.patch("datasets.load_dataset", side_effect=ConnectionError("Couldn't reach the Hub")):
-        with pytest.raises(InputError, match=r"source='super_glue:rte'.*could not be loaded \(Couldn't reach"):
+        with pytest.raises(InputError, match=r"'super_glue:rte'.*could not be loaded \(Couldn't reach"):
             configured_task(config_for("rte", source="super_glue:rte")).load("unused", "train")
 
 
@@ -90,7 +91,8 @@ def test_files_with_a_column_mapping_keep_file_and_line_errors(tmp_path):
     columns = ("premise=sentence1", "hypothesis=sentence2", "label=gold")
     spec = configured_task(config_for("rte", source=str(tmp_path / "{split}.jsonl"), columns=columns))
     assert [e.label for e in spec.load("unused", "train")] == ["entailment", "not_entailment"]
-    (tmp_path / "dev.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "gold": "maybe"}) + "\n")
+    bad = {**rows[1], "gold": "maybe"}
+    (tmp_path / "dev.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(InputError, match=r"dev\.jsonl:2: label 'maybe' is not one of"):
         spec.load("unused", "validation")  # "validation" reads dev.jsonl
     (tmp_path / "test.csv").write_text("sentence1,gold\nA man plays.,entailment\n")
@@ -105,7 +107,8 @@ def test_squad_rows_in_the_hub_layout(tmp_path):
             {"id": "q2", "title": "T", "context": "Paris is in France.", "question": "Who?",
              "answers": {"text": [], "answer_start": []}}]
     (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    examples = configured_task(config_for("squad_v2", source=str(tmp_path / "{split}.jsonl"))).load("unused", "dev")
+    spec = configured_task(config_for("squad_v2", source=str(tmp_path / "{split}.jsonl")))
+    examples = spec.load("unused", "dev")
     assert [e.label for e in examples] == [("France",), ()]
     assert examples[0].meta["answers"] == (("France", 12),) and examples[1].meta["is_impossible"]
 
@@ -126,17 +129,19 @@ def test_race_rows_in_the_hub_layout_keep_their_level(saved):
 
 def test_glue_hub_layouts_for_sst2_and_mnli(saved):
     sst2 = datasets.Dataset.from_list(
-        [{"sentence": "a charming film ", "label": 1, "idx": 0}, {"sentence": "a dull mess", "label": 0, "idx": 1}],
+        [{"sentence": "a charming film ", "label": 1, "idx": 0},
+         {"sentence": "a dull mess", "label": 0, "idx": 1}],
         features=datasets.Features({"sentence": datasets.Value("string"), "idx": datasets.Value("int32"),
                                     "label": datasets.ClassLabel(names=["negative", "positive"])}))
     with mock.patch("datasets.load_dataset", return_value=datasets.DatasetDict({"validation": sst2})):
         examples = configured_task(config_for("sst2", source="glue:sst2")).load("unused", "dev")
-    assert [(e.fields["sentence"], e.label) for e in examples] == [("a charming film", "1"), ("a dull mess", "0")]
+    assert [(e.fields["sentence"], e.label) for e in examples] == [("a charming film", "1"),
+                                                                  ("a dull mess", "0")]
     mnli = datasets.Dataset.from_list(
         [{"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0, "idx": 0}],
-        features=datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-                                    "idx": datasets.Value("int32"),
-                                    "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])}))
+        features=datasets.Features({
+            "premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+            "idx": datasets.Value("int32"), "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])}))
     datasets.DatasetDict({"validation_matched": mnli}).save_to_disk(str(saved / "mnli"))
     spec = configured_task(config_for("mnli", source=str(saved / "mnli"), splits=("dev=validation_matched",)))
     assert [e.label for e in spec.load("unused", "dev")] == ["entailment"]
@@ -206,12 +211,14 @@ def test_a_config_defined_task_trains_from_a_hub_format_dataset(tiny_model_dir, 
         node[name] = value
     with mock.patch("datasets.load_dataset", return_value=datasets.load_from_disk(str(tmp_path / "reviews"))):
         experiment = build(config)
-        results = loop.train(config, tmp_path / "run", experiment.model, experiment.data, devices=jax.devices()[:1])
+        results = loop.train(config, tmp_path / "run", experiment.model, experiment.data,
+                             devices=jax.devices()[:1])
     assert results["status"] == "completed" and results["steps"] == 4
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line).get("kind") == "train"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in logged if record.get("kind") == "train"]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    predictions = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "validation.jsonl").open()]
+    lines = (tmp_path / "run" / "predictions" / "validation.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
     assert [p["label"] for p in predictions] == [label for _, label in words * 4]
     accuracy = np.mean([p["prediction"] == p["label"] for p in predictions])
     assert accuracy == pytest.approx(results["metrics"]["validation"]["accuracy"])

@@ -104,7 +104,8 @@ def check_submission(config, task_name: str | None) -> None:
     if not kind:
         return
     if kind not in SUBMISSIONS:
-        raise InputError(f"config.predictions.submission={kind!r}: known formats are {', '.join(SUBMISSIONS)}")
+        raise InputError(f"config.predictions.submission={kind!r}: known formats are "
+                         f"{', '.join(SUBMISSIONS)}")
     if task_name not in SUPERGLUE_FILES:
         raise InputError(f"config.predictions.submission='superglue': task {task_name} is not a SuperGLUE "
                          f"task ({', '.join(SUPERGLUE_FILES)})")

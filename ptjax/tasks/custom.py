@@ -59,7 +59,8 @@ def specialize(spec: TaskSpec, labels: Sequence[str], columns: Mapping[str, str]
     if len(set(labels)) != len(labels):
         raise InputError(f"config.task.labels repeats a label: {list(labels)}")
     if spec.kind == "tagging":
-        return dataclasses.replace(spec, labels=labels or None, parse=tagging_parser(spec.name, labels or None))
+        labels = labels or None  # None: collected from the training data
+        return dataclasses.replace(spec, labels=labels, parse=tagging_parser(spec.name, labels))
     if len(labels) < 2:
         raise InputError(f"task {spec.name}: set config.task.labels to its label names (two or more)")
     fields = tuple(field for field in columns if field not in _NOT_FIELDS) or ("text",)

@@ -129,7 +129,8 @@ class DiskSource:
             try:
                 return datasets.load_from_disk(str(path))
             except (FileNotFoundError, ValueError) as error:
-                raise InputError(f"{path}: not a dataset saved with datasets.save_to_disk ({error})") from None
+                raise InputError(f"{path}: not a dataset saved with datasets.save_to_disk "
+                                 f"({error})") from None
 
         loaded = load(self.folder)
         if isinstance(loaded, datasets.DatasetDict):
@@ -149,7 +150,10 @@ class FileSource:
         tried = []
         for name in _candidates(split):
             path = self.pattern.replace("{split}", name)
-            found = sorted(glob.glob(path)) if glob.has_magic(path) else ([path] if Path(path).is_file() else [])
+            if glob.has_magic(path):
+                found = sorted(glob.glob(path))
+            else:
+                found = [path] if Path(path).is_file() else []
             if found:
                 return [Path(p) for p in found]
             tried.append(path)
