@@ -74,11 +74,21 @@ def _logits(module, params, hidden: Array) -> Array:
     return module.apply({"params": params}, hidden, method="lm_logits").astype(jnp.float32)
 
 
-class CausalLM:
-    """Decoding functions for a causal LM backbone (module: GPT2Model or LlamaModel)."""
+class _Decoder:
+    """Equal for one backbone module: a jit static argument, so generators share compilations."""
 
     def __init__(self, module, config):
         self.module, self.config = module, config
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.module is other.module
+
+    def __hash__(self):
+        return hash((type(self), id(self.module)))
+
+
+class CausalLM(_Decoder):
+    """Decoding functions for a causal LM backbone (module: GPT2Model or LlamaModel)."""
 
     def prefill(self, params, bank: PromptBank, batch: Batch, max_new_tokens: int
                 ) -> tuple[Array, KVCache, CausalContext]:
@@ -125,11 +135,8 @@ class CausalLM:
         return _reorder_cache(cache, rows), context.replace(next_position=context.next_position[rows])
 
 
-class Seq2SeqLM:
+class Seq2SeqLM(_Decoder):
     """Decoding functions for T5 (module: T5Model)."""
-
-    def __init__(self, module, config):
-        self.module, self.config = module, config
 
     def prefill(self, params, bank: PromptBank, batch: Batch, max_new_tokens: int
                 ) -> tuple[Array, KVCache, Seq2SeqContext]:

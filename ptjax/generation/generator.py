@@ -49,7 +49,6 @@ class Generator:
         self.batch_size, self.length_multiple = int(batch_size), int(length_multiple)
         self.left_padding = backbone.kind == "causal_lm"
         self.pad_id = _pad_id(backbone)
-        self._run = jax.jit(functools.partial(_generate, self.decoder), static_argnames=("settings",))
 
     def generate_ids(self, input_ids: Sequence[Sequence[int]], *, soft_index: Sequence[Sequence[int]] | None = None,
                      prompt_ids: Sequence[int] | None = None, settings: DecodeSettings = DecodeSettings(),
@@ -73,7 +72,7 @@ class Generator:
             batch = self._batch([input_ids[i] for i in rows], [soft_index[i] for i in rows], prompt_ids[rows])
             rng = jax.random.fold_in(jax.random.PRNGKey(seed), start)
             out_tokens, lengths, out_scores = jax.device_get(
-                self._run(self.backbone.params, self.bank, batch, rng, settings=settings))
+                _generate(self.decoder, self.backbone.params, self.bank, batch, rng, settings=settings))
             tokens += unpad(out_tokens, lengths)[:len(rows)]
             scores += [float(s) for s in np.asarray(out_scores)[:len(rows)]]
         return Generated(tokens, scores if settings.strategy == "beam" else None)
@@ -100,6 +99,7 @@ class Generator:
         return Batch(jnp.asarray(input_ids), jnp.asarray(mask), jnp.asarray(soft_index), jnp.asarray(prompt))
 
 
+@functools.partial(jax.jit, static_argnames=("decoder", "settings"))
 def _generate(decoder, params, bank: PromptBank, batch: Batch, rng, *, settings: DecodeSettings):
     """Prefill and the decoding loop, one jitted program. -> (tokens [batch, new], lengths, scores)."""
     rows = settings.rows_per_example
@@ -133,3 +133,9 @@ def default_stop_tokens(backbone) -> tuple[int, ...]:
         if eos is not None:
             ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
     return tuple(sorted(ids))
+
+
+def strip_padding(input_ids, attention_mask) -> list[list[int]]:
+    """Padded rows [batch, length] (padding on either side) -> each row's real ids, for generate_ids."""
+    return [[int(i) for i, real in zip(row, mask) if real]
+            for row, mask in zip(np.asarray(input_ids), np.asarray(attention_mask))]
