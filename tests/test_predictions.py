@@ -90,6 +90,26 @@ def test_tagging_scores_give_each_word_its_tag_probability(tiny_model_dir):
     assert scores == [{"tag_probability": pytest.approx([float(probability[p]) for p in first])}]
 
 
+def test_choice_scores_name_each_candidate_answer(tiny_model_dir):
+    """Multi-token label words scored as candidates: a score per label, over the options each
+    example has (option_mask), and the decoded answer is the best-scored one."""
+    from ptjax.formulations.choice import label_word_choice
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir("gpt2"))
+    labels = ("entailment", "neutral", "not_entailment")
+    formulation = label_word_choice("{premise} Question: {hypothesis}? Answer: [MASK]",
+                                    Renderer(tokenizer, "causal_lm", 48), labels,
+                                    {"entailment": "Yes indeed", "neutral": "Maybe so", "not_entailment": "No way"})
+    examples = [Example("x-0", {"premise": "Rome is big", "hypothesis": "Rome is small"}, "not_entailment")]
+    features = formulation.featurize(examples)
+    predictions = [{"scores": np.asarray([-3.0, -2.5, -0.5], np.float32), "prediction": np.int32(2)}]
+    assert formulation.decode(examples, features, predictions) == ["not_entailment"]
+    assert formulation.scores(examples, features, predictions) == [
+        {"entailment": -3.0, "neutral": -2.5, "not_entailment": -0.5}]
+    features[0]["option_mask"] = np.asarray([1, 0, 1], np.int32)  # an example without "neutral"
+    assert set(formulation.scores(examples, features, predictions)[0]) == {"entailment", "not_entailment"}
+
+
 def test_qa_scores_give_the_best_span_and_its_null_score_difference(tiny_model_dir):
     from ptjax.formulations.qa import ExtractiveQA
 
