@@ -97,9 +97,9 @@ def test_choice_scores_name_each_candidate_answer(tiny_model_dir):
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir("gpt2"))
     labels = ("entailment", "neutral", "not_entailment")
+    words = {"entailment": "Yes indeed", "neutral": "Maybe so", "not_entailment": "No way"}
     formulation = label_word_choice("{premise} Question: {hypothesis}? Answer: [MASK]",
-                                    Renderer(tokenizer, "causal_lm", 48), labels,
-                                    {"entailment": "Yes indeed", "neutral": "Maybe so", "not_entailment": "No way"})
+                                    Renderer(tokenizer, "causal_lm", 48), labels, words)
     examples = [Example("x-0", {"premise": "Rome is big", "hypothesis": "Rome is small"}, "not_entailment")]
     features = formulation.featurize(examples)
     predictions = [{"scores": np.asarray([-3.0, -2.5, -0.5], np.float32), "prediction": np.int32(2)}]
