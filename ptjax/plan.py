@@ -228,6 +228,21 @@ def count_step_flops(config: ml_collections.ConfigDict, lowered, batch: dict,
     return unrolled_flops(unrolled, twin, batch, rng), "cost_analysis_unrolled"
 
 
+def flops_estimate(backbone: Backbone, n_trainable: int, n_frozen: int, tokens: int, *,
+                   backbone_trains: bool) -> float:
+    """Dense FLOPs of a train step over `tokens` padded tokens: per parameter a token meets, 2
+    forward and 2 backward (to the input), 2 more for a trainable one's gradient. A layer shared by
+    every depth (ALBERT, Family.shared_layer) is met once per depth."""
+    shared = backbone.family.shared_layer
+    repeated = (backbone.config.num_layers - 1) * sum(
+        math.prod(x.shape) for x in jax.tree.leaves(backbone.shapes[shared])) if shared else 0
+    if backbone_trains:
+        n_trainable += repeated
+    else:
+        n_frozen += repeated
+    return float(tokens * (4 * (n_trainable + n_frozen) + 2 * n_trainable))
+
+
 def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = True) -> dict:
     """Compile the train step of `experiment` (built by build_without_weights) on the current
     devices and report memory, FLOPs and the verdict (see the module docstring)."""
@@ -257,12 +272,6 @@ def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = T
 
     count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
     n_trainable, n_frozen = count(engine.trainable_shapes), count(engine.frozen_shapes)
-    backbone = experiment.backbone
-    # A layer shared by every depth (ALBERT) does its arithmetic once per depth.
-    repeated = (backbone.config.num_layers - 1) * count(backbone.shapes[backbone.family.shared_layer]) \
-        if backbone.family.shared_layer else 0
-    applied_trainable, applied_frozen = ((n_trainable + repeated, n_frozen) if model.is_trainable(("backbone",))
-                                         else (n_trainable, n_frozen + repeated))
     padded_tokens = config.train.batch_size * sum(lengths.values())
     usable = config.plan.device_memory_gib * GIB * (1.0 - config.plan.memory_margin)
     fits = memory.peak <= usable
@@ -291,8 +300,8 @@ def plan(config: ml_collections.ConfigDict, experiment, *, count_flops: bool = T
         },
         "flops_per_step": flops,
         "flops_source": flops_source if flops is not None else None,
-        "flops_per_step_estimate": float(padded_tokens * (4 * (applied_trainable + applied_frozen)
-                                                          + 2 * applied_trainable)),
+        "flops_per_step_estimate": flops_estimate(experiment.backbone, n_trainable, n_frozen, padded_tokens,
+                                                  backbone_trains=model.is_trainable(("backbone",))),
         "device_memory_gib": float(config.plan.device_memory_gib),
         "memory_margin": float(config.plan.memory_margin),
         "fits": bool(fits),

@@ -193,3 +193,15 @@ def test_plan_preset_albert_xxlarge_v2_has_transformers_parameter_count():
     assert len(tokenizer) == 30000
     ids = tokenizer("The capital of France is Paris, said the guitarist.")["input_ids"]
     assert max(ids) < 30000 and tokenizer.unk_token_id not in ids[1:3]
+
+
+def test_plan_flops_estimate_meets_the_shared_layer_once_per_depth(tiny):
+    from ptjax.plan import flops_estimate
+
+    _, backbone, _ = tiny
+    total = backbone.num_params()
+    layer = sum(x.size for x in jax.tree.leaves(backbone.params["layer"]))
+    applied = total + (backbone.config.num_layers - 1) * layer  # 2 depths: the layer counts twice
+    assert flops_estimate(backbone, 10, total, 100, backbone_trains=False) == 100 * (4 * (applied + 10) + 20)
+    trains = flops_estimate(backbone, total, 0, 100, backbone_trains=True)
+    assert trains == 100 * 6 * applied
