@@ -320,7 +320,7 @@ def uninterrupted(bert, tmp_path_factory):
     return workdir
 
 
-def exported(workdir, bert):
+def exported(workdir):
     """The export's float32 arrays, read back as they were written."""
     arrays, _ = ckpt.read_export_arrays(Path(workdir) / "export")
     return {name: np.asarray(value) for name, value in sorted(
@@ -342,8 +342,8 @@ def comparable_metrics(workdir):
             for r in records(workdir) if r["kind"] in ("train", "eval")}
 
 
-def assert_bit_equal(resumed, uninterrupted, bert, context):
-    a, b = exported(resumed, bert), exported(uninterrupted, bert)
+def assert_bit_equal(resumed, uninterrupted, context):
+    a, b = exported(resumed), exported(uninterrupted)
     assert sorted(a) == sorted(b)
     for name in a:
         assert a[name].dtype == np.float32 and a[name].tobytes() == b[name].tobytes(), f"{name} differs ({context})"
@@ -357,7 +357,7 @@ def test_sigkill_at_a_random_step_resumes_bit_equal(bert, uninterrupted, tmp_pat
     proc = run_in_process(workdir, bert, uninterrupted, ["SIGKILL", step])
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     main.run(toy_experiment.toy_config(bert, uninterrupted, **RESUMABLE), str(workdir), build=Experiment)
-    assert_bit_equal(workdir, uninterrupted, bert, f"killed after step {step}")
+    assert_bit_equal(workdir, uninterrupted, f"killed after step {step}")
 
 
 def test_ctrl_c_and_sigterm_stop_with_a_checkpoint_and_exit_130(bert, uninterrupted, tmp_path):
@@ -371,4 +371,4 @@ def test_ctrl_c_and_sigterm_stop_with_a_checkpoint_and_exit_130(bert, uninterrup
     # Step 2's checkpoint was made by the interrupt (every_steps is 4), cutting a logging window.
     main.run(toy_experiment.toy_config(bert, uninterrupted, **RESUMABLE), str(workdir), build=Experiment)
     assert [r["step"] for r in records(workdir) if r["kind"] == "resume"] == [2, 4]
-    assert_bit_equal(workdir, uninterrupted, bert, "SIGINT after step 2, SIGTERM after step 4")
+    assert_bit_equal(workdir, uninterrupted, "SIGINT after step 2, SIGTERM after step 4")

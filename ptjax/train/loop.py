@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 import jax
 import ml_collections
@@ -35,12 +36,12 @@ from ptjax.data import pipeline
 from ptjax.errors import InputError, Interrupted, write_failure
 from ptjax.eval.predictions import check_submission, write_predictions
 from ptjax.train import checkpoints as ckpt
+from ptjax.train import run_config
 from ptjax.train.config import validate
 from ptjax.train.engine import Engine
 from ptjax.train.export_config import recordable
 from ptjax.train.interfaces import Model, TaskData
 from ptjax.train.optimizer import build_optimizer
-from ptjax.train import run_config
 from ptjax.train.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
 from ptjax.train.step import step_rng
 
@@ -181,7 +182,7 @@ class StopRequests:
         self.requested: str | None = None
         self._previous: dict = {}
 
-    def __enter__(self) -> StopRequests:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
