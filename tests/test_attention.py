@@ -55,9 +55,10 @@ def _assert_close(ours, theirs, atol):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=atol, rtol=atol)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+# Grouped-query causal and multi-query bidirectional by default; the other layouts with --slow.
+@pytest.mark.parametrize("causal, kv_heads", [
+    (True, 2), (False, 1), *(pytest.param(causal, kv_heads, marks=pytest.mark.slow)
+                             for causal, kv_heads in ((False, 4), (True, 4), (False, 2), (True, 1)))])
 def test_kernel_matches_autodiff_of_the_formula(causal, kv_heads):
     q, k, v, d_out, padding = _inputs(kv_heads=kv_heads)
     mask = make_attention_mask(padding, query_length=7, key_length=7, causal=causal)
@@ -69,7 +70,6 @@ def test_kernel_matches_autodiff_of_the_formula(causal, kv_heads):
     _assert_close(dot_product_attention(q, k, v, mask, implementation="xla"), jax_xla, 0.0)
 
 
-@pytest.mark.slow
 def test_prefix_keys_and_their_gradients():
     q, k, v, d_out, padding = _inputs(kv_heads=2)
     prefix_k = jax.random.normal(jax.random.PRNGKey(5), (1, 3, 2, 8))
@@ -77,16 +77,16 @@ def test_prefix_keys_and_their_gradients():
     prefix_mask = jnp.array([[True, False, True]])
     mask = prepend_prefix_mask(make_attention_mask(padding, query_length=7, key_length=7, causal=True), prefix_mask)
 
-    def ours(q, pk, pv):
+    def ours(q, k, v, pk, pv):
         return dot_product_attention(q, k, v, mask, prefix_key=pk, prefix_value=pv)
 
-    def plain(q, pk, pv):
+    def plain(q, k, v, pk, pv):
         full_k = jnp.concatenate([jnp.broadcast_to(pk, (3, 3, 2, 8)), k], axis=1)
         full_v = jnp.concatenate([jnp.broadcast_to(pv, (3, 3, 2, 8)), v], axis=1)
         return plain_attention(q, full_k, full_v, mask)
 
-    args = (q, prefix_k, prefix_v)
-    _assert_close(_value_and_grads(ours, args, d_out, (0, 1, 2)), _value_and_grads(plain, args, d_out, (0, 1, 2)), 2e-5)
+    args, every = (q, k, v, prefix_k, prefix_v), (0, 1, 2, 3, 4)
+    _assert_close(_value_and_grads(ours, args, d_out, every), _value_and_grads(plain, args, d_out, every), 2e-5)
 
 
 @pytest.mark.slow
@@ -100,8 +100,7 @@ def test_bias_gradient_is_summed_over_its_broadcast_axes():
     _assert_close(ours, plain, 2e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("kv_heads", [pytest.param(4, marks=pytest.mark.slow), 2])
 def test_dropout_matches_the_formula_with_the_same_mask(kv_heads):
     q, k, v, d_out, padding = _inputs(kv_heads=kv_heads)
     mask = make_attention_mask(padding, query_length=7, key_length=7, causal=False)
