@@ -36,7 +36,7 @@ def tiny(tiny_model_dir):
 
 
 def test_hidden_states_pooler_and_mlm_logits_match_transformers(tiny):
-    path, backbone, reference = tiny
+    _, backbone, reference = tiny
     ids, mask = _batch(backbone.tokenizer)
     types_ = (np.arange(ids.shape[1])[None] > 5).astype(np.int32).repeat(2, 0)
     out = ptjax_forward(backbone, input_ids=ids, attention_mask=mask, token_type_ids=types_)

@@ -24,7 +24,15 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
-    ACTIVATIONS, REMAT_POLICIES, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain,
+    ACTIVATIONS,
+    REMAT_POLICIES,
+    BackboneOutput,
+    Dense,
+    Dropout,
+    Embed,
+    LayerNorm,
+    PrefixKV,
+    constrain,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -203,7 +211,7 @@ def _config_from_hf(hf, names: frozenset[str]) -> AlbertConfig:
 
 def _weight_map(cfg: AlbertConfig) -> dict[tuple[str, ...], TensorRule]:
     heads, head_dim, d = cfg.num_heads, cfg.head_dim, cfg.hidden_size
-    t = lambda w: w.T  # noqa: E731  PyTorch Linear stores [out, in]
+    t = lambda w: w.T
     layer = "encoder.albert_layer_groups.0.albert_layers.0."
     rules = {
         ("word_embeddings", "embedding"): TensorRule("embeddings.word_embeddings.weight"),

@@ -33,7 +33,16 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
-    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, dropout_mask, einsum,
+    ACTIVATIONS,
+    BackboneOutput,
+    Dense,
+    Dropout,
+    Embed,
+    LayerNorm,
+    PrefixKV,
+    constrain,
+    dropout_mask,
+    einsum,
     layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
@@ -382,9 +391,9 @@ def _config_from_hf(hf, names: frozenset[str], version: int) -> DebertaConfig:
 
 def _weight_map(cfg: DebertaConfig) -> dict[tuple[str, ...], TensorRule]:
     heads, head_dim, d = cfg.num_heads, cfg.head_dim, cfg.hidden_size
-    t = lambda w: w.T  # noqa: E731  PyTorch Linear stores [out, in]
-    to_heads = lambda w: w.T.reshape(d, heads, head_dim)  # noqa: E731
-    split_bias = lambda b: b.reshape(heads, head_dim)  # noqa: E731
+    t = lambda w: w.T
+    to_heads = lambda w: w.T.reshape(d, heads, head_dim)
+    split_bias = lambda b: b.reshape(heads, head_dim)
     layer = "encoder.layer.{i}."
     attn = layer + "attention.self."
     rules = {
@@ -423,7 +432,7 @@ def _weight_map(cfg: DebertaConfig) -> dict[tuple[str, ...], TensorRule]:
                 rules[("layers", ours, "kernel")] = TensorRule(attn + theirs + ".weight", to_heads)
                 if has_bias:
                     rules[("layers", ours, "bias")] = TensorRule(attn + theirs + ".bias", split_bias)
-    from_heads = lambda w: w.T.reshape(heads, head_dim, d)  # noqa: E731
+    from_heads = lambda w: w.T.reshape(heads, head_dim, d)
     for ours, theirs, transform in (("attention_output", "attention.output.dense", from_heads),
                                     ("intermediate", "intermediate.dense", t), ("output", "output.dense", t)):
         rules[("layers", ours, "kernel")] = TensorRule(layer + theirs + ".weight", transform)
