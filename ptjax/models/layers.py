@@ -10,6 +10,7 @@ Activations use: batch, length, embed, heads, kv, mlp, vocab.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -137,6 +138,26 @@ def einsum(spec: str, a: Array, b: Array, dtype: Dtype) -> Array:
     if jnp.dtype(dtype) == jnp.float32:
         return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
     return _einsum_f32_accumulate(spec, a.astype(dtype), b.astype(dtype))
+
+
+def native_bf16_products() -> bool:
+    """Whether the default backend multiplies bf16 natively: TPU; a GPU of compute capability 8.0
+    or newer; a CPU with AVX512-BF16 or AMX-BF16 (the Linux /proc/cpuinfo flags). The one place
+    ptjax looks at the hardware to pick a precision (model.compute_dtype="auto")."""
+    backend = jax.default_backend()
+    if backend == "tpu":
+        return True
+    if backend == "gpu":
+        try:
+            return float(jax.devices()[0].compute_capability) >= 8.0
+        except (AttributeError, TypeError, ValueError):
+            return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return backend == "cpu" and re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -97,7 +97,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     """Refuse unknown values and impossible combinations with one clear InputError."""
     _choice(config.mode, MODES, "mode")
     dtype(config.model.dtype)
-    if config.model.compute_dtype:
+    if config.model.compute_dtype and config.model.compute_dtype != "auto":
         dtype(config.model.compute_dtype, "model.compute_dtype")
     _choice(config.model.remat_policy, REMAT_POLICIES, "model.remat_policy")
     _choice(config.model.attention_impl, ATTENTION_IMPLS, "model.attention_impl")
