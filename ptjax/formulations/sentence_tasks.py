@@ -43,6 +43,10 @@ def build_formulation(config, spec: TaskSpec, backbone: Backbone, renderer: Rend
     """(formulation, template) for a classification or multiple-choice task."""
     if ppt.handles(config, spec):  # PPT formats and pre-training tasks
         return ppt.build_formulation(config, spec, backbone, renderer, config.head.type)
+    if spec.kind == "entity_choice":  # ReCoRD: the passage's entities fill the query's placeholder
+        from ptjax.formulations.record import build_record_formulation
+
+        return build_record_formulation(config, spec, backbone, renderer, head_type(config, spec, backbone))
     patterns = patterns_for(spec) if not (config.prompt.template and config.head.verbalizer) else None
     kind = head_type(config, spec, backbone)
     if kind in LM_HEADS and backbone.kind == "encoder":
