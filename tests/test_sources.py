@@ -101,6 +101,25 @@ def test_files_with_a_column_mapping_keep_file_and_line_errors(tmp_path):
         spec.load("unused", "test")
 
 
+def test_multirc_and_record_rows_in_the_hub_layout(tmp_path):
+    """The hub flattens MultiRC to one answer option per row and ReCoRD to one query per row."""
+    multirc = [{"paragraph": "Tom has a dog.", "question": "What does Tom have?", "answer": "a dog",
+                "idx": {"paragraph": 4, "question": 1, "answer": 0}, "label": 1}]
+    record = [{"passage": "Obama met Merkel in Berlin.", "query": "@placeholder met Obama",
+               "entities": ["Obama", "Merkel", "Berlin"], "answers": ["Merkel"],
+               "idx": {"passage": 3, "query": 7}}]
+    for name, rows in (("multirc", multirc), ("record", record)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    example, = configured_task(config_for("multirc", source=str(tmp_path / "{split}.jsonl"),
+                                          splits=("validation=multirc",))).load("unused", "validation")
+    assert example.label == "1" and example.meta["question_id"] == "4-1"
+    assert example.fields["answer"] == "a dog"
+    example, = configured_task(config_for("record", source=str(tmp_path / "{split}.jsonl"),
+                                          splits=("validation=record",))).load("unused", "validation")
+    assert example.label == ("Merkel",) and example.meta["entities"] == ("Obama", "Merkel", "Berlin")
+    assert example.meta["entity_spans"][1] == (10, 16) and example.meta["idx"] == 7
+
+
 def test_squad_rows_in_the_hub_layout(tmp_path):
     rows = [{"id": "q1", "title": "T", "context": "Paris is in France.", "question": "Where is Paris?",
              "answers": {"text": ["France"], "answer_start": [12]}},
@@ -141,7 +160,8 @@ def test_glue_hub_layouts_for_sst2_and_mnli(saved):
         [{"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0, "idx": 0}],
         features=datasets.Features({
             "premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-            "idx": datasets.Value("int32"), "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])}))
+            "idx": datasets.Value("int32"),
+            "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])}))
     datasets.DatasetDict({"validation_matched": mnli}).save_to_disk(str(saved / "mnli"))
     spec = configured_task(config_for("mnli", source=str(saved / "mnli"), splits=("dev=validation_matched",)))
     assert [e.label for e in spec.load("unused", "dev")] == ["entailment"]

@@ -168,7 +168,8 @@ def _multirc_row(record: dict, where: str, split: str) -> Example:
     passage_idx, question_idx, answer_idx = (get_field(idx, key, int, where + ": idx")
                                              for key in ("paragraph", "question", "answer"))
     fields = {"passage": get_field(record, "paragraph", str, where),
-              "question": get_field(record, "question", str, where), "answer": get_field(record, "answer", str, where)}
+              "question": get_field(record, "question", str, where),
+              "answer": get_field(record, "answer", str, where)}
     meta = {"passage_id": passage_idx, "question_id": f"{passage_idx}-{question_idx}",
             "question_idx": question_idx, "answer_idx": answer_idx, "where": where}
     return Example(f"multirc-{split}-p{passage_idx}-q{question_idx}-a{answer_idx}", fields,
@@ -178,9 +179,13 @@ def _multirc_row(record: dict, where: str, split: str) -> Example:
 def parse_record(records: Records, split: str) -> list[Example]:
     """One example per query. meta["entities"]: the candidate entity strings (unique, in passage
     order) with their character spans in meta["entity_spans"] (end exclusive); the label: the
-    unique answer strings (None when the file has no answers)."""
+    unique answer strings (None when the file has no answers). A record is a passage with its
+    queries (the jsonl files) or one query with the passage text (the hub's rows)."""
     out = []
     for n, (where, record) in enumerate(records):
+        if isinstance(record.get("passage"), str):
+            out.append(_record_row(record, where, split))
+            continue
         passage = get_field(record, "passage", dict, where)
         text = get_field(passage, "text", str, where + ": passage")
         spans: list[tuple[int, int]] = []
@@ -212,6 +217,27 @@ def parse_record(records: Records, split: str) -> list[Example]:
     return out
 
 
+def _record_row(record: dict, where: str, split: str) -> Example:
+    """A hub ReCoRD row: {passage, query, entities: [str], answers: [str], idx: {passage, query}}.
+    Each entity's span is its first occurrence in the passage (the hub's offsets are not read)."""
+    text, query = get_field(record, "passage", str, where), get_field(record, "query", str, where)
+    entities = list(dict.fromkeys(get_field(record, "entities", list, where)))
+    spans = []
+    for entity in entities:
+        start = text.find(entity) if isinstance(entity, str) and entity else -1
+        if start < 0:
+            raise InputError(f"{where}: entity {entity!r} does not occur in the passage")
+        spans.append((start, start + len(entity)))
+    raw = record.get("answers")
+    answers = tuple(dict.fromkeys(get_field(record, "answers", list, where))) if raw else None
+    idx = get_field(record, "idx", dict, where)
+    passage_idx, query_idx = (get_field(idx, key, int, where + ": idx") for key in ("passage", "query"))
+    meta = {"entities": tuple(entities), "entity_spans": tuple(spans), "passage_id": passage_idx,
+            "idx": query_idx, "where": where}
+    fields = {"passage": text, "query": query}
+    return Example(f"record-{split}-{passage_idx}-{query_idx}", fields, answers, meta)
+
+
 def _span(item: Any, text: str, where: str) -> tuple[int, int]:
     """ReCoRD spans store an inclusive end; returned end is exclusive."""
     if not isinstance(item, dict):
@@ -230,8 +256,8 @@ _PAIR_LABELS = {"boolq": BOOL_LABELS, "cb": ("entailment", "contradiction", "neu
                 "rte": ("entailment", "not_entailment")}
 
 
-def _register(name: str, kind: str, labels, metrics: tuple[str, ...], parse: Callable, fields: tuple[str, ...],
-              description: str, **extra: Any) -> None:
+def _register(name: str, kind: str, labels, metrics: tuple[str, ...], parse: Callable,
+              fields: tuple[str, ...], description: str, **extra: Any) -> None:
     register(TaskSpec(name, kind, labels, metrics, _from_files(name, parse), SPLITS, fields,
                       description=description, split_aliases=_ALIASES, parse=parse, **extra))
 
@@ -250,9 +276,10 @@ _register("copa", "multiple_choice", ("0", "1"), ("accuracy",), parse_copa,
           "Choice of Plausible Alternatives (question: cause or effect)", choices=("choice1", "choice2"))
 _register("wic", "classification", BOOL_LABELS, ("accuracy",), parse_wic, ("word", "sentence1", "sentence2"),
           "Words in Context")
-_register("wsc", "classification", BOOL_LABELS, ("accuracy",), parse_wsc, ("text", "span1_text", "span2_text"),
-          "Winograd Schema Challenge")
+_register("wsc", "classification", BOOL_LABELS, ("accuracy",), parse_wsc,
+          ("text", "span1_text", "span2_text"), "Winograd Schema Challenge")
 _register("multirc", "classification", ("0", "1"), ("multirc_em", "multirc_f1a"), parse_multirc,
-          ("passage", "question", "answer"), "Multi-Sentence Reading Comprehension, one example per answer option")
+          ("passage", "question", "answer"),
+          "Multi-Sentence Reading Comprehension, one example per answer option")
 _register("record", "entity_choice", None, ("record_em", "record_f1"), parse_record, ("passage", "query"),
           "ReCoRD: fill @placeholder with a passage entity")
