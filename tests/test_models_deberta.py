@@ -20,7 +20,7 @@ import tiny_models
 import torch
 from tiny_models import ptjax_forward
 
-from ptjax.models import deberta
+from ptjax.models import disentangled
 from ptjax.models.layers import PrefixKV
 from ptjax.models.loading import load_backbone
 
@@ -155,7 +155,7 @@ def test_log_buckets_match_transformers():
     for bucket_size, max_position in ((256, 512), (8, 32), (64, 128)):
         relative = torch.arange(-2047, 2048)
         expected = make_log_bucket_position(relative, bucket_size, max_position).long().numpy()
-        table = deberta._log_buckets(2048, bucket_size, max_position)
+        table = disentangled.log_buckets(2048, bucket_size, max_position)
         ours = np.sign(relative.numpy()) * table[np.abs(relative.numpy())]
         np.testing.assert_array_equal(ours, expected)
 
