@@ -1,7 +1,8 @@
 """Architecture families: how a transformers config and checkpoint become a ptjax module.
 
-Each family file (bert.py, gpt2.py, llama.py, t5.py) defines a `Family` and nothing here knows
-their internals. `family_for(model_type)` picks one by the `model_type` of a transformers config.
+Each family file (bert.py, gpt2.py, llama.py, t5.py, deberta.py, albert.py) defines a `Family`;
+nothing here knows their internals. `family_for(model_type)` picks one by the `model_type` of a
+transformers config.
 """
 
 from __future__ import annotations
