@@ -112,8 +112,9 @@ def deep_layout(length: int, shift: bool = True) -> dict:
 # Export: ptjax -> PEFT.
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family,reparam", [("bert", "none"), ("llama", "lstm"), ("gpt2", "mlp")])
+# One adapter of each type in the default run (prompt tuning, P-tuning, prefix tuning), each way.
+@pytest.mark.parametrize("family,reparam", [("bert", "none"), pytest.param("llama", "lstm", marks=pytest.mark.slow),
+                                            ("gpt2", "mlp")])
 def test_exported_soft_prompt_runs_the_same_in_peft(backbones, tmp_path, family, reparam):
     path, backbone = backbones(family)
     width = backbone.config.hidden_size
@@ -145,9 +146,8 @@ def test_exported_soft_prompt_runs_the_same_in_peft(backbones, tmp_path, family,
         np.testing.assert_allclose(vectors, np.asarray(encoder.apply({"params": params})), atol=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family,reparam", [("bert", "none"), ("llama", "none"), ("gpt2", "mlp"),
-                                            ("roberta", "mlp")])
+@pytest.mark.parametrize("family,reparam", [*(pytest.param(f, r, marks=pytest.mark.slow) for f, r in (
+    ("bert", "none"), ("gpt2", "mlp"), ("roberta", "mlp"))), ("llama", "none")])
 def test_exported_deep_prompt_runs_the_same_in_peft_prefix_tuning(backbones, tmp_path, family, reparam):
     path, backbone = backbones(family)
     cfg = backbone.config
@@ -241,13 +241,12 @@ def test_export_refuses_what_peft_cannot_reproduce(backbones, tmp_path):
 # Import: PEFT -> ptjax.
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family,config", [
     ("bert", PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4)),
     ("gpt2", PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_hidden_size=16)),
     ("llama", PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5)),
-    ("bert", PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=3, prefix_projection=True,
-                                encoder_hidden_size=20)),
+    pytest.param("bert", PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=3,
+                                            prefix_projection=True, encoder_hidden_size=20), marks=pytest.mark.slow),
 ])
 def test_imported_peft_adapter_runs_the_same_in_ptjax(backbones, tmp_path, family, config):
     path, backbone = backbones(family)
