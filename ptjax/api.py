@@ -120,9 +120,6 @@ def load_prompt(export: str | Path, overrides: Mapping[str, Any] | None = None) 
     config.mode, config.restore = "eval", str(path)
     config = config_for_export(config, str(path), explicit=tuple(overrides or ()))
     experiment = build(config)
-    if experiment.data.spec.kind not in ("classification", "multiple_choice"):
-        raise InputError(f"{path}: task {experiment.data.spec.name} is {experiment.data.spec.kind}; "
-                         "predict() classifies text (classification and multiple-choice tasks)")
     backbone = experiment.backbone
     if backbone.params is None:
         backbone.load_weights()
@@ -135,7 +132,7 @@ def load_prompt(export: str | Path, overrides: Mapping[str, Any] | None = None) 
 
 
 class LoadedPrompt:
-    """A prompt export with its model: predict() classifies raw inputs."""
+    """A prompt export with its model: predict() classifies raw inputs, generate() writes text."""
 
     def __init__(self, config: ml_collections.ConfigDict, experiment, trainable: dict):
         import jax
@@ -147,6 +144,7 @@ class LoadedPrompt:
         params = {"backbone": experiment.backbone.params, **trainable}
         self._params = params
         self._predict = jax.jit(self.model.predict)
+        self._experiment, self._trainable, self._generator = experiment, trainable, None  # for generate()
 
     def _example(self, index: int, value: str | Sequence[str] | Mapping[str, str]):
         from ptjax.tasks.base import Example
@@ -172,6 +170,9 @@ class LoadedPrompt:
 
         from ptjax.data import pipeline
 
+        if self.task.kind not in ("classification", "multiple_choice"):
+            raise InputError(f"{self.config.restore}: task {self.task.name} is {self.task.kind}; predict() "
+                             "classifies text (classification and multiple-choice tasks); generate() writes text")
         examples = [self._example(i, value) for i, value in enumerate(inputs)]
         formulation = self.data.formulation
         features = formulation.featurize(examples)
@@ -192,6 +193,21 @@ class LoadedPrompt:
         answers = formulation.decode(examples, features, outputs)
         return [{"label": answer, "probabilities": self._probabilities(output)}
                 for answer, output in zip(answers, outputs)]
+
+    def generate(self, inputs: Sequence[str | Mapping[str, str]], *, template: str = "", batch_size: int = 8,
+                 seed: int = 0, **settings) -> list[dict]:
+        """Text written after each input rendered with the prompt's template (causal LMs continue
+        from its [MASK] slot, T5 decodes the slot): one {"text", "tokens", "prompt"} per input.
+        settings: ptjax.generation.search.DecodeSettings fields (strategy="greedy" | "sample" |
+        "beam", max_new_tokens, temperature, top_k, top_p, num_beams, stop_tokens, ...)."""
+        from ptjax.generation.text import TextGenerator, entry_from_experiment, export_name
+
+        if self._generator is None or self._generator[0] != (template, batch_size):
+            entry = entry_from_experiment(export_name(self.config.restore), self._experiment, self._trainable,
+                                          template)
+            self._generator = ((template, batch_size),
+                               TextGenerator(self._experiment.backbone, [entry], batch_size=batch_size))
+        return self._generator[1].generate(inputs, seed=seed, **settings)
 
     def _probabilities(self, output: dict) -> dict[str, float]:
         """Softmax of the head's label scores (empty for heads without them, such as WSC's referent)."""
