@@ -11,6 +11,8 @@ teacher-forced after the query's opening words, what follows the slot is cut), o
 candidate with the maximum score; EM / F1 are the official ReCoRD scores against every gold string
 (ptjax.eval.metrics.record_scores). Training: cross-entropy over the candidates, the first gold
 entity as the target. The passage's "@highlight" lines become "- " bullets, as PET reads them.
+Template fields are whitespace-trimmed, so text glued to the placeholder ("@placeholder's") is
+read with a space before it ("Chelsea 's"); the entity's own tokens are scored as PET scores them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from ptjax.prompts.rendering import Renderer
 from ptjax.tasks.base import Example, TaskSpec
 
 PLACEHOLDER = "@placeholder"
-MANUAL = "{passage|truncate} {before} [MASK]{after}"
-PTUNING = "[P*3] {passage|truncate} [P*3] {before} [MASK]{after}"
-LINEAR = "{passage|truncate} [SEP] {before} {option}{after}"
+MANUAL = "{passage|truncate} {before} [MASK] {after}"
+PTUNING = "[P*3] {passage|truncate} [P*3] {before} [MASK] {after}"
+LINEAR = "{passage|truncate} [SEP] {before} {option} {after}"
 
 
 def record_fields(example: Example) -> dict[str, str]:
@@ -37,7 +39,7 @@ def record_fields(example: Example) -> dict[str, str]:
         raise InputError(f"{example.meta.get('where', example.guid)}: the query needs exactly one {PLACEHOLDER}")
     before, after = query.split(PLACEHOLDER)
     return {"passage": example.fields["passage"].replace("@highlight\n", "- "), "before": before.strip(),
-            "after": after.rstrip()}
+            "after": after.strip()}
 
 
 def gold_index(example: Example) -> int:
