@@ -5,7 +5,7 @@
                                                                           the settings it was trained with
     ptjax plan --config configs/NAME.py [--config.plan.devices=8 ...]     mode "plan": memory and FLOPs
     ptjax serve --config configs/NAME.py --export TASK=EXPORT ...         as python -m ptjax.serve
-    ptjax generate --restore RUN/export --input in.jsonl [--output ...]   as python -m ptjax.generation
+    ptjax generate --restore RUN/export --input in.jsonl [--output ...]   as python -m ptjax.generate
     ptjax export-peft --restore RUN/export --to RUN/peft                  as python -m ptjax.interop export
     ptjax import-peft --adapter PEFT_DIR --to RUN/imported                as python -m ptjax.interop import
     ptjax list configs | tasks                                            what ships, one line each
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         return app.run(serve.main, argv=sys.argv,
                        flags_parser=lambda args: cli.parse_flags(args, usage=serve.__doc__))
     if command == "generate":
-        from ptjax.generation.__main__ import main as generate_main
+        from ptjax.generate import main as generate_main
         from ptjax.hostmem import restart_with_huge_pages
 
         restart_with_huge_pages()

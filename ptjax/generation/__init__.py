@@ -5,5 +5,11 @@
     bank.py        PromptBank: exports' soft vectors and deep prefixes, one entry per prompt
     generator.py   Generator: batches of token ids (any lengths, any prompt each) -> generated ids
     text.py        TextGenerator: prompt exports + texts rendered with their templates -> texts
-    __main__.py    python -m ptjax.generation --restore DIR/export --input in.jsonl --output out.jsonl
+The command is ptjax/generate.py: python -m ptjax.generate --restore DIR/export --input in.jsonl
 """
+
+from ptjax.generation.bank import PromptBank
+from ptjax.generation.generator import Generated, Generator
+from ptjax.generation.search import DecodeSettings
+
+__all__ = ["DecodeSettings", "Generated", "Generator", "PromptBank"]

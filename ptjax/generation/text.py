@@ -67,14 +67,19 @@ def restore_export(path: str | Path, overrides: Mapping | None = None, backbone=
 
 
 def entry_from_experiment(name: str, experiment, trainable: dict, template: str = "") -> PromptEntry:
-    formulation = experiment.data.formulation
+    return entry_from_parts(name, experiment.model, experiment.data, trainable, template)
+
+
+def entry_from_parts(name: str, model, data, trainable: dict, template: str = "") -> PromptEntry:
+    """A prompt entry from a task's model, data (its formulation's template and renderer) and
+    trained params; `template` replaces the formulation's."""
+    formulation = data.formulation
     renderer = getattr(formulation, "renderer", None)
     chosen = parse_template(template, "template") if template else getattr(formulation, "template", None)
     if renderer is None or chosen is None:
-        raise InputError(f"{name}: task {experiment.data.spec.name} has no single template to generate from; "
+        raise InputError(f"{name}: task {data.spec.name} has no single template to generate from; "
                          "give one (--template / template=)")
-    return PromptEntry(name, experiment.model, trainable, parse_template(chosen), renderer,
-                       tuple(experiment.data.spec.fields))
+    return PromptEntry(name, model, trainable, parse_template(chosen), renderer, tuple(data.spec.fields))
 
 
 class TextGenerator:

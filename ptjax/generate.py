@@ -1,6 +1,6 @@
 """Command line: generate text with trained prompts (one or several exports on one backbone).
 
-    python -m ptjax.generation --restore RUN/export --input inputs.jsonl [--output out.jsonl]
+    python -m ptjax.generate --restore RUN/export --input inputs.jsonl [--output out.jsonl]
         [--restore name=RUN2/export ...] [--strategy greedy|sample|beam] [--max-new-tokens 32]
         [--temperature 1 --top-k 0 --top-p 1 --seed 0] [--num-beams 4 --length-penalty 1]
         [--stop ID ...] [--template "[P*20] {text}"] [--batch-size 8]
@@ -26,7 +26,7 @@ from ptjax.errors import InputError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ptjax.generation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ptjax.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--restore", action="append", required=True,
                         help="a prompt export (RUN/export or a workdir), or NAME=PATH; repeat for a mixed bank")
     parser.add_argument("--input", required=True, help="jsonl: one object per input")
