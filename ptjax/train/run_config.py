@@ -35,8 +35,9 @@ INIT_ONLY = ("prompt.init", "prompt.init_text", "prompt.init_from")
 # Keys whose zero and non-zero values build different optimizer state trees (a momentum trace,
 # a clipping or weight-decay stage), while any two non-zero values share one.
 ZERO_CHANGES_STATE = ("optimizer.momentum", "optimizer.clip_norm", "optimizer.weight_decay")
-# Keys that never matter to a resumed run.
-IGNORED = ("mode", "restore", "logging.", "compilation_cache_dir", "sweep.", "plan.")
+# Keys that never change what a resumed run computes (how often and how many checkpoints are
+# kept does not either: logging windows and the data position come from the checkpoint itself).
+IGNORED = ("mode", "restore", "logging.", "compilation_cache_dir", "sweep.", "plan.", "checkpoint.")
 
 
 def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
