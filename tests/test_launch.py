@@ -52,7 +52,8 @@ def test_launch_scripts_are_valid_bash_that_run_main(script):
         assert "main.py --distributed" in text
 
 
-@pytest.mark.slow
+# The default run's two-process check (~30 s of CPU); tests/test_multiprocess.py's comparison with
+# one process is --slow.
 def test_local_processes_script_trains_through_main_distributed(tiny_model_dir, tmp_path):
     workdir = tmp_path / "run"
     args = ["--config", "configs/base.py", "--workdir", str(workdir),
