@@ -271,13 +271,14 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     if spec is None:
         return
     known = set(spec.splits) | set(spec.split_aliases)
-    if spec.splits:
+    if spec.splits and not config.task.get("source"):  # a data source names its own splits
         for key, names in (("task.train_split", (config.task.train_split,) if config.mode != "eval" else ()),
                            ("task.eval_splits", tuple(config.task.eval_splits))):
             unknown = [name for name in names if name not in known]
             if unknown:
+                aliases = f"; also {', '.join(spec.split_aliases)}" if spec.split_aliases else ""
                 raise InputError(f"config.{key}: task {spec.name} has no split {unknown[0]!r} "
-                                 f"(splits: {', '.join(spec.splits)}; also {', '.join(spec.split_aliases)})")
+                                 f"(splits: {', '.join(spec.splits)}{aliases})")
     metric = config.train.best_metric
     if metric and config.mode in ("train", "sweep") and not _task_reports(spec, metric):
         raise InputError(
