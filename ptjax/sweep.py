@@ -394,8 +394,9 @@ def over_variant_lines(rows: list[Row], summary: list[str], percent: dict[str, b
         means = [(mean_of(r, name), r) for r in rows if mean_of(r, name) is not None]
         if not means:
             continue
-        scale = 100.0 if percent[name] else 1.0
-        value = lambda v: f"{v * scale:.1f}" if percent[name] else f"{v:.4g}"
+        def value(v: float, percent: bool = percent[name]) -> str:
+            return f"{v * 100:.1f}" if percent else f"{v:.4g}"
+
         best_value, best_row = max(means, key=lambda pair: pair[0])
         selector = f"{splits[0]}/{name.split('/', 1)[1]}" if splits and "/" in name else None
         picks = [(mean_of(r, selector), mean_of(r, name), r) for r in rows

@@ -17,7 +17,7 @@ read with a space before it ("Chelsea 's"); the entity's own tokens are scored a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ptjax.errors import InputError
 from ptjax.formulations.choice import MultipleChoice
