@@ -3,6 +3,8 @@ configs start from. No get_config of its own meaning beyond the default (RTE, P-
 
     python main.py --config configs/superglue_paper.py --workdir runs/rte_ptuning
     python main.py --config configs/superglue_paper.py:cb,ptuning_v2,fewshot --workdir runs/cb_pt2_few
+    python main.py --config configs/superglue_paper.py:record,manual,fewshot --config.mode=train \
+        --config.method.train_backbone=True --workdir runs/record_pet   # ReCoRD, PET-style
 
 Protocols (`protocol=`):
   full     fully supervised ("GPT Understands, Too", sec. 4.2): train on the whole training set,
@@ -35,6 +37,8 @@ Trainer's), sequences cut at 128 tokens for every method (P-tuning v2's max_seq_
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ptjax.configs import base
 
@@ -86,6 +90,8 @@ def paper(task: str = "rte", method: str = "ptuning", protocol: str = "full"):
     else:
         config.data_dir = DATA
         config.task.eval_splits = ("dev32", "val")  # the first picks the checkpoint
+        if task == "record" and not any((Path(DATA) / sub / "ReCoRD" / "val.jsonl").is_file() for sub in ("", "superglue")):
+            config.task.eval_splits = ("dev32",)  # the shared data has ReCoRD's train and dev32 only
 
     if method == "ptuning_v2":
         lr, length, batch, epochs = PTUNING_V2.get(task, PTUNING_V2["boolq"])
