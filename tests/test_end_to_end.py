@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import pytest
-from test_lama import write_lama
+from test_lama import RELATIONS, write_lama
 
 import main
 from configs import base
@@ -99,3 +100,25 @@ def test_plan_of_a_small_config(tiny_model_dir, sst2_root, tmp_path):
     memory = report["memory_per_device"]
     assert 0 < memory["arguments"] <= memory["peak"] < 2 ** 30 and report["fits"]
     assert json.loads((tmp_path / "plan.json").read_text())["flops_per_step"] == report["flops_per_step"]
+
+
+def test_lama_ptuning_trains_every_relation_in_one_batched_step(tiny_model_dir, tmp_path):
+    """LAMA P-tuning on a causal LM: the facts of two relations share each batch, each relation has
+    its own prompt encoder (a leading bank axis), and the export re-evaluates to the same P@1."""
+    from ptjax.train import checkpoints
+
+    facts = {"P36": [("Germany", "Berlin"), ("Italy", "Rome"), ("France", "Berlin"), ("Prussia", "Berlin"),
+                     ("Vatican", "Rome")],
+             "P17": [("Berlin", "Germany"), ("Paris", "France"), ("Munich", "Germany"), ("Lyon", "France"),
+                     ("Hamburg", "Germany")]}
+    data_dir = write_lama(tmp_path / "lama", RELATIONS[:2], facts)
+    config = tiny_config(tiny_model_dir("gpt2"), data_dir, "lama", "ptuning", **{
+        "prompt.encoder": "mlp", "optimizer.learning_rate": 3e-2, "task.length_buckets": (16,)})
+    losses, trained, evaluated = train_and_reevaluate(config, tmp_path)
+    assert losses[-1] < losses[0] - 0.02, losses
+    metrics = trained["metrics"]["validation"]
+    assert {"p_at_1", "p_at_1/P36", "p_at_1/P17"} <= set(metrics) and "p_at_1/P1923" not in metrics
+    assert evaluated["metrics"] == trained["metrics"]
+    params, _ = checkpoints.read_export_arrays(tmp_path / "train" / "export")
+    bank = params["prompt"]["soft"]["encoder"]
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(bank)} == {2}  # one encoder per relation
