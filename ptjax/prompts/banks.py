@@ -94,24 +94,37 @@ def entry_weights(prompt_id: jax.Array, valid: jax.Array | None, num_entries: in
     return weights, counts > 0
 
 
-def per_entry(inner: optax.GradientTransformation, *, clip_norm: float = 0.0) -> optax.GradientTransformationExtraArgs:
+def per_entry(inner: optax.GradientTransformation | Callable[[jax.Array], optax.GradientTransformation], *,
+              clip_norm: float = 0.0, learning_rates: tuple[float, ...] | None = None
+              ) -> optax.GradientTransformationExtraArgs:
     """`inner` run on each bank entry alone: every leaf has the bank axis first; the state is the
     inner state per entry (counts included). update(..., entry_has_examples=bool [entries])
     clips each entry's gradient to its own global norm `clip_norm` (0: none), updates it, and
-    leaves entries without examples untouched (zero update, previous state)."""
+    leaves entries without examples untouched (zero update, previous state).
+
+    learning_rates (one per entry): then `inner` is a function peak learning rate -> transformation,
+    called inside the vmap with the entry's rate as a float32 scalar, so an entry computes
+    exactly what a run built with that constant rate computes (batched sweep variants)."""
+    rates = None if learning_rates is None else jnp.asarray(learning_rates, jnp.float32)
+
+    def make(rate):
+        return inner if rates is None else inner(rate)
 
     def init(params):
-        return jax.vmap(inner.init)(params)
+        if rates is None:
+            return jax.vmap(inner.init)(params)
+        return jax.vmap(lambda p, rate: make(rate).init(p))(params, rates)
 
     def update(updates, state, params=None, *, entry_has_examples=None, **extra):
         del extra
 
-        def one(grads, entry_state, entry_params):
+        def one(grads, entry_state, entry_params, rate):
             if clip_norm:
                 grads, _ = optax.clip_by_global_norm(clip_norm).update(grads, optax.EmptyState())
-            return inner.update(grads, entry_state, entry_params)
+            return make(rate).update(grads, entry_state, entry_params)
 
-        new_updates, new_state = jax.vmap(one)(updates, state, params)
+        per_rate = jnp.zeros(jax.tree.leaves(updates)[0].shape[:1], jnp.float32) if rates is None else rates
+        new_updates, new_state = jax.vmap(one)(updates, state, params, per_rate)
         if entry_has_examples is None:
             return new_updates, new_state
 
@@ -134,6 +147,7 @@ class BankTraining:
 
     num_entries: int
     is_bank_leaf: Callable[[tuple[str, ...]], bool]
+    learning_rates: tuple[float, ...] | None = None  # per entry (batched sweep variants); None: the config's
 
     def prepare(self, batch: dict, microbatches: int = 1) -> tuple[dict, dict]:
         """(batch with EXAMPLE_WEIGHT, extra arguments of the optimizer update) for a train step."""
@@ -141,8 +155,9 @@ class BankTraining:
                                          scale=float(microbatches))
         return {**batch, EXAMPLE_WEIGHT: weights}, {"entry_has_examples": present}
 
-    def wrap(self, inner: optax.GradientTransformation, clip_norm: float) -> optax.GradientTransformationExtraArgs:
-        return per_entry(inner, clip_norm=clip_norm)
+    def wrap(self, inner, clip_norm: float) -> optax.GradientTransformationExtraArgs:
+        """inner: a transformation, or with learning_rates set, peak rate -> transformation."""
+        return per_entry(inner, clip_norm=clip_norm, learning_rates=self.learning_rates)
 
     def selection(self, metric_names, *, mode: str, patience: int, folder: Path) -> BankSelection | None:
         """Each entry's best evaluation and early stopping (BankSelection), when the task names one

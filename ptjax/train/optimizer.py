@@ -132,6 +132,10 @@ def build_optimizer(config: ml_collections.ConfigDict, trainable: dict,
     clip = config.optimizer.clip_norm
 
     def transform(label):
+        if label.endswith(BANKED) and bank.learning_rates is not None:
+            # Each entry its own peak rate (batched sweep variants), the config's schedule shape.
+            return bank.wrap(lambda peak: _base_optimizer(
+                config, make_schedule(config, peak, total_steps, steps_per_epoch)), clip)
         base = _base_optimizer(config, schedules[label.removesuffix(BANKED)])
         return bank.wrap(base, clip) if label.endswith(BANKED) else base
 
