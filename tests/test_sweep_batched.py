@@ -156,3 +156,31 @@ def test_planner_refuses_unknown_batched_keys_by_reporting_them(tmp_path):
     assert groups == [] and len(alone) == 2 and all("differs from it only in seed" in reason for _, reason in alone)
     with pytest.raises(InputError):
         plan_groups(runs, [])
+
+
+def test_variant_batch_holds_each_variants_own_rows():
+    """Variant k's block of a batched step is the batch its own run takes at that step (its seed,
+    its number of examples), padded to the batch's longest bucket; a finished variant's block is
+    padding (valid False)."""
+    from ptjax.data import pipeline
+
+    rng = np.random.default_rng(0)
+    features = [{"input_ids": rng.integers(1, 50, size=int(n)), "label": np.int32(i % 2)}
+                for i, n in enumerate(rng.integers(3, 40, size=24))]
+    split = pipeline.prepare_split("train", features, {"input_ids": 0}, {}, ())
+    orders = [pipeline.TrainOrder(24, 4, seed=0), pipeline.TrainOrder(8, 4, seed=1), pipeline.TrainOrder(24, 4, seed=2)]
+    stops = [6, 2, 6]
+    for step in range(4):
+        arrays = pipeline.variant_train_batch(split, orders, stops, step)
+        assert arrays["input_ids"].shape[0] == 12
+        for k, (order, stop) in enumerate(zip(orders, stops)):
+            block = slice(4 * k, 4 * k + 4)
+            np.testing.assert_array_equal(arrays["prompt_id"][block], k)
+            rows = order.rows(min(step, stop - 1))
+            assert order.num_examples == 24 or rows.max() < order.num_examples
+            alone = pipeline.collate(split, rows, split.batch_lengths(rows))
+            width = alone["input_ids"].shape[1]
+            np.testing.assert_array_equal(arrays["input_ids"][block, :width], alone["input_ids"])
+            assert not arrays["input_ids"][block, width:].any()  # only padding beyond its own bucket
+            np.testing.assert_array_equal(arrays["label"][block], alone["label"])
+            np.testing.assert_array_equal(arrays["valid"][block], step < stop)

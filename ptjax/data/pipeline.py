@@ -244,6 +244,19 @@ def train_batches(split: SplitData, order: TrainOrder, *, start_step: int, stop_
         yield Batch(step, to_device(arrays), real, padded, rows, np.ones(len(rows), bool))
 
 
+def variant_train_batch(split: SplitData, orders: list[TrainOrder], stops: list[int], step: int) -> dict:
+    """One step of a batched sweep (ptjax.train.variants): variant k's rows of `step` from its own
+    order (its seed, its number of examples: TrainOrder.num_examples), one block per variant, with
+    "prompt_id" = k. A variant past its last step (stops[k]) keeps its block as padding rows
+    (valid False, so its bank entry gets no update), and the batch keeps one shape."""
+    blocks = [order.rows(min(step, stop - 1)) for order, stop in zip(orders, stops)]
+    rows = np.concatenate(blocks)
+    valid = np.concatenate([np.full(len(b), step < stop) for b, stop in zip(blocks, stops)])
+    arrays = collate(split, rows, split.batch_lengths(rows), valid)
+    arrays["prompt_id"] = np.repeat(np.arange(len(blocks), dtype=np.int32), [len(b) for b in blocks])
+    return arrays
+
+
 def eval_batches(split: SplitData, batch_size: int, *, host_range: tuple[int, int],
                  to_device: Callable[[dict], dict]) -> Iterator[Batch]:
     start, stop = host_range
