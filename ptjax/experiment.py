@@ -42,8 +42,10 @@ def open_configured_backbone(config: ml_collections.ConfigDict) -> Backbone:
     return open_backbone(config.model.name, **backbone_options(config))
 
 
-def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None) -> Experiment:
-    """backbone: an already opened backbone to reuse (weights loaded or not)."""
+def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None, num_prompts: int = 0) -> Experiment:
+    """backbone: an already opened backbone to reuse (weights loaded or not). num_prompts > 0: a
+    bank of that many independent prompts, one per example by its "prompt_id" (batched sweep
+    variants, ptjax.train.variants; sentence tasks only)."""
     get_method(config.method.name)
     if config.task.name == "multi":  # MPT-2: several tasks, one shared prompt
         from ptjax.formulations.multitask import build_multitask
@@ -65,7 +67,7 @@ def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None
                    **formulation.describe()}
     if config.prompt.init == "pretrained":  # which PPT pre-training run a folder of runs offers
         description["prompt_source"] = ppt.source_task(spec.name, config.prompt.pattern)
-    model = build_prompt_model(config, backbone, formulation.head, template, description)
+    model = build_prompt_model(config, backbone, formulation.head, template, description, num_prompts=num_prompts)
     if config.prompt.init == "pretrained" and config.method.name == "ptuning_v2":
         # Deep prompts have no initializer to read vectors into: the warm start replaces them.
         from ptjax.methods.warm_start import WarmStartedModel

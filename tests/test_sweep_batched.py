@@ -80,6 +80,8 @@ def test_per_entry_learning_rates_equal_separate_optimizers(name, clip_norm):
         assert not np.array_equal(alone_entry, np.asarray(alone_params["prompt"]["table"]))  # it trained
 
 
+# The default run's check of per-entry rates through the real step is the Lester test below (cheaper).
+@pytest.mark.slow
 def test_variants_with_own_rates_train_as_separate_runs(lama_dir, tiny_model_dir):  # noqa: F811
     """Through the real model, train step and optimizer on a tiny BERT: a bank of two prompt
     encoders with learning rates 1e-3 and 3e-2 (Adam, clipping active) ends bit-for-bit where
@@ -184,3 +186,73 @@ def test_variant_batch_holds_each_variants_own_rows():
             assert not arrays["input_ids"][block, width:].any()  # only padding beyond its own bucket
             np.testing.assert_array_equal(arrays["label"][block], alone["label"])
             np.testing.assert_array_equal(arrays["valid"][block], step < stop)
+
+
+SENTENCES = [("a good movie", 1), ("terrible acting", 0), ("i loved it", 1), ("a waste of time", 0),
+             ("great fun", 1), ("dull and slow", 0), ("so bad", 0), ("the best film", 1)]
+
+
+def test_seed_and_rate_variants_in_one_job_equal_separate_runs(tiny_model_dir, tmp_path):
+    """Two Lester prompt-tuning variants on a tiny BERT (seeds 0 / 1, rates 1e-2 / 3e-2, 4 and 8
+    training examples) trained as one job, a bank of two prompts, each initialised with its own
+    seed and fed its own batches (pipeline.variant_train_batch), end where each variant's
+    single-prompt model trained alone on the same batches ends. Clipping and dropout off (one job
+    draws one dropout mask), one length bucket. What remains is the order of float sums: the bank
+    weighs each row 1/4 where the single run takes the mean of 4 rows (the same power-of-two
+    scale, exact), but the rows' gradients reach the prompt through a gather by prompt_id, summed
+    in another order; each step may then differ in the last bits of the update (observed: 1-2
+    ulps after 3 steps; bound: 4 ulps of max(|param|, rate) per step)."""
+    from ptjax.data import pipeline
+    from ptjax.train.variants import stack_entries
+
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    lines = ["sentence\tlabel"] + [f"{text}\t{label}" for text, label in SENTENCES]
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    variants = [(0, 1e-2, 4), (1, 3e-2, 8)]  # (seed, rate, training examples)
+
+    def config_with(seed, rate):
+        config = base.get_config()
+        config.model.name, config.data_dir = str(tiny_model_dir("bert")), str(tmp_path)
+        config.task.name, config.method.name, config.task.max_length = "sst2", "lester", 32
+        config.task.length_buckets, config.prompt.length = (32,), 4
+        config.optimizer.name, config.optimizer.clip_norm, config.optimizer.learning_rate = "adam", 0.0, rate
+        config.train.batch_size, config.seed = 4, seed
+        config.train.dropout = False  # one job draws one dropout mask for all variants (see report)
+        return config
+
+    single = build(config_with(0, 1.0))
+    amplify_weights(single.backbone, 5.0)
+    joint = build(config_with(0, 1.0), backbone=single.backbone, num_prompts=len(variants))
+    split = pipeline.prepare_split("train", single.data.features("train"), single.data.pad_values, {}, (32,))
+    orders = [pipeline.TrainOrder(n, 4, seed) for seed, _, n in variants]
+    stops = [3, 3]
+    single_engine = Engine(config_with(0, 1.0), single.model, devices=ONE_DEVICE)
+    starts = [single_engine.init_params(jax.random.PRNGKey(seed)) for seed, _, _ in variants]
+    frozen = starts[0][1]
+
+    def train(engine, model, config, bank, params, batches):
+        optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable,
+                                    total_steps=3, steps_per_epoch=1, bank=bank)
+        shardings = engine.opt_state_shardings(optimizer.transform)
+        state = engine.init_opt_state(optimizer.transform, params, shardings)
+        step = engine.compile_train_step(optimizer.transform, shardings)
+        for batch in batches:
+            params, state, _ = step(params, frozen, state, jax.tree.map(jnp.asarray, batch), jax.random.PRNGKey(1))
+        return jax.device_get(params)
+
+    joint_engine = Engine(config_with(0, 1.0), joint.model, devices=ONE_DEVICE)
+    bank_start = jax.tree.map(jnp.asarray, stack_entries([t for t, _ in starts], joint.model.bank.is_bank_leaf))
+    together = train(joint_engine, joint.model, config_with(0, 1.0),
+                     dataclasses.replace(joint.model.bank, learning_rates=tuple(r for _, r, _ in variants)),
+                     bank_start, [pipeline.variant_train_batch(split, orders, stops, s) for s in range(3)])
+    for k, (seed, rate, _) in enumerate(variants):
+        batches = [pipeline.collate(split, orders[k].rows(s), split.batch_lengths(orders[k].rows(s))) for s in range(3)]
+        alone = train(single_engine, single.model, config_with(seed, rate), None, starts[k][0], batches)
+        for (path, leaf), joint_leaf in zip(jax.tree_util.tree_leaves_with_path(alone), jax.tree.leaves(together)):
+            first = jax.tree.leaves(starts[k][0])[0]
+            assert not np.array_equal(leaf, first), path  # it trained
+            # A few ulps of max(|param|, rate) per step (sum order of the rows' gradients).
+            bound = 3 * 4 * np.spacing(np.maximum(np.abs(leaf), np.float32(rate)))
+            assert np.all(np.abs(joint_leaf[k] - leaf) <= bound), (path, np.abs(joint_leaf[k] - leaf).max())

@@ -93,3 +93,17 @@ def describe(groups: list[list], alone: list[tuple], root) -> str:
     for run, reason in alone:
         lines.append(f"alone: {run.path.relative_to(root)} ({reason})")
     return "\n".join(lines)
+
+
+def stack_entries(trees: Sequence[dict], is_bank_leaf) -> dict:
+    """The trainable tree of a bank from each variant's own trainable tree (each initialised with
+    its own seed, as its separate run would be): bank leaves stacked on a leading axis. Leaves
+    without the bank axis would be shared by the variants, which separate runs never share."""
+    import numpy as np
+    from flax import traverse_util
+
+    flats = [traverse_util.flatten_dict(tree) for tree in trees]
+    shared = [path for path in flats[0] if not is_bank_leaf(path)]
+    if shared:
+        raise InputError(f"batched variants would share trainable {'/'.join(shared[0])}; run them separately")
+    return traverse_util.unflatten_dict({path: np.stack([np.asarray(f[path]) for f in flats]) for path in flats[0]})
