@@ -122,3 +122,45 @@ def test_lama_ptuning_trains_every_relation_in_one_batched_step(tiny_model_dir, 
     params, _ = checkpoints.read_export_arrays(tmp_path / "train" / "export")
     bank = params["prompt"]["soft"]["encoder"]
     assert {leaf.shape[0] for leaf in jax.tree.leaves(bank)} == {2}  # one encoder per relation
+
+
+def write_rte(root: Path) -> Path:
+    folder = root / "RTE"
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = [("The cat sat on the mat.", "A cat sat.", "entailment"), ("It rained all day.", "It was dry.", "not_entailment"),
+             ("Mary lives in London.", "Mary lives in a city.", "entailment"), ("The shop is closed.", "It is open.",
+                                                                                  "not_entailment")] * 2
+    lines = "".join(json.dumps({"premise": p, "hypothesis": h, "label": label, "idx": i}) + "\n"
+                    for i, (p, h, label) in enumerate(pairs))
+    for split in ("train", "val"):
+        (folder / f"{split}.jsonl").write_text(lines)
+    return root
+
+
+def test_ppt_pretrains_a_prompt_and_a_task_starts_from_it(tiny_model_dir, tmp_path):
+    """PPT on tiny T5.1.1 through main.run: next-sentence prompt pre-training on a local corpus,
+    then RTE (the same format) starts from that prompt, trains and re-evaluates its export."""
+    from test_ppt import _config, _corpus, _soft_prompt
+
+    from ptjax.train import checkpoints
+
+    t5 = tiny_model_dir("t5v1_1")
+    pretrain = _config(t5, _corpus(tmp_path / "corpus"), "ppt_nsp", source="text", paths=["corpus.txt"],
+                       num_examples=8, dev_every=0, seed=0)  # one batch, seen every step
+    pretrain.train.num_steps, pretrain.train.dropout = 6, False
+    main.run(pretrain, str(tmp_path / "pretrained" / "ppt_nsp"))
+    records = [json.loads(line) for line in (tmp_path / "pretrained" / "ppt_nsp" / "metrics.jsonl").read_text().splitlines()]
+    pretrain_losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(pretrain_losses) == 6 and pretrain_losses[-1] < pretrain_losses[0], pretrain_losses
+    pretrained, _ = checkpoints.read_export_arrays(tmp_path / "pretrained" / "ppt_nsp" / "export")
+
+    config = _config(t5, write_rte(tmp_path / "data"), "rte")
+    config.prompt.init, config.prompt.init_from = "pretrained", str(tmp_path / "pretrained")  # picked by format
+    config.task.eval_splits = ("validation",)
+    config.train.num_steps = config.train.eval_every = 6
+    config.train.eval_batch_size, config.train.dropout = 8, False
+    start = _soft_prompt(config, None)
+    assert (start == pretrained["prompt"]["soft"]["embedding"]).all()
+    losses, trained, evaluated = train_and_reevaluate(config, tmp_path / "transfer")
+    assert losses[-1] < losses[0] - 0.02, losses
+    assert evaluated["metrics"] == trained["metrics"]

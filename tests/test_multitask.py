@@ -29,7 +29,6 @@ def _config(model_dir, root, **changes):
     return config
 
 
-@pytest.mark.slow
 def test_mixed_batches_per_task_metrics_and_warm_start(tiny_model_dir, data_root, tmp_path):
     from ptjax.train import checkpoints
 
@@ -81,7 +80,6 @@ def test_mixed_batches_per_task_metrics_and_warm_start(tiny_model_dir, data_root
         token_training.init_params(build(other).model)
 
 
-@pytest.mark.slow
 def test_tasks_must_share_a_head_kind(tiny_model_dir, data_root):
     config = _config(tiny_model_dir("bert"), data_root, tasks=("conll03", "sst2"))
     with pytest.raises(InputError, match="one kind of linear head"):
