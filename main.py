@@ -6,7 +6,7 @@ The config's `mode` picks what runs: "train" (train, evaluate, export the prompt
 the same workdir resumes), "eval" (evaluate the prompt export named by --config.restore with the
 settings it records; give only data and evaluation options) or "plan" (compile the train step
 with abstract weights on a real or simulated mesh and report per-device memory, FLOPs and
-whether it fits: ptjax/plan.py; --workdir optional; exit status 1 when it does not fit).
+whether it fits: ptjax/planning.py; --workdir optional; exit status 1 when it does not fit).
 Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
 DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
 Bad input (unknown config key, impossible setting, malformed data line, wrong checkpoint) ends

@@ -10,7 +10,7 @@
 
 The returned config is locked: setting a key that does not exist here (in a config file or with
 `--config.a.b=value` on the command line) is an error, so a typo never silently does nothing.
-Only `task.options` is free-form (a task's own knobs). `ptjax.train.config.validate` checks values
+Only `task.options` is free-form (a task's own knobs). `ptjax.training.config.validate` checks values
 and combinations before anything compiles.
 """
 
@@ -41,9 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = default_data_dir()
     # Prompt-only export to load in mode "eval" (a DIR/export folder, or a workdir holding one).
     # The export's recorded model.name, task, method, prompt and head settings are used; setting
-    # one of them to something else is an error (ptjax/train/export_config.py).
+    # one of them to something else is an error (ptjax/training/export_config.py).
     config.restore = ""
-    # Persistent compilation cache (ptjax/train/compilation_cache.py): "auto" (on GPU and TPU in
+    # Persistent compilation cache (ptjax/training/compilation_cache.py): "auto" (on GPU and TPU in
     # $PTJAX_COMPILATION_CACHE or ~/.cache/ptjax/xla, off on CPU), "" (off) or a folder.
     config.compilation_cache_dir = "auto"
 
@@ -277,12 +277,12 @@ def get_config() -> ml_collections.ConfigDict:
     # TensorBoard event files under DIR/tensorboard.
     logging.tensorboard = True
     # Progress on stderr: a bar with the loss and examples/s (means of the last 5 log steps), or
-    # a line every 30 s when stderr is not a terminal (ptjax/train/reporting.py).
+    # a line every 30 s when stderr is not a terminal (ptjax/training/reporting.py).
     logging.progress = True
 
     config.plan = plan = ml_collections.ConfigDict()
     # Mode "plan" compiles the train step ahead of time with abstract weights and reports
-    # per-device memory, FLOPs and whether it fits (ptjax/plan.py). The architecture: a preset
+    # per-device memory, FLOPs and whether it fits (ptjax/planning.py). The architecture: a preset
     # (a hub id in ptjax.models.architectures.ARCHITECTURES, e.g. "google/t5-v1_1-xxl"), a config.json path, or a
     # checkpoint folder (weight files optional, never read); "": model.name.
     plan.architecture = ""

@@ -4,7 +4,7 @@
         --config.mesh.data=1 --config.plan.device_memory_gib=32
 
 100 soft tokens, global batch 16 and inputs up to 512 tokens, frozen weights in bf16, the same
-shapes as configs/plan_t5xxl.py. The architecture comes from ptjax.plan.ARCHITECTURES (nothing is
+shapes as configs/plan_t5xxl.py. The architecture comes from ptjax.planning.ARCHITECTURES (nothing is
 downloaded or read); point model.name at a local Llama checkpoint folder to train it.
 """
 

@@ -4,7 +4,7 @@
         --config.mesh.data=1 --config.plan.device_memory_gib=32
 
 100 soft tokens, global batch 16 and inputs up to 512 tokens; frozen weights in bf16. The
-architecture comes from ptjax.plan.ARCHITECTURES (nothing is downloaded or read).
+architecture comes from ptjax.planning.ARCHITECTURES (nothing is downloaded or read).
 """
 
 from ptjax.configs import base

@@ -10,7 +10,7 @@
 #              requirements with the TPU build of JAX (jax[tpu], same version as requirements.txt)
 #
 # How it starts: `gcloud compute tpus tpu-vm ssh --worker=all` runs `python main.py --distributed`
-# on all workers at once. main.py --distributed calls ptjax.train.distributed.initialize(), which
+# on all workers at once. main.py --distributed calls ptjax.training.distributed.initialize(), which
 # (no JAX_NUM_PROCESSES / JAX_PROCESS_ID in the environment) calls jax.distributed.initialize()
 # without arguments: on a TPU VM, JAX reads the slice's workers, this worker's index and the
 # coordinator (worker 0) from the TPU metadata. jax.devices() then lists every chip of the slice;

@@ -76,7 +76,7 @@ def evaluate(config_or_export: str | Path | ml_collections.ConfigDict, workdir: 
     it records; overrides give data and evaluation options ("data_dir", "task.eval_splits",
     "task.max_eval_examples", ...). A config (or config file) is evaluated as it stands, from its
     config.restore when set. Returns results.json's content."""
-    from ptjax.train.checkpoints import resolve_export
+    from ptjax.training.checkpoints import resolve_export
 
     source = config_or_export
     is_export = not isinstance(source, ml_collections.ConfigDict) and (
@@ -91,7 +91,7 @@ def plan(config: str | ml_collections.ConfigDict, *, devices: int | None = None,
          device_memory_gib: float | None = None, workdir: str | Path | None = None) -> dict:
     """Mode "plan": compile the train step with abstract weights; returns the report (per-device
     memory, FLOPs, "fits"). devices: simulated CPU devices, only before JAX has started."""
-    from ptjax.plan import use_simulated_devices
+    from ptjax.planning import use_simulated_devices
 
     config = get_config(config)
     if devices is not None:
@@ -108,9 +108,9 @@ def load_prompt(export: str | Path, overrides: Mapping[str, Any] | None = None) 
     import jax
 
     from ptjax.experiment import build
-    from ptjax.train import checkpoints as ckpt
-    from ptjax.train.export_config import config_for_export
-    from ptjax.train.step import as_float32, split_params
+    from ptjax.training import checkpoints as ckpt
+    from ptjax.training.export_config import config_for_export
+    from ptjax.training.step import as_float32, split_params
 
     path = ckpt.resolve_export(export)
     if not ckpt.read_export_metadata(path).get("config"):

@@ -4,9 +4,9 @@
 
 The config's `mode` picks what runs: "train" (train, evaluate, export the prompt; a rerun with
 the same workdir resumes), "eval" (evaluate the prompt export named by --config.restore; the
-export's own method, prompt, head and task settings are used, ptjax/train/export_config.py) or
+export's own method, prompt, head and task settings are used, ptjax/training/export_config.py) or
 "plan" (compile the train step with abstract weights on a real or simulated mesh and report
-per-device memory, FLOPs and whether it fits: ptjax/plan.py; --workdir optional; exit status 1
+per-device memory, FLOPs and whether it fits: ptjax/planning.py; --workdir optional; exit status 1
 when it does not fit).
 Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
 DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
@@ -31,30 +31,30 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, met
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "start jax.distributed first: detected on TPU pods and SLURM, or set JAX_COORDINATOR_ADDRESS, "
-    "JAX_NUM_PROCESSES and JAX_PROCESS_ID (ptjax/train/distributed.py, launch/)",
+    "JAX_NUM_PROCESSES and JAX_PROCESS_ID (ptjax/training/distributed.py, launch/)",
 )
 
 
 def _train(config, workdir, experiment):
-    from ptjax.train import loop
+    from ptjax.training import loop
 
     return loop.train(config, workdir, experiment.model, experiment.data)
 
 
 def _eval(config, workdir, experiment):
-    from ptjax.train import loop
+    from ptjax.training import loop
 
     return loop.evaluate(config, workdir, experiment.model, experiment.data)
 
 
 def _plan(config, workdir, experiment):
-    from ptjax.plan import run_plan
+    from ptjax.planning import run_plan
 
     return run_plan(config, workdir, experiment)
 
 
 # mode -> runner(config, workdir, experiment). Later modes add entries here and to
-# ptjax.train.config.MODES.
+# ptjax.training.config.MODES.
 MODES: dict[str, Callable] = {"train": _train, "eval": _eval, "plan": _plan}
 
 
@@ -67,11 +67,11 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
     counted as set even where they equal the default."""
     import jax
 
-    from ptjax.train.compilation_cache import enable as enable_compilation_cache
-    from ptjax.train.config import check_names, validate
+    from ptjax.training.compilation_cache import enable as enable_compilation_cache
+    from ptjax.training.config import check_names, validate
 
     if config.mode == "eval" and config.restore:
-        from ptjax.train.export_config import config_for_export
+        from ptjax.training.export_config import config_for_export
 
         config = config_for_export(config, config.restore, explicit=explicit)
     validate(config, jax.device_count())
@@ -86,7 +86,7 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
 
         return run_sweep(config, workdir, build)
     if build is None and config.mode == "plan":  # the backbone without its weights
-        from ptjax.plan import build_without_weights as build
+        from ptjax.planning import build_without_weights as build
     elif build is None:
         from ptjax.experiment import build
     return MODES[config.mode](config, workdir, build(config))
@@ -100,15 +100,15 @@ def run_reporting_errors(config, workdir: str | None, build: Callable | None = N
     from ptjax import errors
 
     # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does; the training loop turns both into
-    # "stop after this step and save" (ptjax/train/loop.py).
+    # "stop after this step and save" (ptjax/training/loop.py).
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if distributed:  # launch/*: the coordinator, process count and id from the environment
-            from ptjax.train.distributed import initialize
+            from ptjax.training.distributed import initialize
 
             initialize()
         if config.mode == "plan":  # before JAX starts its backends
-            from ptjax.plan import use_simulated_devices
+            from ptjax.planning import use_simulated_devices
 
             use_simulated_devices(config.plan.devices)
         return run(config, workdir, build, explicit=explicit)

@@ -2,7 +2,7 @@
 
     status  meaning
     0       done
-    1       mode "plan": the step does not fit the stated device memory (ptjax/plan.py)
+    1       mode "plan": the step does not fit the stated device memory (ptjax/planning.py)
     2       bad input (InputError): config file or key, data file, checkpoint or export; a run
             whose loss became NaN/inf (loop.Diverged)
     73      the workdir cannot be written (read-only file system, no permission)

@@ -45,7 +45,7 @@ def open_configured_backbone(config: ml_collections.ConfigDict) -> Backbone:
 def build(config: ml_collections.ConfigDict, *, backbone: Backbone | None = None, num_prompts: int = 0) -> Experiment:
     """backbone: an already opened backbone to reuse (weights loaded or not). num_prompts > 0: a
     bank of that many independent prompts, one per example by its "prompt_id" (batched sweep
-    variants, ptjax.train.variants; sentence tasks only)."""
+    variants, ptjax.training.variants; sentence tasks only)."""
     get_method(config.method.name)
     if config.task.name == "multi":  # MPT-2: several tasks, one shared prompt
         from ptjax.formulations.multitask import build_multitask

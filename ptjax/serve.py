@@ -41,8 +41,8 @@ from ptjax.errors import InputError
 from ptjax.methods.model import PromptModel
 from ptjax.prompts.deep import materialize_deep_prompt
 from ptjax.prompts.encoders import materialize_encoder
-from ptjax.train import checkpoints as ckpt
-from ptjax.train.step import as_float32, split_params
+from ptjax.training import checkpoints as ckpt
+from ptjax.training.step import as_float32, split_params
 
 _EXPORTS = flags.DEFINE_multi_string("export", [], "TASK=EXPORT_DIR: a task and its prompt export (repeat)")
 _SPLIT = flags.DEFINE_string("split", "", "split to evaluate (default: the config's first eval split)")

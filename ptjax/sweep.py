@@ -236,8 +236,8 @@ def execute(config: ml_collections.ConfigDict, workdir: Path, run: Run, backbone
     """Train or evaluate one run in its directory (train resumes from its checkpoints)."""
     import jax
 
-    from ptjax.train import loop
-    from ptjax.train.config import validate
+    from ptjax.training import loop
+    from ptjax.training.config import validate
 
     validate(config, len(devices) if devices is not None else jax.device_count())
     _write_record(run, config, 0.0)  # before anything runs: a later rerun can check its config

@@ -144,7 +144,7 @@ def test_auto_compute_dtype_follows_the_hardware():
     from ptjax.errors import InputError
     from ptjax.experiment import backbone_options
     from ptjax.models.layers import native_bf16_products
-    from ptjax.train.config import validate
+    from ptjax.training.config import validate
 
     config = base.get_config()
     config.model.compute_dtype = "auto"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import toy_experiment
 
-from ptjax.train import loop
+from ptjax.training import loop
 
 RUNNER = Path(__file__).resolve().parent / "toy_run.py"
 OVERRIDES = {
@@ -23,8 +23,8 @@ SIZES = {"train": 28}  # 3 steps per epoch: the kill lands mid-epoch, resumes mi
 
 
 def export_prompt(workdir, config, model):
-    from ptjax.train import checkpoints
-    from ptjax.train.engine import Engine
+    from ptjax.training import checkpoints
+    from ptjax.training.engine import Engine
 
     trainable, _ = checkpoints.read_export(workdir / "export", Engine(config, model).trainable_target(),
                                            fingerprint=model.fingerprint)
@@ -102,7 +102,7 @@ def test_best_checkpoint_of_a_replayed_step_is_replaced(tmp_path):
     again on resume: the second best save of the step replaces the first instead of failing."""
     import jax.numpy as jnp
 
-    from ptjax.train.checkpoints import Checkpoints
+    from ptjax.training.checkpoints import Checkpoints
 
     first = Checkpoints(tmp_path, keep=1, keep_best=1, best_mode="max", async_save=False)
     first.save_best(30, {"prompt": jnp.zeros(3)}, 0.5, {"step": 30})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ptjax.errors import InputError
-from ptjax.train.compilation_cache import enable, resolve
+from ptjax.training.compilation_cache import enable, resolve
 
 TESTS = Path(__file__).resolve().parent
 

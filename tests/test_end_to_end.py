@@ -105,7 +105,7 @@ def test_plan_of_a_small_config(tiny_model_dir, sst2_root, tmp_path):
 def test_lama_ptuning_trains_every_relation_in_one_batched_step(tiny_model_dir, tmp_path):
     """LAMA P-tuning on a causal LM: the facts of two relations share each batch, each relation has
     its own prompt encoder (a leading bank axis), and the export re-evaluates to the same P@1."""
-    from ptjax.train import checkpoints
+    from ptjax.training import checkpoints
 
     facts = {"P36": [("Germany", "Berlin"), ("Italy", "Rome"), ("France", "Berlin"), ("Prussia", "Berlin"),
                      ("Vatican", "Rome")],
@@ -142,7 +142,7 @@ def test_ppt_pretrains_a_prompt_and_a_task_starts_from_it(tiny_model_dir, tmp_pa
     then RTE (the same format) starts from that prompt, trains and re-evaluates its export."""
     from test_ppt import _config, _corpus, _soft_prompt
 
-    from ptjax.train import checkpoints
+    from ptjax.training import checkpoints
 
     t5 = tiny_model_dir("t5v1_1")
     pretrain = _config(t5, _corpus(tmp_path / "corpus"), "ppt_nsp", source="text", paths=["corpus.txt"],

@@ -21,8 +21,8 @@ import toy_experiment
 import main  # the repository's main.py
 from ptjax import errors
 from ptjax.errors import InputError
-from ptjax.train import checkpoints as ckpt
-from ptjax.train import loop
+from ptjax.training import checkpoints as ckpt
+from ptjax.training import loop
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -127,7 +127,7 @@ def test_named_options_are_checked_before_the_backbone_loads(bert, tmp_path):
             main.run(configured(bert, **overrides), str(tmp_path / "w"), build=Experiment)
     assert Experiment.built == 0 and not (tmp_path / "w").exists()
     # The names a task does have pass: rte's metric family and its split aliases.
-    from ptjax.train.config import check_names
+    from ptjax.training.config import check_names
     check_names(configured(bert, **{"task.name": "rte", "train.best_metric": "accuracy",
                                               "task.eval_splits": ("validation", "dev32")}))
     check_names(configured(bert, **{"task.name": "conll03", "train.best_metric": "entity_precision"}))
@@ -284,7 +284,7 @@ RUNNER = """
 import json, os, signal, sys
 sys.path[:0] = [sys.argv[4], sys.argv[4] + "/.."]
 import main, toy_experiment
-from ptjax.train import loop
+from ptjax.training import loop
 
 options = json.loads(sys.argv[3])
 class Experiment:

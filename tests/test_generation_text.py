@@ -13,9 +13,9 @@ from configs import base
 from ptjax.experiment import build
 from ptjax import generate as command
 from ptjax.generation.text import TextGenerator
-from ptjax.train import checkpoints as ckpt
-from ptjax.train.engine import Engine
-from ptjax.train.export_config import recordable
+from ptjax.training import checkpoints as ckpt
+from ptjax.training.engine import Engine
+from ptjax.training.export_config import recordable
 
 TEXTS = ["The film was great", "The food was terrible and the service was bad", "It rained"]
 

@@ -25,7 +25,7 @@ from ptjax.prompts.deep import DeepPrompt
 from ptjax.prompts.encoders import PromptEncoder
 from ptjax.prompts.rendering import Renderer, collate
 from ptjax.prompts.templates import parse_template
-from ptjax.train import checkpoints as ckpt
+from ptjax.training import checkpoints as ckpt
 
 TOLERANCE = 1e-4
 TEXTS = ["The capital of France is Paris.", "A man is playing a guitar in the park today."]

@@ -26,8 +26,8 @@ from ptjax.formulations.lama import (
 from ptjax.prompts.rendering import Renderer
 from ptjax.prompts.templates import parse_template
 from ptjax.tasks.base import Example, get_task
-from ptjax.train.engine import Engine
-from ptjax.train.step import merge_params
+from ptjax.training.engine import Engine
+from ptjax.training.step import merge_params
 
 ONE_DEVICE = jax.devices()[:1]  # the tests' 8 simulated devices are for sharding tests
 
@@ -333,7 +333,7 @@ def test_relations_trained_together_end_where_each_alone_would(lama_dir, tiny_mo
     mean, clipping active, Adam): each relation's encoder ends bit-for-bit where a run on its own
     facts of the same batches ends (the other relation's rows masked out, so shapes and the compiled
     step are the same), and an encoder without facts in a batch does not move at all."""
-    from ptjax.train.optimizer import build_optimizer
+    from ptjax.training.optimizer import build_optimizer
 
     config = lama_config(tiny_model_dir("bert"), lama_dir, **{
         "prompt.encoder": "mlp", "task.options.relations": ("P36", "P17"), "optimizer.clip_norm": 0.05,
@@ -414,8 +414,8 @@ def test_one_job_exports_each_relation_at_its_own_best_step(lama_dir, tiny_model
     """Through the training loop: every relation's P@1 is watched on its own; the export holds each
     relation's encoder from its own best evaluation, so scoring the export gives each relation its
     best P@1 (not the P@1 at the step the macro average peaked)."""
-    from ptjax.train.checkpoints import read_export_arrays
-    from ptjax.train.loop import train
+    from ptjax.training.checkpoints import read_export_arrays
+    from ptjax.training.loop import train
 
     data_dir = write_lama(tmp_path / "lama", facts={r: FACTS[r] for r in ("P36", "P17")})
     words = sorted({o for r in ("P36", "P17") for _, o in FACTS[r]})  # 6 candidates: P@1 moves

@@ -1,6 +1,6 @@
-"""Launch scripts and the multi-process start-up they share (ptjax.train.distributed).
+"""Launch scripts and the multi-process start-up they share (ptjax.training.distributed).
 
-tests/test_multiprocess.py trains two processes started through ptjax.train.distributed with the
+tests/test_multiprocess.py trains two processes started through ptjax.training.distributed with the
 three JAX_* variables; here launch/local_processes.sh sets the same variables around
 `main.py --distributed`, the command the SLURM script runs on a cluster.
 """
@@ -14,7 +14,7 @@ import pytest
 from test_plan import sst2_dir
 
 from ptjax.errors import InputError
-from ptjax.train import distributed
+from ptjax.training import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "launch").iterdir())

@@ -196,7 +196,7 @@ def test_plan_preset_albert_xxlarge_v2_has_transformers_parameter_count():
 
 
 def test_plan_flops_estimate_meets_the_shared_layer_once_per_depth(tiny):
-    from ptjax.plan import flops_estimate
+    from ptjax.planning import flops_estimate
 
     _, backbone, _ = tiny
     total = backbone.num_params()

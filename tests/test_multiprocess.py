@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import toy_experiment
 
-from ptjax.train import loop
+from ptjax.training import loop
 
 RUNNER = Path(__file__).resolve().parent / "toy_run.py"
 OVERRIDES = {"train.num_steps": 4, "train.eval_every": 2, "checkpoint.every_steps": 2,
@@ -64,8 +64,8 @@ def test_two_processes_train_in_lockstep_and_agree(tiny_model_dir, tmp_path):
     config = toy_experiment.toy_config(bert, tmp_path, **OVERRIDES)
     model, data = toy_experiment.build(config, sizes=SIZES)
     single = loop.train(config, tmp_path / "single", model, data, devices=jax.devices()[:4])
-    from ptjax.train import checkpoints
-    from ptjax.train.engine import Engine
+    from ptjax.training import checkpoints
+    from ptjax.training.engine import Engine
 
     trainable, _ = checkpoints.read_export(tmp_path / "single" / "export",
                                            Engine(config, model, devices=jax.devices()[:4]).trainable_target(),

@@ -30,7 +30,7 @@ def _config(model_dir, root, **changes):
 
 
 def test_mixed_batches_per_task_metrics_and_warm_start(tiny_model_dir, data_root, tmp_path):
-    from ptjax.train import checkpoints
+    from ptjax.training import checkpoints
 
     model_dir = tiny_model_dir("bert")
     experiment = build(_config(model_dir, data_root))

@@ -8,7 +8,7 @@ import toy_experiment
 
 from ptjax.data import pipeline
 from ptjax.errors import InputError
-from ptjax.train.step import step_rng
+from ptjax.training.step import step_rng
 
 
 def split_of(lengths, buckets=(4, 8), extra=None):

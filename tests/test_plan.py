@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from ptjax import plan
+from ptjax import planning as plan
 from ptjax.errors import InputError
 from ptjax.models.tensor_sources import SafetensorsSource
 

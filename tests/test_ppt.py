@@ -21,9 +21,9 @@ from ptjax.errors import InputError
 from ptjax.experiment import build, open_configured_backbone
 from ptjax.formulations import ppt
 from ptjax.tasks.base import Example, get_task
-from ptjax.train import checkpoints as ckpt
-from ptjax.train import loop
-from ptjax.train.config import validate
+from ptjax.training import checkpoints as ckpt
+from ptjax.training import loop
+from ptjax.training.config import validate
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ("river", "market", "garden", "school", "harbor", "mountain", "kitchen", "library")

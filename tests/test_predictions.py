@@ -17,7 +17,7 @@ from ptjax.formulations.tagging import TokenTagging
 from ptjax.prompts.rendering import Renderer
 from ptjax.tasks.base import Example
 from ptjax.tasks.tagging import CONLL03_LABELS
-from ptjax.train import loop
+from ptjax.training import loop
 from test_lama import lama_config, write_lama
 
 

@@ -9,7 +9,7 @@ import pytest
 from ptjax.configs import superglue_paper
 from ptjax.experiment import build
 from ptjax.formulations.record import gold_index, record_fields
-from ptjax.train.loop import train
+from ptjax.training.loop import train
 
 ONE_DEVICE = __import__("jax").devices()[:1]
 

@@ -4,8 +4,8 @@ window, leave out the first (compiling) rate, and become plain lines when stderr
 import io
 import sys
 
-from ptjax.train import reporting
-from ptjax.train.reporting import Readout, Reporter
+from ptjax.training import reporting
+from ptjax.training.reporting import Readout, Reporter
 
 
 class Terminal(io.StringIO):

@@ -16,8 +16,8 @@ from ptjax.errors import InputError
 from ptjax.experiment import build
 from ptjax.models.loading import load_backbone
 from ptjax.tasks.glue import sentence_pair_task
-from ptjax.train import checkpoints as ckpt
-from ptjax.train.engine import Engine
+from ptjax.training import checkpoints as ckpt
+from ptjax.training.engine import Engine
 
 PAIRS = [
     ("The capital of France is Paris.", "Paris is in France."),

@@ -7,9 +7,9 @@ import pytest
 import toy_experiment
 from jax.sharding import PartitionSpec as P
 
-from ptjax.train import sharding as shd
-from ptjax.train.config import logical_axis_rules
-from ptjax.train.step import step_rng
+from ptjax.training import sharding as shd
+from ptjax.training.config import logical_axis_rules
+from ptjax.training.step import step_rng
 
 STEPS = 3
 

@@ -206,7 +206,7 @@ def test_a_config_defined_task_trains_from_a_hub_format_dataset(tiny_model_dir, 
     import jax
 
     from ptjax.experiment import build
-    from ptjax.train import loop
+    from ptjax.training import loop
 
     words = [("great", "pos"), ("awful", "neg"), ("lovely", "pos"), ("dreadful", "neg")]
     rows = [{"review": f"The film was {w} .", "stars": label} for w, label in words * 4]

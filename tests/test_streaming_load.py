@@ -21,7 +21,7 @@ import pytest
 
 from ptjax.models.loading import load_backbone, open_backbone
 from ptjax.models.tensor_sources import open_tensor_source
-from ptjax.train import sharding as shd
+from ptjax.training import sharding as shd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,8 @@ import jax, jax.numpy as jnp, numpy as np
 from configs import base
 from ptjax.models.loading import open_backbone
 from ptjax.models.tensor_sources import open_tensor_source
-from ptjax.train import sharding as shd
-from ptjax.train.config import logical_axis_rules
+from ptjax.training import sharding as shd
+from ptjax.training.config import logical_axis_rules
 
 def status():
     fields = {}
@@ -125,7 +125,7 @@ def test_loading_1b_into_bf16_shards_never_holds_a_float32_copy(random_1b_checkp
 def test_sharded_placement_equals_single_device_loading(tiny_model_dir):
     """Partially replicated shards (data 2 x fsdp 4) hold exactly the single-device values."""
     from configs import base
-    from ptjax.train.config import logical_axis_rules
+    from ptjax.training.config import logical_axis_rules
 
     folder = tiny_model_dir("llama")
     reference = load_backbone(folder, dtype=jnp.bfloat16, with_tokenizer=False)

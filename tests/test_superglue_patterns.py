@@ -16,7 +16,7 @@ from ptjax.prompts.rendering import Renderer
 from ptjax.prompts.templates import parse_template
 from ptjax.prompts.verbalizers import build_verbalizer
 from ptjax.tasks.base import Example, get_task
-from ptjax.train.config import validate
+from ptjax.training.config import validate
 
 TASKS = ("rte", "cb", "boolq", "wic", "wsc", "multirc", "copa", "sst2", "sst5")
 PAIRS = ("rte", "cb", "boolq", "wic", "wsc", "multirc")  # linear input: two segments

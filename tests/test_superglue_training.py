@@ -11,9 +11,9 @@ from ptjax.data import pipeline
 from ptjax.experiment import build
 from ptjax.heads.referent import ReferentHead
 from ptjax.models.layers import BackboneOutput
-from ptjax.train.engine import Engine
-from ptjax.train.optimizer import build_optimizer
-from ptjax.train.step import step_rng
+from ptjax.training.engine import Engine
+from ptjax.training.optimizer import build_optimizer
+from ptjax.training.step import step_rng
 
 BUCKETS = (32, 64, 96)
 
@@ -172,7 +172,7 @@ def test_deep_prompt_warm_start_from_an_export(tiny_model_dir, data_dir, tmp_pat
     from flax import traverse_util
 
     from ptjax.methods.warm_start import WarmStartedModel
-    from ptjax.train import checkpoints
+    from ptjax.training import checkpoints
 
     model_dir = tiny_model_dir("bert")
     source = build(make_config(model_dir, "rte", "ptuning_v2")).model

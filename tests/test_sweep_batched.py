@@ -13,9 +13,9 @@ from configs import base
 from ptjax.errors import InputError
 from ptjax.experiment import build
 from ptjax.prompts.banks import BankTraining
-from ptjax.train.engine import Engine
-from ptjax.train.optimizer import build_optimizer
-from ptjax.train.variants import plan_groups
+from ptjax.training.engine import Engine
+from ptjax.training.optimizer import build_optimizer
+from ptjax.training.variants import plan_groups
 
 
 def _optimizer_config(name, learning_rate, clip_norm, schedule="linear"):
@@ -203,7 +203,7 @@ def test_seed_and_rate_variants_in_one_job_equal_separate_runs(tiny_model_dir, t
     in another order; each step may then differ in the last bits of the update (observed: 1-2
     ulps after 3 steps; bound: 4 ulps of max(|param|, rate) per step)."""
     from ptjax.data import pipeline
-    from ptjax.train.variants import stack_entries
+    from ptjax.training.variants import stack_entries
 
     folder = tmp_path / "sst2"
     folder.mkdir()

@@ -218,7 +218,7 @@ def test_experiment_configs_build(data_dir, name):
     """The issue-6 configs validate and build on the real MiniLM (weights not read)."""
     import importlib
 
-    from ptjax.train.config import validate
+    from ptjax.training.config import validate
 
     config = importlib.import_module(f"configs.{name}").get_config()
     config.data_dir = str(data_dir)

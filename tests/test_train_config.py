@@ -1,4 +1,4 @@
-"""configs/base.py and ptjax.train.config.validate: locked keys, clear refusals."""
+"""configs/base.py and ptjax.training.config.validate: locked keys, clear refusals."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import pytest
 
 from configs import base
 from ptjax.errors import InputError
-from ptjax.train.config import mesh_shape, validate
+from ptjax.training.config import mesh_shape, validate
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_mesh_shapes(config):
 def test_model_knobs_reach_the_backbone(config, tiny_model_dir):
     """Every config.model kernel/layout knob arrives in the module main.py builds, for training
     (weights read later) and for plans (weights never read)."""
-    from ptjax import plan
+    from ptjax import planning as plan
     from ptjax.experiment import open_configured_backbone
 
     config.model.name = str(tiny_model_dir("gpt2"))

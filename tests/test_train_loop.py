@@ -10,8 +10,8 @@ import tiny_models
 import toy_experiment
 
 from ptjax.errors import InputError
-from ptjax.train import checkpoints as ckpt
-from ptjax.train import loop
+from ptjax.training import checkpoints as ckpt
+from ptjax.training import loop
 
 STEPS = 6
 
@@ -134,11 +134,11 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(bert_dir, tmp_p
     assert saved["status"] == "diverged" and f"step {bad_step}" in saved["error"]
     latest = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "latest").iterdir() if p.name.isdigit())
     assert latest == [2]
-    from ptjax.train.engine import Engine
+    from ptjax.training.engine import Engine
 
     engine = Engine(config, model)
     restored = ckpt.Checkpoints(tmp_path, keep=2, keep_best=0, best_mode="max", async_save=False)
-    optimizer = __import__("ptjax.train.optimizer", fromlist=["x"]).build_optimizer(
+    optimizer = __import__("ptjax.training.optimizer", fromlist=["x"]).build_optimizer(
         config, engine.trainable_shapes, model.is_trainable, total_steps=6, steps_per_epoch=2)
     trainable, _, meta = restored.restore_latest(
         engine.trainable_target(), engine.opt_state_target(optimizer.transform,

@@ -9,8 +9,8 @@ import pytest
 import toy_experiment
 
 from configs import base
-from ptjax.train.optimizer import FROZEN, build_optimizer, label_tree, make_schedule
-from ptjax.train.step import merge_params, microbatches, split_params, step_rng
+from ptjax.training.optimizer import FROZEN, build_optimizer, label_tree, make_schedule
+from ptjax.training.step import merge_params, microbatches, split_params, step_rng
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ class TokenMeanModel:
 
 
 def test_accumulation_weights_microbatches_by_aux_weight():
-    from ptjax.train.step import make_train_step
+    from ptjax.training.step import make_train_step
 
     rng = np.random.default_rng(0)
     batch = {"x": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),

@@ -2,7 +2,7 @@
 inserted after [CLS] through inputs_embeds, a trainable linear head on [CLS], and a synthetic
 classification task (label = parity of the first real token, learnable from the input).
 
-It implements ptjax.train.interfaces.Model / TaskData independently of ptjax.methods and
+It implements ptjax.training.interfaces.Model / TaskData independently of ptjax.methods and
 ptjax.tasks, so the engine is tested on its own. tests/toy_run.py runs it in a subprocess.
 """
 
@@ -186,8 +186,8 @@ def prepared(config, model, data, *, devices=None, total_steps: int = 10):
     """(engine, trainable, frozen, opt_state, jitted step, list of the first batches' arrays):
     the pieces of a training run without the loop, for step-level tests."""
     from ptjax.data import pipeline
-    from ptjax.train.engine import Engine
-    from ptjax.train.optimizer import build_optimizer
+    from ptjax.training.engine import Engine
+    from ptjax.training.optimizer import build_optimizer
 
     engine = Engine(config, model, devices=devices)
     trainable, frozen = engine.init_params(jax.random.PRNGKey(config.seed))

@@ -25,13 +25,13 @@ def main(workdir: str, model_dir: str, options: dict) -> None:
         os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{options['port']}",
                           JAX_NUM_PROCESSES=str(options["num_processes"]),
                           JAX_PROCESS_ID=str(options["process_id"]))
-        from ptjax.train.distributed import initialize
+        from ptjax.training.distributed import initialize
 
         initialize()  # gloo CPU collectives: the test runs with JAX_PLATFORMS=cpu
     import toy_experiment
 
-    from ptjax.train import checkpoints, loop
-    from ptjax.train.engine import Engine
+    from ptjax.training import checkpoints, loop
+    from ptjax.training.engine import Engine
 
     config = toy_experiment.toy_config(model_dir, options.get("data_dir", workdir),
                                        **options.get("overrides", {}))

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compilation-cache", default="auto",
                         help="persistent compilation cache: auto (on for GPU/TPU), '' (off) or a folder")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    from ptjax.train.compilation_cache import enable as enable_compilation_cache
+    from ptjax.training.compilation_cache import enable as enable_compilation_cache
 
     cache = enable_compilation_cache(args.compilation_cache)  # before the first compile
     from ptjax.hostmem import keep_freed_memory

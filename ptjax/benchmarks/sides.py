@@ -107,9 +107,9 @@ class PtjaxSide:
         from ptjax.configs import base
         from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
         from ptjax.experiment import open_configured_backbone
-        from ptjax.train.engine import Engine
-        from ptjax.train.optimizer import build_optimizer
-        from ptjax.train.step import step_rng
+        from ptjax.training.engine import Engine
+        from ptjax.training.optimizer import build_optimizer
+        from ptjax.training.step import step_rng
 
         self.case = case
         config = base.get_config()

@@ -30,12 +30,12 @@ from absl import app, flags
 
 from ptjax import cli
 from ptjax.data import pipeline
-from ptjax.train.config import validate
-from ptjax.train.engine import Engine
-from ptjax.train.interfaces import Model, TaskData
-from ptjax.train.optimizer import build_optimizer
-from ptjax.train.reporting import parameter_counts
-from ptjax.train.step import step_rng
+from ptjax.training.config import validate
+from ptjax.training.engine import Engine
+from ptjax.training.interfaces import Model, TaskData
+from ptjax.training.optimizer import build_optimizer
+from ptjax.training.reporting import parameter_counts
+from ptjax.training.step import step_rng
 
 _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps")

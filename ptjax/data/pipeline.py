@@ -14,7 +14,7 @@ last batch of a group is filled with copies marked valid=False, index=-1; "index
 row's position in the split, so predictions go back to their examples.
 
 Each process collates only its own rows [start, stop) of every global batch (see
-ptjax.train.sharding.host_rows); all processes know all lengths, so they agree on shapes.
+ptjax.training.sharding.host_rows); all processes know all lengths, so they agree on shapes.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def train_batches(split: SplitData, order: TrainOrder, *, start_step: int, stop_
 
 
 def variant_train_batch(split: SplitData, orders: list[TrainOrder], stops: list[int], step: int) -> dict:
-    """One step of a batched sweep (ptjax.train.variants): variant k's rows of `step` from its own
+    """One step of a batched sweep (ptjax.training.variants): variant k's rows of `step` from its own
     order (its seed, its number of examples: TrainOrder.num_examples), one block per variant, with
     "prompt_id" = k. A variant past its last step (stops[k]) keeps its block as padding rows
     (valid False, so its bank entry gets no update), and the batch keeps one shape."""

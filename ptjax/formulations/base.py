@@ -86,7 +86,7 @@ def label_scores(labels: Sequence[str], features, predictions, mask_field: str =
 
 @dataclasses.dataclass
 class FormulatedTask:
-    """The engine's TaskData (ptjax.train.interfaces) for one task under one formulation.
+    """The engine's TaskData (ptjax.training.interfaces) for one task under one formulation.
 
     splits: engine split name -> the task's split name (e.g. "validation" -> "val").
     load_options: the task's loader options (config.task.options).

@@ -350,7 +350,7 @@ def exported_relations(config) -> tuple[str, ...]:
     mode "eval" restores one; () otherwise (training, or an export without a relation list)."""
     if config.mode != "eval" or not config.restore:
         return ()
-    from ptjax.train.checkpoints import read_export_metadata
+    from ptjax.training.checkpoints import read_export_metadata
 
     return tuple(read_export_metadata(config.restore).get("method", {}).get("relations", ()) or ())
 

@@ -45,9 +45,9 @@ def restore_export(path: str | Path, overrides: Mapping | None = None, backbone=
     records (as ptjax.load_prompt does); backbone: a loaded one to share."""
     from ptjax.api import get_config
     from ptjax.experiment import build
-    from ptjax.train import checkpoints as ckpt
-    from ptjax.train.export_config import config_for_export
-    from ptjax.train.step import as_float32, split_params
+    from ptjax.training import checkpoints as ckpt
+    from ptjax.training.export_config import config_for_export
+    from ptjax.training.step import as_float32, split_params
 
     path = ckpt.resolve_export(path)
     if not ckpt.read_export_metadata(path).get("config"):

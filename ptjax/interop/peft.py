@@ -49,7 +49,7 @@ from ptjax.models.loading import Backbone, open_backbone
 from ptjax.prompts.deep import DeepPrompt
 from ptjax.prompts.encoders import PromptEncoder
 from ptjax.prompts.rendering import special_layout
-from ptjax.train import checkpoints as ckpt
+from ptjax.training import checkpoints as ckpt
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -198,7 +198,7 @@ def _placement_problems(kind: str, layout: dict, soft_params: dict | None, backb
 def to_peft(params: dict, info: dict, backbone: Backbone, *, prompt_index: int | None = None,
             force: bool = False) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
     """(adapter_config, {"prompt_embeddings": ...}, encoder state dict, notes) of an export's
-    params (from ptjax.train.checkpoints.read_export_arrays) on its backbone (opened, weights not needed)."""
+    params (from ptjax.training.checkpoints.read_export_arrays) on its backbone (opened, weights not needed)."""
     where = f"export of {info.get('backbone')}"
     prompt = params.get("prompt") or {}
     notes = []

@@ -20,7 +20,7 @@ from flax import traverse_util
 
 from ptjax.errors import InputError
 from ptjax.methods.model import PromptModel
-from ptjax.train import checkpoints as ckpt
+from ptjax.training import checkpoints as ckpt
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
     backbone = open_architecture("/path/to/config.json")                      # any config.json
     backbone = open_architecture("/path/to/checkpoint")   # a folder; weight files optional, never read
 
-For plans of models that are not on this machine (ptjax.plan): nothing is downloaded or read but
+For plans of models that are not on this machine (ptjax.planning): nothing is downloaded or read but
 a config (and file headers, for the tensor names, when weight files are there). The result has
 Backbone.files None: its weights cannot be loaded.
 

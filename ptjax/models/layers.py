@@ -1,7 +1,7 @@
 """Building blocks shared by every backbone: dense layers and norms with logical axis names,
 dropout, and the scanned layer stack (attention lives in ptjax.models.attention).
 
-Logical axis names used on parameters (mapped to mesh axes by `ptjax.train.sharding`):
+Logical axis names used on parameters (mapped to mesh axes by `ptjax.training.sharding`):
   vocab, embed, mlp, heads, kv_heads, kv (head dim), layers (the scanned stack), and None for
   small axes that are never sharded (positions, token types, relative-position buckets).
 Activations use: batch, length, embed, heads, kv, mlp, vocab.

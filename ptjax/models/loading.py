@@ -379,7 +379,7 @@ def backbone_from_config(name: str, hf_config: Any, tokenizer: Any, tensor_names
                          attention_impl: str = "") -> Backbone:
     """A Backbone from a transformers config and the checkpoint's tensor names (prefixes
     stripped; they say which optional parts exist). files=None: an architecture without a
-    checkpoint (ptjax.plan), whose weights cannot be loaded."""
+    checkpoint (ptjax.planning), whose weights cannot be loaded."""
     family = family_for(getattr(hf_config, "model_type", None), where=f"{name}: config")
     config = dataclasses.replace(family.config_from_hf(hf_config, tensor_names), attention_impl=attention_impl)
     module = family.build(config, dtype=compute_dtype or dtype, scan_layers=scan_layers, remat_policy=remat_policy)

@@ -5,7 +5,7 @@
                                                                # the one named after the task's
                                                                # pre-training format is used
 
-The export (ptjax.train.checkpoints.write_export) must come from the same backbone (its
+The export (ptjax.training.checkpoints.write_export) must come from the same backbone (its
 fingerprint is compared) and hold a plain soft-prompt table [tokens, width] of exactly the size the
 configured template asks for; anything else is refused with an InputError naming both sizes.
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.prompts.encoders import Initializer
-from ptjax.train import checkpoints as ckpt
+from ptjax.training import checkpoints as ckpt
 
 log = logging.getLogger(__name__)
 

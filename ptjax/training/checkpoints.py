@@ -229,7 +229,7 @@ def write_export(path: str | Path, trainable: dict, *, metadata: dict, fingerpri
     """Write trainable params + metadata to `path` (a folder), replacing an older export only
     after the new one is complete. Every process calls this (orbax saves collectively).
     config: the run's config as plain values, from which evaluation rebuilds the method,
-    prompt, head and task settings (ptjax/train/export_config.py)."""
+    prompt, head and task settings (ptjax/training/export_config.py)."""
     path = Path(path).resolve()
     partial = path.with_name(path.name + ".partial")
     previous = path.with_name(path.name + ".previous")

@@ -4,8 +4,8 @@
     results = evaluate(config, workdir, model, data)   # mode "eval": restore an export, evaluate
 
 A run writes DIR/metrics.jsonl, DIR/results.json, DIR/tensorboard/, DIR/checkpoints/ and
-DIR/export/ (see ptjax.train.checkpoints and ptjax.train.reporting), and DIR/config.json, the
-config the workdir was started with (ptjax.train.run_config: a rerun compares against it).
+DIR/export/ (see ptjax.training.checkpoints and ptjax.training.reporting), and DIR/config.json, the
+config the workdir was started with (ptjax.training.run_config: a rerun compares against it).
 
 A resumed run is bit-equal to an uninterrupted one: parameters, optimizer state, the dropout key,
 the data position and the steps of the current logging window all come from the checkpoint, and
@@ -35,15 +35,15 @@ import numpy as np
 from ptjax.data import pipeline
 from ptjax.errors import InputError, Interrupted, write_failure
 from ptjax.eval.predictions import check_submission, write_predictions
-from ptjax.train import checkpoints as ckpt
-from ptjax.train import run_config
-from ptjax.train.config import validate
-from ptjax.train.engine import Engine
-from ptjax.train.export_config import recordable
-from ptjax.train.interfaces import Model, TaskData
-from ptjax.train.optimizer import build_optimizer
-from ptjax.train.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
-from ptjax.train.step import step_rng
+from ptjax.training import checkpoints as ckpt
+from ptjax.training import run_config
+from ptjax.training.config import validate
+from ptjax.training.engine import Engine
+from ptjax.training.export_config import recordable
+from ptjax.training.interfaces import Model, TaskData
+from ptjax.training.optimizer import build_optimizer
+from ptjax.training.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
+from ptjax.training.step import step_rng
 
 Hook = Callable[[int], None]
 

@@ -54,9 +54,9 @@ from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.models import architectures
 from ptjax.models.loading import Backbone
-from ptjax.train import sharding as shd
-from ptjax.train.engine import Engine
-from ptjax.train.optimizer import build_optimizer
+from ptjax.training import sharding as shd
+from ptjax.training.engine import Engine
+from ptjax.training.optimizer import build_optimizer
 
 GIB = 2 ** 30
 

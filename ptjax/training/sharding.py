@@ -21,7 +21,7 @@ import numpy as np
 from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ptjax.train.config import MESH_AXES, mesh_shape
+from ptjax.training.config import MESH_AXES, mesh_shape
 
 Rules = tuple[tuple[str, tuple[str, ...]], ...]
 REPLICATED_GROUPS = ("prompt",)

@@ -67,7 +67,7 @@ def config_for_export(config: ml_collections.ConfigDict, restore: str, *,
                       explicit: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
     """The config to evaluate the export `restore` with (see the module docstring)."""
     from ptjax.configs import base
-    from ptjax.train.checkpoints import read_export_metadata, resolve_export
+    from ptjax.training.checkpoints import read_export_metadata, resolve_export
 
     info = read_export_metadata(restore)
     recorded = info.get("config")

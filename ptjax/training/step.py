@@ -20,7 +20,7 @@ import optax
 from flax import traverse_util
 from jax.sharding import NamedSharding
 
-from ptjax.train.interfaces import Model
+from ptjax.training.interfaces import Model
 
 WEIGHT = "weight"
 

@@ -1,6 +1,6 @@
 """One model on one mesh: shardings, parameter init and split, batch placement, compiled steps.
 
-Shared by training (ptjax.train.loop), evaluation and the benchmark (ptjax.benchmarks.train_step).
+Shared by training (ptjax.training.loop), evaluation and the benchmark (ptjax.benchmarks.train_step).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from jax.experimental import multihost_utils
 
 from ptjax.data import pipeline
 from ptjax.errors import InputError
-from ptjax.train import sharding as shd
-from ptjax.train.config import logical_axis_rules
-from ptjax.train.interfaces import Model
-from ptjax.train.step import (
+from ptjax.training import sharding as shd
+from ptjax.training.config import logical_axis_rules
+from ptjax.training.interfaces import Model
+from ptjax.training.step import (
     as_float32,
     jit_eval_step,
     jit_train_step,

@@ -1,6 +1,6 @@
 """What the training engine needs from a method ("Model") and a task ("TaskData").
 
-The engine (ptjax.train) knows nothing else about either: `ptjax.experiment.build(config)`
+The engine (ptjax.training) knows nothing else about either: `ptjax.experiment.build(config)`
 pairs one Model with one TaskData, and the engine trains, evaluates, checkpoints and exports.
 
 Parameter trees are nested dicts with string keys. A path is the tuple of keys from the root to

@@ -22,7 +22,7 @@ from typing import Any
 import ml_collections
 
 from ptjax.errors import InputError
-from ptjax.train.export_config import flatten
+from ptjax.training.export_config import flatten
 
 CONFIG_FILE = "config.json"
 
@@ -99,6 +99,6 @@ def _show(value: Any) -> str:
 
 def record(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
     """Write DIR/config.json (atomically; a rerun keeps the first run's record while it resumes)."""
-    from ptjax.train.reporting import write_json_atomic
+    from ptjax.training.reporting import write_json_atomic
 
     write_json_atomic(Path(workdir) / CONFIG_FILE, as_json(config))
