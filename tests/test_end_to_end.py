@@ -5,6 +5,7 @@ in mode "eval", gives the training run's metrics exactly."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -164,3 +165,5 @@ def test_ppt_pretrains_a_prompt_and_a_task_starts_from_it(tiny_model_dir, tmp_pa
     losses, trained, evaluated = train_and_reevaluate(config, tmp_path / "transfer")
     assert losses[-1] < losses[0] - 0.02, losses
     assert evaluated["metrics"] == trained["metrics"]
+    shutil.rmtree(tmp_path / "pretrained")  # the export alone: its starting prompt is not read
+    assert main.run(config, str(tmp_path / "eval_alone"))["metrics"] == trained["metrics"]
