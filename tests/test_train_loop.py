@@ -104,7 +104,6 @@ def test_rerunning_a_finished_workdir_resumes_without_training(run):
     assert read_jsonl(workdir / "metrics.jsonl")[-1]["kind"] == "resume"
 
 
-@pytest.mark.slow
 def test_early_stopping(bert_dir, tmp_path):
     config = toy_experiment.toy_config(bert_dir, tmp_path, **{
         "train.num_steps": 20, "train.eval_every": 1, "train.early_stopping_patience": 2,
@@ -115,7 +114,6 @@ def test_early_stopping(bert_dir, tmp_path):
     assert results["best"]["step"] == 1
 
 
-@pytest.mark.slow
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(bert_dir, tmp_path):
     # 17 train examples, batch 8: each epoch drops one. Poison the one epoch 0 drops, so the
     # first NaN comes in epoch 1 (steps 3-4), after the checkpoint of step 2.
