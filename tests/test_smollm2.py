@@ -8,8 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
-
 LOGIT_TOLERANCE = 1e-3  # measured 1.4e-4 (logits up to ~35; float32 sums in another order)
 
 
@@ -58,6 +56,7 @@ def greedy(module, params, tokens, prompt_length, new_tokens):
     return jax.lax.fori_loop(0, new_tokens, step, tokens)
 
 
+@pytest.mark.slow
 def test_greedy_continuation_names_berlin(smollm2):
     tokenizer = smollm2.tokenizer
     prompt = tokenizer("The capital of Germany is")["input_ids"]
