@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
-from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.attention import make_attention_mask
+from ptjax.models.bert import BertLayer
 from ptjax.models.layers import (
     ACTIVATIONS,
     REMAT_POLICIES,
@@ -60,40 +61,11 @@ class AlbertConfig:
         return self.hidden_size // self.num_heads
 
 
-class AlbertLayer(nn.Module):
-    """Self-attention + feed-forward, each followed by residual and LayerNorm (post-LN)."""
+class AlbertLayer(BertLayer):
+    """BERT's post-LN layer (ALBERT's config has the same fields), without dropout on the
+    feed-forward output."""
 
-    config: AlbertConfig
-    dtype: Any = jnp.float32
-    deterministic: bool = True
-
-    @nn.compact
-    def __call__(self, hidden, prefix_kv, mask):
-        cfg, dt = self.config, self.dtype
-        heads, head_dim = cfg.num_heads, cfg.head_dim
-        q = Dense((heads, head_dim), ("embed",), ("heads", "kv"), dtype=dt, name="query")(hidden)
-        k = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="key")(hidden)
-        v = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(hidden)
-        prefix_key = prefix_value = None
-        if prefix_kv is not None:
-            prefix_key, prefix_value, prefix_mask = prefix_kv
-            mask = prepend_prefix_mask(mask, prefix_mask)
-        dropout_rng = None if self.deterministic or cfg.attention_dropout == 0 else self.make_rng("dropout")
-        attn = dot_product_attention(
-            q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
-            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
-        )
-        attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), dtype=dt, name="attention_output")(attn)
-        attn = Dropout(cfg.hidden_dropout)(attn, deterministic=self.deterministic)
-        hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(attn + hidden)
-
-        inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="ffn")(hidden)
-        inner = constrain(ACTIVATIONS[cfg.hidden_act](inner), ("batch", "length", "mlp"))
-        out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="ffn_output")(inner)
-        # transformers' ALBERT has no dropout on the feed-forward output.
-        hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="output_norm")(out + hidden)
-        hidden = constrain(hidden, ("batch", "length", "embed"))
-        return hidden, hidden
+    feed_forward_dropout: bool = False
 
 
 def shared_layer_stack(*, num_layers: int, remat_policy: str = "none", scan_layers: bool = True):
@@ -229,8 +201,8 @@ def _weight_map(cfg: AlbertConfig) -> dict[tuple[str, ...], TensorRule]:
                                                      lambda b: b.reshape(heads, head_dim))
     for ours, theirs, transform in (
         ("attention_output", "attention.dense", lambda w: w.T.reshape(heads, head_dim, d)),
-        ("ffn", "ffn", t),
-        ("ffn_output", "ffn_output", t),
+        ("intermediate", "ffn", t),
+        ("output", "ffn_output", t),
     ):
         rules[("layer", ours, "kernel")] = TensorRule(layer + theirs + ".weight", transform)
         rules[("layer", ours, "bias")] = TensorRule(layer + theirs + ".bias")

@@ -52,6 +52,8 @@ class BertLayer(nn.Module):
     config: BertConfig
     dtype: Any = jnp.float32
     deterministic: bool = True
+    # transformers' ALBERT layer has no dropout on the feed-forward output; BERT's has.
+    feed_forward_dropout: bool = True
 
     @nn.compact
     def __call__(self, hidden, prefix_kv, mask):
@@ -76,7 +78,8 @@ class BertLayer(nn.Module):
         inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="intermediate")(hidden)
         inner = constrain(ACTIVATIONS[cfg.hidden_act](inner), ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
-        out = Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
+        if self.feed_forward_dropout:
+            out = Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="output_norm")(out + hidden)
         hidden = constrain(hidden, ("batch", "length", "embed"))
         return hidden, hidden
