@@ -137,7 +137,7 @@ def test_attention_kernel_bf16_backward_matches_float32():
         assert _relative_error(a, b) < 0.011, name
 
 
-def test_auto_compute_dtype_follows_the_hardware():
+def test_auto_compute_dtype_follows_the_hardware(tmp_path):
     """model.compute_dtype="auto": bf16 where the backend multiplies bf16 natively, else float32;
     other names are refused with one line."""
     from ptjax.configs import base
@@ -147,6 +147,7 @@ def test_auto_compute_dtype_follows_the_hardware():
     from ptjax.training.config import validate
 
     config = base.get_config()
+    config.data_dir = str(tmp_path)  # validate() wants a data folder; this test reads none
     config.model.compute_dtype = "auto"
     validate(config, jax.device_count())
     expected = jnp.bfloat16 if native_bf16_products() else jnp.float32

@@ -239,9 +239,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     if config.mode == "eval" and not task.eval_splits:
         raise InputError("config.mode='eval' needs at least one split in config.task.eval_splits")
 
-    # Last: the config's own mistakes are reported even where the data is not there yet.
+    # Last: the config's own mistakes are reported even where the data is not there yet. A task
+    # with its own source (hub name, save_to_disk folder, files) does not read data_dir.
     data_dir = Path(config.data_dir).expanduser()
-    if not data_dir.is_dir():
+    if not task.source and not data_dir.is_dir():
         raise InputError(
             f"data directory {data_dir} does not exist (set it with --config.data_dir=PATH or "
             f"the PTJAX_DATA_DIR environment variable)"
