@@ -49,13 +49,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
-from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
 from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.models import architectures
 from ptjax.models.loading import Backbone
 from ptjax.training import sharding as shd
 from ptjax.training.engine import Engine
+from ptjax.training.flops import cost_flops, unrolled_flops
 from ptjax.training.optimizer import build_optimizer
 
 GIB = 2 ** 30

@@ -105,9 +105,9 @@ class PtjaxSide:
         """backbone: use this one (weights set) instead of opening model_name; dtype: of the
         frozen weights and of the compute (model.dtype; "float32" or "bfloat16")."""
         from ptjax.configs import base
-        from ptjax.benchmarks.train_step import cost_flops, unrolled_flops
         from ptjax.experiment import open_configured_backbone
         from ptjax.training.engine import Engine
+        from ptjax.training.flops import cost_flops, unrolled_flops
         from ptjax.training.optimizer import build_optimizer
         from ptjax.training.step import step_rng
 

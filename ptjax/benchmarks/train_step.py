@@ -32,6 +32,7 @@ from ptjax import cli
 from ptjax.data import pipeline
 from ptjax.training.config import validate
 from ptjax.training.engine import Engine
+from ptjax.training.flops import cost_flops, unrolled_flops
 from ptjax.training.interfaces import Model, TaskData
 from ptjax.training.optimizer import build_optimizer
 from ptjax.training.reporting import parameter_counts
@@ -39,19 +40,6 @@ from ptjax.training.step import step_rng
 
 _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps")
-
-
-def cost_flops(compiled) -> float | None:
-    """XLA's FLOP count of a lowered or compiled computation (multiply-add = 2), None when the
-    backend has none. A scanned layer loop counts once: see unrolled_flops."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - some backends do not implement it
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    flops = (cost or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
 
 
 def _peak_memory() -> tuple[int, str]:
@@ -63,23 +51,6 @@ def _peak_memory() -> tuple[int, str]:
     if peaks:
         return max(peaks), "device"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_rss"
-
-
-def unrolled_flops(config, model: Model, batch: dict, rng) -> float | None:
-    """Cost analysis of the train step lowered (not compiled) with `model`, a build of the same
-    experiment with model.scan_layers=False: every layer's FLOPs are counted."""
-    engine = Engine(config, model)
-    optimizer = build_optimizer(config, engine.trainable_shapes, model.is_trainable, total_steps=1,
-                                steps_per_epoch=1)
-    opt_shardings = engine.opt_state_shardings(optimizer.transform)
-    frozen = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                          engine.frozen_shapes, engine.frozen_shardings)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch)
-    step = engine.compile_train_step(optimizer.transform, opt_shardings)
-    with engine.activate():
-        lowered = step.jitted.lower(engine.trainable_target(), frozen,
-                                    engine.opt_state_target(optimizer.transform, opt_shardings), batch, rng)
-    return cost_flops(lowered)
 
 
 def benchmark(config, model: Model, data: TaskData, *, warmup: int = 3, steps: int = 10,
