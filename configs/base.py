@@ -128,8 +128,23 @@ def get_config() -> ml_collections.ConfigDict:
     # tokens), "text" (embeddings of init_text's tokens) or "pretrained" (the prompt of the export
     # init_from, trained on the same backbone with the same prompt shape: PPT's pre-trained soft
     # prompts, MPT-2's shared prompt and its head row for the task).
+    # PPT's pilot-study inits (§2, Table 2; ptjax/prompts/word_init.py): "label_words" (the task's
+    # verbalizer words' embeddings, one mean vector per label), "frequent_words" (sampled among the
+    # init_top_k most frequent tokens of init_corpus), "task_words" (sampled among the tokens of
+    # the task's training examples).
     prompt.init = "random"
     prompt.init_text = ""
+    # label_words with fewer labels than soft tokens: "cycle" repeats the label vectors in order
+    # over the prompt; "vocab" puts them first and samples the rest from the vocabulary (Lester et al.).
+    prompt.label_init_fill = "cycle"
+    # frequent_words: the corpus ("" the local pre-training corpus built from data_dir's data sets,
+    # ptjax/tasks/local_corpus.py; or a .txt file, one document per line, or a .jsonl file with
+    # "text"), how many of its most frequent tokens to sample from (PPT: 1000), and where the
+    # token ranking is cached, keyed by corpus files and tokenizer ("auto": $PTJAX_DATA_CACHE or
+    # ~/.cache/ptjax/data; "": not cached).
+    prompt.init_corpus = ""
+    prompt.init_top_k = 1000
+    prompt.init_cache_dir = "auto"
     # A prompt export or workdir, or a folder of PPT pre-training workdirs named after their tasks
     # (ppt_nsp/, ppt_nss/, ppt_sentiment/, ppt_unified_mc/): the task's format picks one.
     prompt.init_from = ""

@@ -129,14 +129,25 @@ class MultipleChoice:
         return {"formulation": "choice", "template": self.template.source, "scoring": self.scoring}
 
 
+@dataclasses.dataclass
+class WordChoice(MultipleChoice):
+    """Multiple choice among label words (those that are not single tokens); describe() names
+    them, as a verbalizer's does (prompt.init='label_words' reads them there)."""
+
+    label_words: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "label_words": dict(self.label_words)}
+
+
 def label_word_choice(
     template, renderer: Renderer, labels: Sequence[str], label_words: Mapping[str, str | Sequence[str]], **kwargs
 ) -> MultipleChoice:
     """Classification whose label words are not single tokens, scored as choices among the words
     (the first word of each label)."""
     words = [label_words[label] if isinstance(label_words[label], str) else label_words[label][0] for label in labels]
-    return MultipleChoice(
+    return WordChoice(
         template=template, renderer=renderer, options_fn=lambda example: words,
         label_fn=lambda example: list(labels).index(example.label), num_options=len(labels),
-        answer_fn=lambda example, index: labels[index], **kwargs,
+        answer_fn=lambda example, index: labels[index], label_words=dict(zip(labels, words)), **kwargs,
     )

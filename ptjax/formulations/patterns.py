@@ -139,7 +139,7 @@ PATTERNS["yahoo_answers"] = TaskPatterns(
          "family", "politics"))},
 )
 # Few-shot samples (ptjax.tasks.fewshot) read like their task.
-for _base in ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h"):
+for _base in ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h", "boolq", "rte", "cb"):
     PATTERNS[f"{_base}_fewshot"] = PATTERNS[_base]
 # PPT pre-training formats: the builders' patterns and verbalizers. ptjax.formulations.ppt builds
 # these tasks (a causal LM gets the sentence-pair slot at the end; unified multiple choice masks

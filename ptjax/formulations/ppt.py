@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ptjax.errors import InputError
-from ptjax.formulations.choice import MultipleChoice
+from ptjax.formulations.choice import MultipleChoice, WordChoice
 from ptjax.formulations.classification import VerbalizerClassification
 from ptjax.prompts.templates import parse_template
 from ptjax.prompts.verbalizers import build_verbalizer
@@ -211,7 +211,7 @@ VIEWS: dict[str, View] = {
 # Task variants that read the same examples (few-shot samples, RACE levels).
 ALIASES = {"sst2_fewshot": "sst2", "sst5_fewshot": "sst5", "yahoo_answers_fewshot": "yahoo_answers",
            "race_m": "race", "race_h": "race", "race_fewshot": "race", "race_m_fewshot": "race",
-           "race_h_fewshot": "race"}
+           "race_h_fewshot": "race", "boolq_fewshot": "boolq", "rte_fewshot": "rte", "cb_fewshot": "cb"}
 
 
 def view_for(task: str) -> View:
@@ -321,16 +321,6 @@ def build_formulation(config, spec: TaskSpec, backbone, renderer, head_kind: str
         template=template, labels=labels, label_words=words, renderer=renderer, decoder_start_id=decoder_start,
         fields_fn=fields_fn, option_count=option_count)
     return formulation, template
-
-
-@dataclasses.dataclass
-class WordChoice(MultipleChoice):
-    """Multiple choice among label words (those that are not single tokens)."""
-
-    label_words: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "label_words": dict(self.label_words)}
 
 
 def _word_choice(template, renderer, labels, words, fields_fn, option_count, decoder_start) -> MultipleChoice:

@@ -22,7 +22,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.methods.model import PromptModel, embedding_rows, embedding_width
 from ptjax.models.loading import Backbone
-from ptjax.prompts import encoders, pretrained
+from ptjax.prompts import encoders, pretrained, word_init
 from ptjax.prompts.deep import DeepPrompt
 from ptjax.prompts.encoders import PromptEncoder
 from ptjax.prompts.templates import Template, parse_template
@@ -103,12 +103,23 @@ def deep_positions_shift(asked: bool | None, backbone: Backbone) -> bool:
     return bool(asked)
 
 
-def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source_task: str = ""):
+def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source_task: str = "",
+                      label_words: dict | None = None):
     """(backbone) -> (make, arrays): `make(*arrays)` is the soft-token table's initializer, per
     config.prompt.init. The arrays it reads (the embedding matrix for "vocab") are returned apart
     so PromptModel.init_params passes them into its jit as arguments: closed over, a vocabulary's
     embeddings would become a constant of the compiled program (a slow compile, a copy in memory).
-    source_task: the PPT pre-training task whose prompt "pretrained" picks from a folder of runs."""
+    source_task: the PPT pre-training task whose prompt "pretrained" picks from a folder of runs.
+    label_words: the formulation's label -> word(s), which "label_words" starts from.
+
+    PPT's real-word inits (§2, Table 2; ptjax/prompts/word_init.py): "label_words" gives each
+    label one vector, the mean of its words' token embeddings (as Lester et al. average a
+    multi-token class label), and with config.prompt.label_init_fill="cycle" repeats the labels in
+    order over the whole prompt (label 0, 1, 0, 1, ...); "vocab" puts them first and samples the
+    rest from the vocabulary (Lester et al.'s rule; PPT does not say which it used).
+    "frequent_words" / "task_words" sample soft tokens without replacement (with replacement when
+    the prompt is longer than the pool) among the corpus's top-K tokens / the tokens of the task's
+    training examples, with the run's seeded key."""
     init, text = config.prompt.init, config.prompt.init_text
 
     def make(backbone: Backbone):
@@ -128,7 +139,26 @@ def _soft_prompt_init(config: ml_collections.ConfigDict, num_tokens: int, source
             if not ids:
                 raise InputError("config.prompt.init='text' needs a non-empty config.prompt.init_text")
             return (lambda rows: encoders.text_init(rows, list(range(len(ids))))), (embedding_rows(backbone, ids),)
-        raise InputError(f"config.prompt.init={init!r}: choose 'random', 'vocab', 'text' or 'pretrained'")
+        if init == "label_words":
+            if not label_words:
+                raise InputError("config.prompt.init='label_words' needs a task read through label words "
+                                 "(a verbalizer or word choice); this formulation has none")
+            ids = word_init.label_token_ids(backbone.tokenizer, label_words)
+            if config.prompt.label_init_fill == "vocab":
+                return (lambda rows: encoders.label_init(rows, ids)), (embedding_rows(backbone, vocab),)
+            vectors = np.stack([embedding_rows(backbone, label).mean(0) for label in ids])
+            return encoders.vectors_init, (vectors,)
+        if init == "frequent_words":
+            cache = config.prompt.init_cache_dir
+            cache = word_init.default_cache_dir() if cache == "auto" else (cache or None)
+            ids = word_init.frequent_token_ids(backbone.tokenizer, config.prompt.init_corpus, config.data_dir,
+                                               config.prompt.init_top_k, cache)
+            return encoders.vocab_init, (embedding_rows(backbone, ids),)
+        if init == "task_words":
+            ids = word_init.task_token_ids(backbone.tokenizer, config)
+            return encoders.vocab_init, (embedding_rows(backbone, ids),)
+        raise InputError(f"config.prompt.init={init!r}: choose 'random', 'vocab', 'text', 'label_words', "
+                         "'frequent_words', 'task_words' or 'pretrained'")
 
     return make
 
@@ -172,6 +202,6 @@ def build_prompt_model(config: ml_collections.ConfigDict, backbone: Backbone, he
     return PromptModel(
         backbone=backbone, head=head, soft_prompt=soft, deep_prompt=deep, decoder_deep_prompt=decoder_deep,
         trainable=frozenset(trains), metadata=metadata, shift_positions=shift_positions,
-        soft_prompt_init=(_soft_prompt_init(config, soft.num_tokens, metadata.get("prompt_source", ""))
-                          if soft is not None else None),
+        soft_prompt_init=(_soft_prompt_init(config, soft.num_tokens, metadata.get("prompt_source", ""),
+                                            metadata.get("label_words")) if soft is not None else None),
     )

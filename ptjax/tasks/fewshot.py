@@ -2,12 +2,18 @@
 
 PPT's protocol: a training set of 32 examples and a dev set of 32 other examples, both drawn from
 the original training data with the labels balanced (tasks with many labels: 8 per label), and the
-original validation set as the test set. `<task>_fewshot` is that view of a task:
+original validation set as the test set (PPT §2 and §4.1). `<task>_fewshot` is that view of a task:
 
     get_task("sst2_fewshot").load(data_dir, "train")              # 32 of SST-2 train, 16 per label
     get_task("sst2_fewshot").load(data_dir, "dev32")              # 32 others
     get_task("sst2_fewshot").load(data_dir, "dev")                # GLUE dev, whole
     get_task("yahoo_answers_fewshot").load(data_dir, "train", per_label=8)
+    get_task("rte_fewshot").load(data_dir, "train", shots=128)   # sample-efficiency study (32-256)
+
+BoolQ, RTE and CB sample their ORIGINAL training sets (superglue_full/<Task>/train.jsonl under
+data_dir, or <Task>/train.jsonl when data_dir is that folder), never FewGLUE's 32-example files;
+their "val" (the test set) is the task's own. From a config: task.name="rte_fewshot",
+task.options.shots=64, task.eval_splits=("dev32", "val").
 
 Options: shots (examples per sample, default 32), per_label (examples per label; overrides
 shots), sample_seed (which sample; the same seed gives the same examples on every machine),
@@ -18,14 +24,17 @@ name is the base task's own split.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from ptjax.errors import InputError
-from ptjax.tasks import glue, race, sst, yahoo  # noqa: F401  (register the tasks sampled here first)
+from ptjax.tasks import glue, race, sst, superglue, yahoo  # noqa: F401  (register the tasks sampled here first)
 from ptjax.tasks.base import Example, TaskSpec, get_task, register
 
 SAMPLED_SPLITS = ("train", "dev32")
-BASES = ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h")
+BASES = ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h", "boolq", "rte", "cb")
+# Tasks whose plain "train" split is FewGLUE's 32 examples: the sample comes from the full set.
+ORIGINAL_TRAIN_FOLDER = "superglue_full"
 
 
 def sample(examples: list[Example], labels: tuple[str, ...], *, shots: int, per_label: int, seed: Any,
@@ -56,6 +65,20 @@ def sample(examples: list[Example], labels: tuple[str, ...], *, shots: int, per_
     return [[examples[i] for i in rows] for rows in chosen]
 
 
+def _original_train(spec: TaskSpec, data_dir: Any) -> list[Example]:
+    """The base task's original training set: its "train" split, but for the SuperGLUE tasks,
+    whose "train" under the shared root is FewGLUE's sample, the full set beside it."""
+    if spec.name not in superglue.FOLDERS:
+        return spec.load(data_dir, "train")
+    root, folder = Path(data_dir), superglue.FOLDERS[spec.name]
+    for full in ([root] if root.name == ORIGINAL_TRAIN_FOLDER else []) + [root / ORIGINAL_TRAIN_FOLDER]:
+        if (full / folder / "train.jsonl").is_file():
+            return spec.load(full, "train")
+    raise InputError(f"{spec.name}_fewshot: PPT samples the original training set, and "
+                     f"{root / ORIGINAL_TRAIN_FOLDER / folder / 'train.jsonl'} does not exist (FewGLUE's "
+                     f"32-example train.jsonl is not it); put the full SuperGLUE {folder} train.jsonl there")
+
+
 def fewshot_task(base: str) -> TaskSpec:
     """Register `<base>_fewshot` (see the module docstring)."""
     spec = get_task(base)
@@ -67,7 +90,7 @@ def fewshot_task(base: str) -> TaskSpec:
             return spec.load(data_dir, split)
         if shots < 1 or per_label < 0:
             raise InputError(f"{name}: need shots >= 1 and per_label >= 0, got {shots}, {per_label}")
-        train = [e for e in spec.load(data_dir, "train") if e.label is not None]
+        train = [e for e in _original_train(spec, data_dir) if e.label is not None]
         picked = sample(train, tuple(spec.labels), shots=shots, per_label=per_label, seed=sample_seed,
                         balanced=balanced, name=name)[SAMPLED_SPLITS.index(split)]
         return [Example(f"{name}-{split}-{k}", e.fields, e.label, {**e.meta, "source_guid": e.guid})

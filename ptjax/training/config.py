@@ -22,7 +22,8 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MESH_AXES = ("data", "fsdp", "tensor")
 PROMPT_ENCODERS = ("none", "mlp", "lstm")
-PROMPT_INITS = ("random", "vocab", "text", "pretrained")
+PROMPT_INITS = ("random", "vocab", "text", "label_words", "frequent_words", "task_words", "pretrained")
+LABEL_INIT_FILLS = ("cycle", "vocab")
 PROMPT_PATTERNS = ("task", "format", "hybrid", "unified")
 HEADS = ("auto", "verbalizer", "cls", "token", "span", "choice")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
@@ -140,6 +141,11 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     if prompt.init == "pretrained" and prompt.encoder != "none":
         raise InputError(f"config.prompt.init='pretrained' loads prompt vectors; config.prompt.encoder="
                          f"{prompt.encoder!r} would re-encode them (use 'none')")
+    _choice(prompt.get("label_init_fill", "cycle"), LABEL_INIT_FILLS, "prompt.label_init_fill")
+    _positive(prompt.get("init_top_k", 1000), "prompt.init_top_k")
+    if prompt.init in ("label_words", "frequent_words", "task_words") and method.name not in ("lester", "ptuning"):
+        raise InputError(f"config.prompt.init={prompt.init!r} starts soft tokens from word embeddings; method "
+                         f"{method.name!r} has none (use 'lester' or 'ptuning')")
     _choice(prompt.pattern, PROMPT_PATTERNS, "prompt.pattern")
     deep = prompt.deep
     _positive(deep.length, "prompt.deep.length", zero_ok=True)
@@ -266,6 +272,12 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     if prompt.init_text and prompt.init != "text":
         raise InputError(f"config.prompt.init_text={prompt.init_text!r} is read only with "
                          f"config.prompt.init='text' (it is {prompt.init!r})")
+    corpus = prompt.get("init_corpus", "")
+    if corpus and prompt.init != "frequent_words":
+        raise InputError(f"config.prompt.init_corpus={corpus!r} is read only with "
+                         f"config.prompt.init='frequent_words' (it is {prompt.init!r})")
+    if corpus and not Path(corpus).expanduser().is_file():
+        raise InputError(f"config.prompt.init_corpus={corpus!r}: no such file")
     if prompt.init == "pretrained" and config.mode != "plan" and not Path(prompt.init_from).expanduser().exists():
         raise InputError(f"config.prompt.init_from={prompt.init_from!r}: no such file or folder")
     spec = _registered_task(config.task.name)
