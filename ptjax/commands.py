@@ -10,6 +10,8 @@ per-device memory, FLOPs and whether it fits: ptjax/planning.py; --workdir optio
 when it does not fit).
 Mode "sweep" runs the config's variants x grid points x seeds (config.sweep), each in its own
 DIR/<variant>/.../seed_<seed> folder, and writes the results tables DIR/results.md and .csv.
+Mode "lm_adapt" continues training the backbone itself on unlabeled text (LM adaptation, PPT's
+"LM Adaption" baseline) and writes it to DIR/backbone (ptjax/training/lm_adaptation.py).
 Bad input (unknown config key, impossible setting, malformed data line, wrong checkpoint) ends
 with one line `error: ...` on stderr and exit status 2; a workdir that cannot be written, a full
 disk and an interrupt (Ctrl-C, SIGTERM) end with one line and their own status (the table in
@@ -85,6 +87,10 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
         from ptjax.sweep import run_sweep
 
         return run_sweep(config, workdir, build)
+    if config.mode == "lm_adapt":  # ptjax/training/lm_adaptation.py: the backbone trains on text, no task
+        from ptjax.training.lm_adaptation import run as run_lm_adaptation
+
+        return run_lm_adaptation(config, workdir)
     if build is None and config.mode == "plan":  # the backbone without its weights
         from ptjax.planning import build_without_weights as build
     elif build is None:

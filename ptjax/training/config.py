@@ -14,7 +14,7 @@ import ml_collections
 
 from ptjax.errors import InputError
 
-MODES = ("train", "eval", "sweep", "plan")
+MODES = ("train", "eval", "sweep", "plan", "lm_adapt")
 METHODS = ("fine_tune", "manual", "lester", "ptuning", "ptuning_v2")
 OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sqrt")
