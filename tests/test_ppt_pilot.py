@@ -156,7 +156,7 @@ def test_label_words_init_needs_label_words(tiny_model_dir, rte_files):
 # PPT's few-shot sampler on the original training data.
 
 
-def test_fewshot_samples_of_superglue_tasks_are_balanced_and_disjoint(data_dir):
+def test_fewshot_samples_of_superglue_tasks_are_balanced_and_disjoint(data_dir, tiny_model_dir):
     """rte_fewshot from the full RTE training set (../shared/data/superglue_full); BoolQ's and
     CB's original training sets are not in the shared data, so their views refuse with one line."""
     if not (data_dir / "superglue_full" / "RTE" / "train.jsonl").is_file():
@@ -174,6 +174,12 @@ def test_fewshot_samples_of_superglue_tasks_are_balanced_and_disjoint(data_dir):
         assert len({e.fields["premise"] for e in train} - fewglue) > shots // 2  # not FewGLUE's 32
     assert len(task.load(data_dir, "val")) == 277  # the test set: SuperGLUE dev, whole
     assert task.load(data_dir, "train", sample_seed=1) != task.load(data_dir, "train")
+    config = base.get_config()  # reachable from a config: task.options.shots
+    config.model.name, config.data_dir = str(tiny_model_dir("bert")), str(data_dir)
+    config.task.name, config.task.eval_splits, config.task.options.shots = "rte_fewshot", ("dev32", "val"), 64
+    data = build(config).data
+    assert [len(data.examples(split)) for split in ("train", "dev32", "val")] == [64, 64, 277]
+    assert len(data.features("train")) == 64
     for name in ("boolq_fewshot", "cb_fewshot"):
         folder = {"boolq_fewshot": "BoolQ", "cb_fewshot": "CB"}[name]
         if not (data_dir / "superglue_full" / folder / "train.jsonl").is_file():
