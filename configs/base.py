@@ -342,6 +342,11 @@ def get_config() -> ml_collections.ConfigDict:
     # mean over seeds, the best variant, and the one the first eval split picks; PET's
     # multi-pattern protocol when the variants are manual patterns (formulations.patterns.pattern_variants).
     sweep.over_variants = False
+    # Train the runs that differ only in seed, learning rate, prompt init and number of training
+    # examples as one job each (one backbone, one prompt per run: ptjax/training/batched.py), one job
+    # per prompt shape; the plan (which runs train together, which alone and why) is printed and
+    # written to DIR/batched_plan.txt. Each run keeps its own folder, export and results.json.
+    sweep.batched = False
 
     config.lock()
     config.task.options.unlock()

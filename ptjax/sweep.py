@@ -284,8 +284,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Cal
     for run, derived in zip(runs, configs):  # refuse a foreign directory before anything runs
         _check_record(run, derived)
     backbones = BackboneCache()
-    for number, (run, derived) in enumerate(zip(runs, configs), 1):
-        label = f"[{number}/{len(runs)}] {run.path.relative_to(workdir)}"
+    numbers = {run.path: number for number, run in enumerate(runs, 1)}
+    alone = list(zip(runs, configs))
+    if config.sweep.get("batched", False):
+        alone = run_batched(config, workdir, runs, configs, backbones, build, devices)
+
+    for run, derived in alone:
+        label = f"[{numbers[run.path]}/{len(runs)}] {run.path.relative_to(workdir)}"
         if is_finished(run.path):
             print(f"sweep {label}: finished earlier, skipped", flush=True)
             continue
@@ -297,6 +302,46 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Cal
     if figure:
         print(f"plot: {figure}", flush=True)
     return {"runs": [str(r.path) for r in runs], "markdown": markdown}
+
+
+def run_batched(config, workdir: Path, runs: list[Run], configs: list, backbones: BackboneCache,
+                build: Callable | None, devices: list | None) -> list[tuple[Run, Any]]:
+    """config.sweep.batched: train each group of ptjax.training.variants.plan_groups as one job
+    (ptjax/training/batched.py); the plan is printed and written to DIR/batched_plan.txt. Returns
+    the (run, config) pairs left to run one by one: the runs that cannot batch, and a group's runs
+    when the job finds it cannot train them together (the reason is printed)."""
+    from ptjax.training import batched
+    from ptjax.training.variants import describe, plan_groups
+
+    by_path = {run.path: derived for run, derived in zip(runs, configs)}
+    groups, alone = plan_groups(runs, configs)
+    plan = describe(groups, alone, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "batched_plan.txt").write_text(plan + "\n")
+    print("sweep plan (sweep.batched):\n" + plan, flush=True)
+    left = [(run, by_path[run.path]) for run, _ in alone]
+    for number, group in enumerate(groups, 1):
+        todo = [run for run in group if not is_finished(run.path)]
+        if len(todo) < len(group):
+            print(f"batched job {number}: {len(group) - len(todo)} run(s) finished earlier, skipped", flush=True)
+        if len(todo) < 2:
+            left.extend((run, by_path[run.path]) for run in todo)
+            continue
+        members = [batched.Member(run, by_path[run.path]) for run in todo]
+        print(f"batched job {number}: {len(todo)} runs in {batched.job_folder(workdir, members)}", flush=True)
+        for member in members:
+            _write_record(member.run, member.config, 0.0)
+        started = time.perf_counter()
+        backbone = backbones.get(members[0].config) if build is None else build(members[0].config).backbone
+        reason = batched.run_job(members, workdir, backbone, devices=devices)
+        seconds = (time.perf_counter() - started) / len(members)
+        if reason:
+            print(f"batched job {number}: its runs train one by one: {reason}", flush=True)
+            left.extend((m.run, m.config) for m in members)
+            continue
+        for member in members:
+            _write_record(member.run, member.config, seconds)
+    return left
 
 
 # --------------------------------------------------------------------------------------------
