@@ -256,3 +256,228 @@ def test_seed_and_rate_variants_in_one_job_equal_separate_runs(tiny_model_dir, t
             # A few ulps of max(|param|, rate) per step (sum order of the rows' gradients).
             bound = 3 * 4 * np.spacing(np.maximum(np.abs(leaf), np.float32(rate)))
             assert np.all(np.abs(joint_leaf[k] - leaf) <= bound), (path, np.abs(joint_leaf[k] - leaf).max())
+
+
+# --------------------------------------------------------------------------------------------
+# The batched sweep job (config.sweep.batched) against the same sweep run one by one.
+
+
+def _sst2_sweep(tiny_model_dir, root, **overrides):
+    folder = root / "sst2"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["sentence\tlabel"] + [f"{text}\t{label}" for text, label in SENTENCES]
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    config = base.get_config()
+    config.mode = "sweep"
+    config.model.name, config.data_dir = str(tiny_model_dir("bert")), str(root)
+    config.task.name, config.method.name, config.task.max_length = "sst2", "lester", 32
+    config.task.length_buckets, config.prompt.length = (32,), 4
+    config.optimizer.name, config.optimizer.clip_norm = "adam", 0.5  # clipping on: each entry by its own norm
+    config.train.batch_size, config.train.num_steps, config.train.eval_every, config.train.log_every = 4, 4, 2, 2
+    config.train.dropout = False  # equality is claimed without dropout (see ptjax/training/batched.py)
+    config.checkpoint.keep_best = 1  # the export is each run's best evaluation
+    config.logging.tensorboard = config.logging.progress = False
+    config.sweep.variants = ("few: optimizer.learning_rate=0.03; task.max_train_examples=4",
+                             "all: optimizer.learning_rate=0.1")
+    config.sweep.seeds = (0, 1)
+    for key, value in overrides.items():
+        set_nested(config, key, value)
+    return config
+
+
+def set_nested(config, key, value):
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+@pytest.fixture(scope="module")
+def amplified_build(tiny_model_dir):
+    """experiment.build on one tiny BERT whose weights are scaled up (a prompt can move its loss)."""
+    from ptjax.experiment import open_configured_backbone
+
+    shared = {}
+
+    def make(config):
+        if "backbone" not in shared:
+            shared["backbone"] = open_configured_backbone(config)
+            amplify_weights(shared["backbone"], 5.0)
+        return build(config, backbone=shared["backbone"])
+
+    return make
+
+
+def _exports(root, runs):
+    from flax import traverse_util
+
+    from ptjax.training.checkpoints import read_export_arrays
+
+    return {run: traverse_util.flatten_dict(read_export_arrays(root / run / "export")[0]) for run in runs}
+
+
+RUNS = ("few/seed_0", "few/seed_1", "all/seed_0", "all/seed_1")
+
+
+# Lester (verbalizer head, nothing but the prompt trains) and P-tuning v2 (deep prefixes and a
+# trained [CLS] linear head, per variant).
+METHODS = {"lester": {}, "ptuning_v2": {"method.name": "ptuning_v2", "head.type": "cls", "prompt.deep.length": 2}}
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def both_ways(request, tiny_model_dir, amplified_build, tmp_path_factory):
+    from ptjax.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("batched")
+    outputs = {}
+    for batched in (False, True):
+        config = _sst2_sweep(tiny_model_dir, root, **METHODS[request.param])
+        config.sweep.batched = batched
+        workdir = root / ("batched" if batched else "separate")
+        outputs[batched] = run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
+    return root, request.param
+
+
+def test_batched_sweep_equals_separate_runs(both_ways):
+    """Four runs (seeds 0/1 x rate 0.03 with 4 training examples / rate 0.1 with all 8; Adam,
+    clipping 0.5, the better of two evaluations exported) trained as one job end with the exports,
+    metrics and predictions of the same sweep run one by one. Each entry runs its own run's
+    computation under a vmap over the variant axis, on a block padded to the same length bucket (32
+    here), so only the order of float sums can differ: XLA may split the larger batched matmuls
+    (rows x hidden units x attention positions) otherwise, and the per-entry clip norm is a sum
+    under vmap. A sum in another order moves its result by a few ulps; Adam's normalised step
+    m / sqrt(v) carries that relative error into the update, which is about the rate: per step at
+    most ~8 ulps of max(|param|, rate), 4 steps -> bound 32 ulps. Observed on the 2-core host:
+    Lester bit-equal (0 ulps: only the soft prompt trains, whose sums are the same), P-tuning v2
+    (prefixes and the [CLS] head train) up to 12 ulps."""
+    import json
+
+    separate, batched = both_ways[0] / "separate", both_ways[0] / "batched"
+    plan = (batched / "batched_plan.txt").read_text()
+    assert plan.startswith("batched job 1: ") and all(run in plan for run in RUNS) and "alone" not in plan
+    alone, together = _exports(separate, RUNS), _exports(batched, RUNS)
+    worst = 0.0
+    for run in RUNS:
+        rate = 0.03 if run.startswith("few") else 0.1
+        results = {w: json.loads((root / run / "results.json").read_text()) for w, root in
+                   (("alone", separate), ("together", batched))}
+        assert results["alone"]["status"] == results["together"]["status"] == "completed"
+        assert results["together"]["metrics"] == results["alone"]["metrics"], run
+        assert results["together"]["best"] == results["alone"]["best"], run
+        assert results["together"]["num_train_examples"] == (4 if run.startswith("few") else 8)
+        assert sorted(results["together"]["batched"]["trained_with"]) == sorted(
+            str(batched / r) for r in RUNS if r != run)
+        for path, leaf in alone[run].items():
+            joint = together[run][path]
+            assert joint.shape == leaf.shape
+            bound = 32 * np.spacing(np.maximum(np.abs(leaf), np.float32(rate)))
+            worst = max(worst, float(np.max(np.abs(joint - leaf) / np.spacing(np.maximum(np.abs(leaf), rate)))))
+            assert np.all(np.abs(joint - leaf) <= bound), (run, path, np.abs(joint - leaf).max())
+    print(f"largest difference: {worst:.1f} ulps")
+    # metrics.jsonl: the same records (train losses within float noise, evaluations equal).
+    for run in RUNS:
+        records = [[json.loads(line) for line in (root / run / "metrics.jsonl").read_text().splitlines()]
+                   for root in (separate, batched)]
+        evals = [[(r["step"], {k: v for k, v in r.items() if k not in ("time", "kind", "step")})
+                  for r in rs if r["kind"] == "eval"] for rs in records]
+        assert evals[0] == evals[1]
+        losses = [[r["loss"] for r in rs if r["kind"] == "train"] for rs in records]
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+        # The evaluation's forward pass runs batched too (each eval batch once per variant): scores
+        # (log-probabilities of order 1) differ by float noise (observed 1.5e-7), predictions not at all.
+        predictions = [[json.loads(line) for line in (root / run / "predictions" / "validation.jsonl").open()]
+                       for root in (separate, batched)]
+        assert [p["prediction"] for p in predictions[0]] == [p["prediction"] for p in predictions[1]]
+        for one, other in zip(*predictions):
+            np.testing.assert_allclose(list(other["scores"].values()), list(one["scores"].values()), atol=1e-5)
+    # The tables of both sweeps agree; a non-batched rerun of the batched folder finds every run finished.
+    assert (batched / "results.md").read_text().split("\n", 1)[1] == (separate / "results.md").read_text().split("\n", 1)[1]
+
+
+def test_killed_batched_job_resumes_where_it_stopped(both_ways, tiny_model_dir, amplified_build, monkeypatch):
+    """A batched job killed after step 3 (a checkpoint every step) resumes on rerun and ends with the
+    exports, metrics and logged records of the job that was never stopped."""
+    import functools
+    import json
+
+    from ptjax.sweep import run_sweep
+    from ptjax.training import batched
+
+    root, method = both_ways
+    if method != "ptuning_v2":
+        pytest.skip("resume is checked once, on P-tuning v2 (prefixes and head)")
+
+    class Killed(Exception):
+        pass
+
+    def kill(step):
+        if step == 3:
+            raise Killed
+
+    config = _sst2_sweep(tiny_model_dir, root, **METHODS[method])
+    config.sweep.batched, config.checkpoint.every_steps = True, 1
+    workdir = root / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(batched, "run_job", functools.partial(batched.run_job, hooks=[kill]))
+        with pytest.raises(Killed):
+            run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
+    assert not any((workdir / run / "results.json").exists() for run in RUNS)
+    run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
+    reference = root / "batched"
+    exports, resumed = _exports(reference, RUNS), _exports(workdir, RUNS)
+    for run in RUNS:
+        for path, leaf in exports[run].items():
+            np.testing.assert_array_equal(resumed[run][path], leaf, err_msg=f"{run} {path}")
+        results = [json.loads((w / run / "results.json").read_text()) for w in (reference, workdir)]
+        assert results[1]["metrics"] == results[0]["metrics"] and results[1]["steps"] == 4
+        logged = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "examples_per_s")}
+                   for line in (w / run / "metrics.jsonl").read_text().splitlines()] for w in (reference, workdir)]
+        assert logged[1] == logged[0], run
+
+
+def test_groups_split_by_prompt_length_and_unbatchable_runs_run_alone(tiny_model_dir, amplified_build, tmp_path):
+    """Two prompt lengths make two jobs; evaluation-only runs cannot batch and run alone, as the
+    plan says; every run ends finished and in the tables, and a non-batched rerun skips them all."""
+    import json
+
+    from ptjax.sweep import run_sweep
+
+    config = _sst2_sweep(tiny_model_dir, tmp_path, **{"train.num_steps": 2})
+    config.sweep.variants = ("short: prompt.length=2", "long: prompt.length=4", "zero: mode=eval")
+    config.sweep.batched = True
+    workdir = tmp_path / "sweep"
+    run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
+    plan = (workdir / "batched_plan.txt").read_text().splitlines()
+    assert plan == ["batched job 1: short/seed_0, short/seed_1", "batched job 2: long/seed_0, long/seed_1",
+                    "alone: zero/seed_0 (mode=eval (only training runs batch))",
+                    "alone: zero/seed_1 (mode=eval (only training runs batch))"]
+    for variant in ("short", "long", "zero"):
+        for seed in (0, 1):
+            results = json.loads((workdir / variant / f"seed_{seed}" / "results.json").read_text())
+            assert results["status"] == "completed"
+            if variant != "zero":
+                assert results["batched"]["trained_with"] == [str(workdir / variant / f"seed_{1 - seed}")]
+                assert results["config"]["prompt"]["length"] == (2 if variant == "short" else 4)
+    assert len(list((workdir / "batched_jobs").iterdir())) == 2
+    table = (workdir / "results.md").read_text()
+    assert all(f"| {v} | 2/2 |" in table for v in ("short", "long", "zero"))
+    config.sweep.batched = False
+    result = run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
+    assert len(result["runs"]) == 6
+
+
+def test_schedule_shapes_that_differ_keep_runs_apart():
+    """A linear schedule over different step counts (epochs of different lengths) cannot be one
+    optimizer's schedule scaled per entry: the job refuses and the sweep runs those runs alone."""
+    from ptjax.training.batched import schedule_reason
+
+    configs = [base.get_config() for _ in range(2)]
+    for config in configs:
+        config.schedule.name = "linear"
+    assert "different step counts" in schedule_reason(configs, [10, 20], [5, 10])
+    for config in configs:
+        config.schedule.name = "constant"
+    assert schedule_reason(configs, [10, 20], [5, 10]) is None
+    assert schedule_reason(configs, [10, 10], [5, 5]) is None
