@@ -38,6 +38,7 @@ def get_config(argument: str = "t5xxl"):
     if backbone == "t5xxl":
         t5xxl_backbone(config)
         config.model.dtype = "float32"  # trained weights stay float32; products in bf16
+        config.train.dropout = False  # T5.1.1 was pre-trained without dropout
         config.lm_adaptation.sequence_length = 512
         config.train.num_steps = 10_000
         config.train.batch_size = 32

@@ -6,9 +6,9 @@ from it; the saver writes back exactly what it was given (fused and tied tensors
 import jax
 import numpy as np
 import pytest
+import tiny_models
 from flax import traverse_util
 
-import tiny_models
 from configs import base
 from ptjax.commands import run
 from ptjax.errors import InputError
@@ -111,7 +111,8 @@ def test_saving_writes_back_what_it_was_given(tiny_model_dir, tmp_path, family):
 def test_lm_adaptation_refuses_bad_settings_in_one_line(tiny_model_dir, tmp_path):
     corpus = corpus_file(tmp_path)
     for change, message in ((lambda c: setattr(c.train, "num_steps", 0), "needs config.train.num_steps >= 1"),
-                            (lambda c: setattr(c.model, "dtype", "bfloat16"), "needs config.model.dtype='float32'")):
+                            (lambda c: setattr(c.model, "dtype", "bfloat16"), "needs config.model.dtype='float32'"),
+                            (lambda c: setattr(c.lm_adaptation, "corpus", "/no/such.txt"), "corpus='/no/such.txt'")):
         config = adapt_config(tiny_model_dir("t5v1_1"), corpus)
         change(config)
         with pytest.raises(InputError, match=message) as caught:

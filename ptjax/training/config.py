@@ -248,7 +248,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     # Last: the config's own mistakes are reported even where the data is not there yet. A task
     # with its own source (hub name, save_to_disk folder, files) does not read data_dir.
     data_dir = Path(config.data_dir).expanduser()
-    if not task.source and not data_dir.is_dir():
+    reads_data_dir = not task.source and not (config.mode == "lm_adapt" and config.lm_adaptation.corpus)
+    if reads_data_dir and not data_dir.is_dir():
         raise InputError(
             f"data directory {data_dir} does not exist (set it with --config.data_dir=PATH or "
             f"the PTJAX_DATA_DIR environment variable)"

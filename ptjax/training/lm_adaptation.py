@@ -17,8 +17,8 @@ Training: config.train.num_steps steps of config.train.batch_size windows (shuff
 config.seed, reshuffled each pass over the corpus), config.optimizer and config.schedule (PPT
 and Lester et al. used Adafactor for T5), every backbone parameter trained in float32 on the
 config's mesh. DIR/metrics.jsonl gets the loss every train.log_every steps, DIR/results.json
-the first and last losses, and DIR/backbone the adapted weights (ptjax/models/saving.py). There
-is no mid-run checkpoint: an interrupted run starts over.
+the first and last losses, and DIR/backbone the adapted weights (ptjax/models/saving.py). One
+process (any number of local devices); no mid-run checkpoint: an interrupted run starts over.
 """
 
 from __future__ import annotations
@@ -121,6 +121,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.model.dtype != "float32":
         raise InputError(f"config.mode='lm_adapt' trains the backbone: it needs config.model.dtype='float32', "
                          f"got {config.model.dtype!r} (use model.compute_dtype for bf16)")
+    corpus = config.lm_adaptation.corpus
+    if corpus and not Path(corpus).expanduser().is_file():
+        raise InputError(f"config.lm_adaptation.corpus={corpus!r}: no such file")
     if config.lm_adaptation.sequence_length < 4:
         raise InputError(f"config.lm_adaptation.sequence_length={config.lm_adaptation.sequence_length}: must be >= 4")
 
@@ -130,6 +133,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     from ptjax.experiment import open_configured_backbone
 
     check_config(config)
+    if jax.process_count() > 1:  # batches are placed from this host's memory (no per-host rows yet)
+        raise InputError("config.mode='lm_adapt' runs in one process; start it without --distributed")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     backbone = open_configured_backbone(config)
@@ -202,7 +207,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "sequence_length": config.lm_adaptation.sequence_length, "seed": config.seed})
     results = {"mode": "lm_adapt", "backbone": backbone.name, "adapted_backbone": str(out),
                "objective": "prefix_lm" if seq2seq else "next_token", "steps": config.train.num_steps,
-               "windows": len(windows), "first_loss": losses[0][1], "last_loss": losses[-1][1],
+               "windows": len(windows), "trainable_params": backbone.num_params(), "first_loss": losses[0][1], "last_loss": losses[-1][1],
                "seconds": round(time.time() - started, 1), "config": config.to_dict()}
     write_json_atomic(workdir / "results.json", results)
     return results
