@@ -25,7 +25,11 @@ RTE_ROWS = [
     ("Paris is the capital of France.", "Berlin is in France.", "not_entailment"),
     ("The river flows into the sea.", "Water moves.", "entailment"),
     ("He closed the door since it was cold.", "It was hot.", "not_entailment"),
-]
+    ("A man is playing a guitar.", "Someone plays music.", "entailment"),
+    ("The match was cancelled.", "The match took place.", "not_entailment"),
+    ("Mary lives in London.", "Mary lives in England.", "entailment"),
+    ("Jupiter is the largest planet.", "Mars is the largest planet.", "not_entailment"),
+]  # 8: one full batch on the 8 simulated devices
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +190,24 @@ def test_fewshot_samples_of_superglue_tasks_are_balanced_and_disjoint(data_dir, 
             with pytest.raises(InputError, match="original training set") as caught:
                 get_task(name).load(data_dir, "train")
             assert "\n" not in str(caught.value)
+
+
+def test_an_export_started_from_corpus_words_evaluates_without_the_corpus(tiny_model_dir, rte_files, tmp_path):
+    """The export's parameters replace the starting prompt: evaluating it reads neither the corpus
+    nor the cached ranking of the run that trained it."""
+    from ptjax.commands import run
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat and the dog\nthe cat sat on the mat\n")
+    config = make_config(tiny_model_dir("bert"), rte_files, "frequent_words", init_corpus=str(corpus),
+                         init_cache_dir="")
+    config.train.num_steps, config.train.batch_size, config.train.eval_batch_size = 1, 8, 8
+    config.checkpoint.every_steps, config.logging.tensorboard, config.logging.progress = 0, False, False
+    trained = run(config, str(tmp_path / "train"))
+    corpus.unlink()
+    evaluation = make_config(tiny_model_dir("bert"), rte_files, "random")
+    evaluation.mode, evaluation.restore = "eval", str(tmp_path / "train" / "export")
+    evaluation.train.eval_batch_size = 8
+    evaluation.logging.tensorboard, evaluation.logging.progress = False, False
+    evaluated = run(evaluation, str(tmp_path / "eval"))
+    assert evaluated["metrics"]["val"]["accuracy"] == trained["metrics"]["val"]["accuracy"]

@@ -93,8 +93,9 @@ def config_for_export(config: ml_collections.ConfigDict, restore: str, *,
                     f"prompt and head settings: leave config.{key} out")
             continue
         _assign(rebuilt, key, value)
-    if rebuilt.prompt.init == "pretrained":
+    if rebuilt.prompt.init in ("pretrained", "frequent_words", "task_words"):
         # The export's parameters replace the starting prompt, so the pre-trained prompt (or MPT-2
-        # run) it started from is not read, and need not exist where the export is evaluated.
-        rebuilt.prompt.init, rebuilt.prompt.init_from = "random", ""
+        # run), corpus or training data it started from is not read, and need not exist where the
+        # export is evaluated.
+        rebuilt.prompt.init, rebuilt.prompt.init_from, rebuilt.prompt.init_corpus = "random", "", ""
     return rebuilt
