@@ -29,6 +29,12 @@ seeds later keeps the finished runs). Then it writes
   DIR/results.png   the summary as a plot (ptjax/sweep_plot.py: lines over a numeric grid key,
                     else bars)
 The tables are task-agnostic: they hold whatever metrics the runs' results.json report.
+
+sweep.batched=True: the runs that differ only in seed, learning rate, prompt init and number of
+training examples (ptjax.training.variants.plan_groups) train as one job per group on one backbone
+(ptjax/training/batched.py; checkpoints in DIR/batched_jobs/<job>/), in the same run directories
+with the same files; the plan is printed and written to DIR/batched_plan.txt, and the other runs
+run one by one as above.
 """
 
 from __future__ import annotations
