@@ -6,4 +6,5 @@
     scaling     step time vs prompt and text length (plot)
     attention   attention kernels (ptjax, jax.nn, torch) vs dense matmuls
     mfu         MFU of a 1B prompt-tuning step on GPU/TPU
+    sweep       a sweep one run after another vs sweep.batched (PPT seeds, MiniLM rate x seed grid)
 """
