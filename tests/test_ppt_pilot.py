@@ -211,3 +211,25 @@ def test_an_export_started_from_corpus_words_evaluates_without_the_corpus(tiny_m
     evaluation.logging.tensorboard, evaluation.logging.progress = False, False
     evaluated = run(evaluation, str(tmp_path / "eval"))
     assert evaluated["metrics"]["val"]["accuracy"] == trained["metrics"]["val"]["accuracy"]
+
+
+def test_cb_fewshot_fills_in_for_a_short_label(tmp_path):
+    """CB's original training set has 16 neutral examples: two 32-shot samples get 8 neutral each
+    and share the rest evenly; a sample the data cannot fill is refused in one line."""
+    rows = [("contradiction", 100), ("entailment", 100), ("neutral", 16)]
+    folder = tmp_path / "superglue_full" / "CB"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text("".join(
+        json.dumps({"premise": f"{label} premise {k}", "hypothesis": "h", "label": label, "idx": n}) + "\n"
+        for n, (label, k) in enumerate((label, k) for label, count in rows for k in range(count))))
+    task = get_task("cb_fewshot")
+    for data_dir in (tmp_path, tmp_path / "superglue_full"):  # the shared root, or the full sets' folder
+        train, dev32 = task.load(data_dir, "train"), task.load(data_dir, "dev32")
+        for sample in (train, dev32):
+            assert collections.Counter(e.label for e in sample) == {"contradiction": 12, "entailment": 12, "neutral": 8}
+        assert not {e.meta["source_guid"] for e in train} & {e.meta["source_guid"] for e in dev32}
+    assert collections.Counter(e.label for e in task.load(tmp_path, "train", shots=100)) == {
+        "contradiction": 46, "entailment": 46, "neutral": 8}
+    with pytest.raises(InputError, match="a sample of 256 needs more") as caught:
+        task.load(tmp_path, "train", shots=256)
+    assert "\n" not in str(caught.value)

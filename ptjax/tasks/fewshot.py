@@ -17,12 +17,14 @@ task.options.shots=64, task.eval_splits=("dev32", "val").
 
 Options: shots (examples per sample, default 32), per_label (examples per label; overrides
 shots), sample_seed (which sample; the same seed gives the same examples on every machine),
-balanced (split `shots` evenly over the labels; False: a plain random draw). Any other split
-name is the base task's own split.
+balanced (split `shots` evenly over the labels, a label short of examples giving all it has and
+the others filling in: `balanced_quota`; False: a plain random draw). Any other split name is the
+base task's own split.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,33 @@ from ptjax.tasks.base import Example, TaskSpec, get_task, register
 
 SAMPLED_SPLITS = ("train", "dev32")
 BASES = ("sst2", "sst5", "yahoo_answers", "race", "race_m", "race_h", "boolq", "rte", "cb")
+log = logging.getLogger(__name__)
 # Tasks whose plain "train" split is FewGLUE's 32 examples: the sample comes from the full set.
 ORIGINAL_TRAIN_FOLDER = "superglue_full"
+
+
+def balanced_quota(shots: int, capacity: list[int], name: str = "task") -> list[int]:
+    """Examples per label in one sample of `shots`: as even as the labels allow (the remainder to
+    the first labels), a label with fewer than its share (`capacity`, per sample) giving all it
+    has and the others sharing its shortfall evenly (CB's original training set has 16 neutral
+    examples among 250, fewer than two balanced samples of 32 need)."""
+    capped: set[int] = set()  # labels that give all they have; the others share the rest
+    while True:
+        free = [k for k in range(len(capacity)) if k not in capped]
+        if not free:
+            raise InputError(f"{name}: {sum(capacity)} training examples per sample (by label {capacity}); "
+                             f"a sample of {shots} needs more")
+        rest = shots - sum(capacity[k] for k in capped)
+        quota = [capacity[k] if k in capped else 0 for k in range(len(capacity))]
+        for rank, k in enumerate(free):
+            quota[k] = rest // len(free) + (rank < rest % len(free))
+        over = {k for k in free if quota[k] > capacity[k]}
+        if not over:
+            break
+        capped |= over  # over at this level, over at any higher one: capping them is final
+    if any(q < shots // len(capacity) for q in quota):
+        log.warning("%s: labels short of examples; %d-shot samples hold %s per label", name, shots, quota)
+    return quota
 
 
 def sample(examples: list[Example], labels: tuple[str, ...], *, shots: int, per_label: int, seed: Any,
@@ -43,13 +70,13 @@ def sample(examples: list[Example], labels: tuple[str, ...], *, shots: int, per_
     order = list(range(len(examples)))
     random.Random(f"{name}/{seed}").shuffle(order)
     if per_label or balanced:
-        quota = [per_label] * len(labels) if per_label else [
-            shots // len(labels) + (k < shots % len(labels)) for k in range(len(labels))]
         by_label: dict[str, list[int]] = {label: [] for label in labels}
         for index in order:
             label = examples[index].label
             if label in by_label:
                 by_label[label].append(index)
+        quota = [per_label] * len(labels) if per_label else balanced_quota(
+            shots, [len(by_label[label]) // samples for label in labels], name)
         for label, want in zip(labels, quota):
             if len(by_label[label]) < samples * want:
                 raise InputError(f"{name}: label {label!r} has {len(by_label[label])} training examples; "
