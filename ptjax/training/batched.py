@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ from ptjax.training.export_config import recordable
 from ptjax.training.loop import Progress, StopRequests, _base_results, _prepare, cut_metrics
 from ptjax.training.optimizer import GROUPS, build_optimizer, group_learning_rate, make_schedule
 from ptjax.training.reporting import Reporter, parameter_counts, write_json_atomic
-from ptjax.training.step import merge_params, split_params, step_rng
+from ptjax.training.step import merge_params, split_params
 from ptjax.training.variants import stack_entries
 
 JOBS = "batched_jobs"  # DIR/batched_jobs/<job>/: checkpoints and best-entry copies of each job
@@ -207,6 +206,8 @@ def run_job(members: Sequence[Member], root: str | Path, backbone, *, devices: l
     totals = [c.train.num_steps or c.train.num_epochs * o.steps_per_epoch for c, o in zip(configs, orders)]
     reason = schedule_reason(configs, totals, [o.steps_per_epoch for o in orders])
     single = experiments[0].model
+    if getattr(single, "bank", None) is not None:
+        return "each run already trains a prompt bank entry by entry (LAMA relations); a job of banks is not built"
     groups = sorted({path[0] for path in traverse_util.flatten_dict(single.abstract_params()[0])
                      if single.is_trainable(path)})
     rates = [peak_rate(c, groups) for c in configs]
