@@ -341,3 +341,24 @@ def test_smollm2_generation_equals_transformers_on_the_gguf_weights(smollm2, str
                                           pad_token_id=tokenizer.pad_token_id)
         assert mine == trimmed(theirs[0].tolist()[len(prompt):], tokenizer.eos_token_id)
     assert "Berlin" in tokenizer.decode(ours[0])
+
+
+@pytest.mark.parametrize("family,strategy", [("llama", "beam"), ("t5", "greedy")])
+def test_per_layer_weights_decode_like_the_stacked_ones(tiny, family, strategy):
+    """The CPU decoding layout (one array per layer's weight) writes what the stacked layout writes,
+    with a soft prompt and a deep prefix (T5: in its decoder)."""
+    backbone, torch_model = tiny(family)
+    keys, values = random_prefix(backbone, decoder=family == "t5")
+    mask = np.ones(keys.shape[:3], bool)
+    prefix = dict(prefix_keys=jnp.asarray(keys), prefix_values=jnp.asarray(values), prefix_mask=jnp.asarray(mask))
+    if family == "t5":
+        prefix = {f"decoder_{k}": v for k, v in prefix.items()}
+    bank = PromptBank(soft=jnp.asarray(random_soft(backbone)), **prefix)
+    texts = prompts_for(backbone)
+    ids = [[0] * SOFT + t for t in texts]
+    soft_index = [list(range(SOFT)) + [-1] * len(t) for t in texts]
+    outputs = [Generator(backbone, bank, batch_size=4, length_multiple=8, per_layer_params=layout).generate_ids(
+        ids, soft_index=soft_index, settings=settings(strategy, torch_model)) for layout in (True, False)]
+    assert outputs[0].tokens == outputs[1].tokens
+    assert outputs[0].scores == outputs[1].scores
+    assert len({tuple(t) for t in outputs[0].tokens}) > 1

@@ -18,13 +18,15 @@ the first decoder call also stores the cross-attention keys/values of the encode
 
 from __future__ import annotations
 
+import weakref
+
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from ptjax.generation.bank import PromptBank, gather_prefix
 from ptjax.models.kv_cache import KVCache
-from ptjax.models.layers import PrefixKV
+from ptjax.models.layers import PrefixKV, unstack_layer_params
 from ptjax.prompts.insertion import insert_soft_prompts
 
 Array = jax.Array
@@ -75,16 +77,16 @@ def _logits(module, params, hidden: Array) -> Array:
 
 
 class _Decoder:
-    """Equal for one backbone module: a jit static argument, so generators share compilations."""
+    """Equal for equal backbone modules: a jit static argument, so generators share compilations."""
 
     def __init__(self, module, config):
         self.module, self.config = module, config
 
     def __eq__(self, other):
-        return type(self) is type(other) and self.module is other.module
+        return type(self) is type(other) and self.module == other.module
 
     def __hash__(self):
-        return hash((type(self), id(self.module)))
+        return hash((type(self), self.module))
 
 
 class CausalLM(_Decoder):
@@ -193,12 +195,28 @@ def _reorder_cache(cache: KVCache, rows: Array) -> KVCache:
     return cache.replace(keys=cache.keys[:, rows], values=cache.values[:, rows], mask=cache.mask[:, rows])
 
 
-def decoder_for(backbone):
-    """CausalLM or Seq2SeqLM for a loaded ptjax Backbone (ptjax.models.loading)."""
+def decoder_for(backbone, per_layer_params: bool = False):
+    """CausalLM or Seq2SeqLM for a loaded ptjax Backbone (ptjax.models.loading). per_layer_params:
+    its module takes decoding_params(backbone) instead of backbone.params."""
     from ptjax.errors import InputError
 
+    module = backbone.module.clone(per_layer_params=True) if per_layer_params else backbone.module
     if backbone.kind == "causal_lm":
-        return CausalLM(backbone.module, backbone.config)
+        return CausalLM(module, backbone.config)
     if backbone.kind == "seq2seq":
-        return Seq2SeqLM(backbone.module, backbone.config)
+        return Seq2SeqLM(module, backbone.config)
     raise InputError(f"{backbone.name} is a {backbone.kind} backbone; generation needs a causal LM or T5")
+
+
+_PER_LAYER_PARAMS: dict[int, tuple[dict, dict]] = {}  # id(backbone) -> (its params, their per-layer copy)
+
+
+def decoding_params(backbone) -> dict:
+    """backbone.params with each layer's weights in arrays of their own (layer_stack(per_layer_params=
+    True)), made once per backbone and kept while it lives: a second copy of the layer weights."""
+    key = id(backbone)
+    if key not in _PER_LAYER_PARAMS or _PER_LAYER_PARAMS[key][0] is not backbone.params:
+        if key not in _PER_LAYER_PARAMS:
+            weakref.finalize(backbone, _PER_LAYER_PARAMS.pop, key, None)
+        _PER_LAYER_PARAMS[key] = (backbone.params, unstack_layer_params(backbone.params))
+    return _PER_LAYER_PARAMS[key][1]

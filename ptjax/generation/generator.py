@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.errors import InputError
-from ptjax.generation.backbones import Batch, decoder_for
+from ptjax.generation.backbones import Batch, decoder_for, decoding_params
 from ptjax.generation.bank import PromptBank
 from ptjax.generation.search import DecodeSettings, beam_search, decode, unpad
 
@@ -38,14 +38,20 @@ class Generated:
 
 
 class Generator:
-    """backbone: a loaded ptjax Backbone (causal LM or T5); bank: its prompts (None: no prompt)."""
+    """backbone: a loaded ptjax Backbone (causal LM or T5); bank: its prompts (None: no prompt).
+    per_layer_params: decode from a copy of the layer weights laid out one layer per array
+    (ptjax.generation.backbones.decoding_params); None: on CPU, where reading each layer out of
+    the stacked arrays copies its weights at every step (1.2-1.4x slower decoding on SmolLM2)."""
 
     def __init__(self, backbone, bank: PromptBank | None = None, *, batch_size: int = 8,
-                 length_multiple: int = 16):
+                 length_multiple: int = 16, per_layer_params: bool | None = None):
         if backbone.params is None:
             backbone.load_weights()
         self.backbone, self.bank = backbone, bank if bank is not None else PromptBank()
-        self.decoder = decoder_for(backbone)
+        if per_layer_params is None:
+            per_layer_params = jax.default_backend() == "cpu"
+        self.decoder = decoder_for(backbone, per_layer_params)
+        self.params = decoding_params(backbone) if per_layer_params else backbone.params
         self.batch_size, self.length_multiple = int(batch_size), int(length_multiple)
         self.left_padding = backbone.kind == "causal_lm"
         self.pad_id = _pad_id(backbone)
@@ -72,7 +78,7 @@ class Generator:
             batch = self._batch([input_ids[i] for i in rows], [soft_index[i] for i in rows], prompt_ids[rows])
             rng = jax.random.fold_in(jax.random.PRNGKey(seed), start)
             out_tokens, lengths, out_scores = jax.device_get(
-                _generate(self.decoder, self.backbone.params, self.bank, batch, rng, settings=settings))
+                _generate(self.decoder, self.params, self.bank, batch, rng, settings=settings))
             tokens += unpad(out_tokens, lengths)[:len(rows)]
             scores += [float(s) for s in np.asarray(out_scores)[:len(rows)]]
         return Generated(tokens, scores if settings.strategy == "beam" else None)

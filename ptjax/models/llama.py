@@ -162,6 +162,7 @@ class LlamaModel(nn.Module):
     dtype: Any = jnp.float32
     scan_layers: bool = True
     remat_policy: str = "none"
+    per_layer_params: bool = False  # decoding layout (ptjax.models.layers.layer_stack)
 
     def setup(self):
         cfg, dt = self.config, self.dtype
@@ -213,6 +214,7 @@ class LlamaModel(nn.Module):
         stack = layer_stack(
             LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
             scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+            per_layer_params=self.per_layer_params,
         )(cfg, dtype=self.dtype, deterministic=deterministic, return_hidden=output_hidden_states,
           name="layers")
         layer_cache = None if cache is None else cache.per_layer()

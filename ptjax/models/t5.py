@@ -214,6 +214,7 @@ class T5Stack(nn.Module):
     dtype: Any = jnp.float32
     scan_layers: bool = True
     remat_policy: str = "none"
+    per_layer_params: bool = False  # decoding layout (ptjax.models.layers.layer_stack)
 
     @property
     def num_layers(self) -> int:
@@ -248,6 +249,7 @@ class T5Stack(nn.Module):
         stack = layer_stack(
             T5Block, num_layers=self.num_layers, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, 0),
+            per_layer_params=self.per_layer_params,
         )(cfg, self.is_decoder, dtype=self.dtype, deterministic=deterministic,
           collect_hidden=output_hidden_states, name="layers")
         prefix_kv = None if prefix is None else prefix.for_layers()
@@ -296,11 +298,12 @@ class T5Model(nn.Module):
     dtype: Any = jnp.float32
     scan_layers: bool = True
     remat_policy: str = "none"
+    per_layer_params: bool = False  # decoding layout (ptjax.models.layers.layer_stack)
 
     def setup(self):
         cfg, dt = self.config, self.dtype
         stack = functools.partial(T5Stack, cfg, dtype=dt, scan_layers=self.scan_layers,
-                                  remat_policy=self.remat_policy)
+                                  remat_policy=self.remat_policy, per_layer_params=self.per_layer_params)
         self.shared = Embed(cfg.vocab_size, cfg.d_model, dtype=dt)
         self.encoder = stack(is_decoder=False)
         self.decoder = stack(is_decoder=True)
