@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -232,21 +233,24 @@ def run_job(members: Sequence[Member], root: str | Path, backbone, *, devices: l
                                 steps_per_epoch=orders[0].steps_per_epoch)
     opt_shardings = engine.opt_state_shardings(optimizer.transform)
     opt_state = engine.init_opt_state(optimizer.transform, trainable, opt_shardings)
-    selection = model.bank.selection([str(m.path.relative_to(root)) for m in members],
-                                     mode=base.train.best_mode, patience=base.train.early_stopping_patience,
-                                     folder=folder / "bank_selection")
     checkpoints = ckpt.Checkpoints(folder, keep=base.checkpoint.keep, keep_best=0, best_mode=base.train.best_mode,
                                    async_save=base.checkpoint.async_save)
-    job = {"step": 0, "stops": list(totals), "total": max(totals), "progress": [Progress() for _ in members], "status": [None] * num,
-           "pending": [], "seconds": 0.0}
+    job = {"step": 0, "stops": list(totals), "total": max(totals), "progress": [Progress() for _ in members],
+           "status": [None] * num, "pending": [], "seconds": 0.0}
     restored = checkpoints.restore_latest(engine.trainable_target(),
                                           engine.opt_state_target(optimizer.transform, opt_shardings), warn=say)
     if restored is not None:
         trainable, opt_state, meta = restored
         job.update(meta, progress=[Progress(**p) for p in meta["progress"]])
         say(f"batched job {folder.name}: resuming from step {job['step']}")
-    write_json_atomic(folder / "job.json", {"runs": [str(m.path) for m in members], "seeds": [c.seed for c in configs],
-                                            "learning_rates": list(model.bank.learning_rates), "steps": totals})
+    else:  # evaluations of a start killed before its first checkpoint are done again
+        shutil.rmtree(folder / "bank_selection", ignore_errors=True)
+    selection = model.bank.selection([str(m.path.relative_to(root)) for m in members],
+                                     mode=base.train.best_mode, patience=base.train.early_stopping_patience,
+                                     folder=folder / "bank_selection")
+    write_json_atomic(folder / "job.json", {"runs": [str(m.path) for m in members], "steps": totals,
+                                            "seeds": [c.seed for c in configs],
+                                            "learning_rates": list(model.bank.learning_rates)})
     reporters = []
     for member in members:
         if restored is None:
@@ -404,8 +408,9 @@ class _Job:
                        for split in self.eval_splits}
             progress.last_metrics = metrics
             reporter.log("eval", done, metrics)
-            reporter.print(f"{self.members[k].path.relative_to(self.root)} step {done}: " + "; ".join(
-                f"{split} " + ", ".join(f"{m}={v:.4f}" for m, v in values.items()) for split, values in metrics.items()))
+            shown = "; ".join(f"{split} " + ", ".join(f"{m}={v:.4f}" for m, v in values.items())
+                              for split, values in metrics.items())
+            reporter.print(f"{self.members[k].path.relative_to(self.root)} step {done}: {shown}")
             best_metric = config.train.best_metric or self.data.primary_metric
             if best_metric not in metrics[first]:
                 raise InputError(f"config.train.best_metric={best_metric!r} is not among the metrics of split "
