@@ -6,14 +6,16 @@ generating each task's requests on their own.
 
 Case "peft": a Lester soft prompt of --prompt-tokens vectors before --batch random texts of
 --text-tokens ids (no padding), greedy, exactly --new-tokens generated per text on both sides
-(no stop token; transformers gets min_new_tokens = max_new_tokens). ptjax: one jitted
+(no stop token on either side: transformers gets eos_token_id=None; min_new_tokens would instead
+forbid the end-of-sequence token, a different distribution, which once made one row of eight
+differ at a step where both models' top logit is that token). ptjax: one jitted
 prefill + while_loop over a preallocated KV cache (ptjax.generation). PEFT:
 PeftModelForCausalLM (PromptTuningConfig, the same vectors) .generate() with transformers'
 DynamicCache. Same process, same CPU threads; the sides alternate round by round (each round
 one timed generate per side, after an untimed one unless --settle 0), so load from other jobs on a shared machine
 hits both; per side the median tokens/s over rounds, and the median of per-round ratios. Also
 reported: how many rows both sides generated identically (float32: all, unless two logits tie
-to rounding).
+to rounding; bfloat16: rounding differs between the libraries, rows may part).
 Precision (--dtype): float32 on both sides, or bfloat16: ptjax with bf16 weights and compute
 (float32 accumulation), PEFT under torch.autocast("cpu", bfloat16).
 
@@ -84,8 +86,9 @@ def _peft_generate(args, soft: np.ndarray, texts: list[list[int]]):
     def theirs():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                                 max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                 pad_token_id=0)
+                                 max_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=0)
+        if out.shape[1] != input_ids.shape[1] + args.new_tokens:
+            raise RuntimeError(f"transformers generated {out.shape[1] - input_ids.shape[1]} tokens, not {args.new_tokens}")
         return [row[-args.new_tokens:] for row in out.tolist()]
 
     return theirs
