@@ -31,7 +31,6 @@ and its best-entry copies live in DIR/batched_jobs/<job>/, which a rerun resumes
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import shutil
@@ -44,77 +43,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import traverse_util
-from jax.sharding import PartitionSpec
 
 from ptjax.data import pipeline
 from ptjax.errors import InputError, Interrupted
 from ptjax.eval.predictions import write_predictions
-from ptjax.prompts.banks import BANK_AXIS, EXAMPLE_WEIGHT, BankTraining
 from ptjax.training import checkpoints as ckpt
 from ptjax.training import run_config
 from ptjax.training.config import validate
 from ptjax.training.engine import Engine
 from ptjax.training.export_config import recordable
 from ptjax.training.loop import Progress, StopRequests, _base_results, _prepare, cut_metrics
-from ptjax.training.optimizer import GROUPS, build_optimizer, group_learning_rate, make_schedule
+from ptjax.training.optimizer import GROUPS, group_learning_rate, make_schedule
 from ptjax.training.reporting import Reporter, parameter_counts, write_json_atomic
-from ptjax.training.step import merge_params, split_params
-from ptjax.training.variants import stack_entries
+from ptjax.training.variants import VariantModel, entry_optimizer, stack_entries
 
 JOBS = "batched_jobs"  # DIR/batched_jobs/<job>/: checkpoints and best-entry copies of each job
-
-
-class VariantModel:
-    """`single` (the engine's Model of one run) applied to `num` variants: trainable leaves have a
-    leading [num] axis (logical name "prompt_bank"); a batch is num equal blocks of rows, block k
-    for variant k. loss() sums the variants' own losses (each the mean over its block's valid rows,
-    as its run computes it); predict() returns the blocks' outputs in batch order."""
-
-    def __init__(self, single, num: int, learning_rates: tuple[float, ...]):
-        self.single, self.num = single, num
-        self.bank = BankTraining(num_entries=num, is_bank_leaf=lambda path: True, learning_rates=learning_rates)
-
-    def __getattr__(self, name):  # fingerprint, export_metadata, ... of the single model
-        return getattr(self.single, name)
-
-    def is_trainable(self, path: tuple[str, ...]) -> bool:
-        return self.single.is_trainable(path)
-
-    def abstract_params(self) -> tuple[dict, dict]:
-        shapes, axes = self.single.abstract_params()
-        flat_shapes = traverse_util.flatten_dict(shapes)
-        flat_axes = traverse_util.flatten_dict(axes, is_leaf=lambda _, x: isinstance(x, PartitionSpec))
-        for path in flat_shapes:
-            if self.is_trainable(path):
-                leaf = flat_shapes[path]
-                flat_shapes[path] = jax.ShapeDtypeStruct((self.num,) + tuple(leaf.shape), leaf.dtype)
-                flat_axes[path] = PartitionSpec(BANK_AXIS, *flat_axes[path])
-        return traverse_util.unflatten_dict(flat_shapes), traverse_util.unflatten_dict(flat_axes)
-
-    def _blocks(self, params: dict, batch: dict):
-        trainable, frozen = split_params(params, self.is_trainable)
-        batch = {k: v for k, v in batch.items() if k not in ("prompt_id", EXAMPLE_WEIGHT)}
-        blocks = jax.tree.map(lambda x: x.reshape((self.num, x.shape[0] // self.num) + x.shape[1:]), batch)
-        return trainable, frozen, blocks
-
-    def loss(self, params, batch, rng, *, train: bool):
-        """rng: uint32 [num, 2], each variant's own step key (or None)."""
-        trainable, frozen, blocks = self._blocks(params, batch)
-
-        def one(entry, block, key):
-            return self.single.loss(merge_params(entry, frozen), block, key, train=train)
-
-        losses, aux = jax.vmap(one)(trainable, blocks, rng) if rng is not None else jax.vmap(
-            lambda e, b: one(e, b, None))(trainable, blocks)
-        aux = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items() if k != "weight"}
-        return jnp.sum(losses.astype(jnp.float32)), {**aux, "variant_loss": losses.astype(jnp.float32)}
-
-    def predict(self, params, batch):
-        trainable, frozen, blocks = self._blocks(params, batch)
-        outputs = jax.vmap(lambda e, b: self.single.predict(merge_params(e, frozen), b))(trainable, blocks)
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), outputs)
 
 
 @dataclasses.dataclass
@@ -141,27 +85,6 @@ def peak_rate(config: ml_collections.ConfigDict, groups: Sequence[str]) -> tuple
     if len(set(rates.values())) > 1:
         return None, f"seed {config.seed}: groups with different learning rates {rates} (one rate per bank entry)"
     return next(iter(rates.values()), config.optimizer.learning_rate), None
-
-
-def entry_optimizer(config, trainable_shapes: dict, model: VariantModel, *, total_steps: int, steps_per_epoch: int):
-    """The optimizer of a separate run, per entry: each variant's gradient clipped by the global
-    norm of its own leaves, all groups together (prompt and head, as its run clips them; the
-    bank's own clipping would clip each group apart), then the per-entry optimizer with its rate."""
-    unclipped = copy.deepcopy(config)
-    unclipped.optimizer.clip_norm = 0.0
-    optimizer = build_optimizer(unclipped, trainable_shapes, model.is_trainable, total_steps=total_steps,
-                                steps_per_epoch=steps_per_epoch, bank=model.bank)
-    clip = config.optimizer.clip_norm
-    if not clip:
-        return optimizer
-
-    def update(updates, state, params=None, **extra):
-        del params, extra
-        clipped = jax.vmap(lambda g: optax.clip_by_global_norm(clip).update(g, optax.EmptyState())[0])(updates)
-        return clipped, state
-
-    clip_each = optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
-    return dataclasses.replace(optimizer, transform=optax.chain(clip_each, optimizer.transform))
 
 
 def schedule_reason(configs, totals: list[int], per_epoch: list[int]) -> str | None:
