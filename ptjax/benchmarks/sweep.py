@@ -203,6 +203,12 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="", help="where the sweeps run (default: a temporary folder, removed)")
     parser.add_argument("--out", default="", help="write the measurements as JSON here")
     args = parser.parse_args(argv)
+    import jax
+
+    if jax.default_backend() == "cpu":  # as main.py runs a sweep (ptjax/hostmem.py)
+        from ptjax.hostmem import keep_freed_memory
+
+        keep_freed_memory()
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ptjax_sweep_bench_"))
     report = {}
     try:
