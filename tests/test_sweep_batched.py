@@ -441,7 +441,8 @@ def test_killed_batched_job_resumes_where_it_stopped(both_ways, tiny_model_dir, 
         assert logged[1] == logged[0], run
 
 
-def test_groups_split_by_prompt_length_and_unbatchable_runs_run_alone(tiny_model_dir, amplified_build, tmp_path):
+def test_groups_split_by_prompt_length_and_unbatchable_runs_run_alone(tiny_model_dir, amplified_build, tmp_path,
+                                                                      capsys):
     """Two prompt lengths make two jobs; evaluation-only runs cannot batch and run alone, as the
     plan says; every run ends finished and in the tables, and a non-batched rerun skips them all."""
     import json
@@ -467,9 +468,10 @@ def test_groups_split_by_prompt_length_and_unbatchable_runs_run_alone(tiny_model
     assert len(list((workdir / "batched_jobs").iterdir())) == 2
     table = (workdir / "results.md").read_text()
     assert all(f"| {v} | 2/2 |" in table for v in ("short", "long", "zero"))
+    capsys.readouterr()
     config.sweep.batched = False
-    result = run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
-    assert len(result["runs"]) == 6
+    run_sweep(config, workdir, build=amplified_build, devices=ONE_DEVICE)
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 6
 
 
 def test_schedule_shapes_that_differ_keep_runs_apart():
