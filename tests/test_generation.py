@@ -362,3 +362,36 @@ def test_per_layer_weights_decode_like_the_stacked_ones(tiny, family, strategy):
     assert outputs[0].tokens == outputs[1].tokens
     assert outputs[0].scores == outputs[1].scores
     assert len({tuple(t) for t in outputs[0].tokens}) > 1
+
+
+@pytest.mark.parametrize("strategy", ["greedy", pytest.param("beam", marks=slow)])
+def test_t5_decoder_prefix_generation_equals_transformers_past_key_values(tiny, strategy):
+    """A P-tuning v2 prefix in T5's decoder: transformers' generate() with the prefix as the first
+    positions of each layer's self-attention cache (an EncoderDecoderCache) writes the same tokens."""
+    import torch
+    import transformers
+
+    backbone, torch_model = tiny("t5")
+    keys, values = random_prefix(backbone, decoder=True)
+    bank = PromptBank(decoder_prefix_keys=jnp.asarray(keys), decoder_prefix_values=jnp.asarray(values),
+                      decoder_prefix_mask=jnp.ones(keys.shape[:3], bool))
+    prompts = prompts_for(backbone)
+    ours = Generator(backbone, bank, batch_size=4, length_multiple=8).generate_ids(
+        prompts, settings=settings(strategy, torch_model)).tokens
+    beams = 3 if strategy == "beam" else 1
+    start = torch_model.config.decoder_start_token_id
+    for prompt, mine in zip(prompts, ours):
+        self_attention = transformers.DynamicCache()
+        for layer in range(keys.shape[1]):  # [P, heads, d_kv] -> [beams, heads, P, d_kv]
+            k, v = (torch.tensor(x[0, layer]).transpose(0, 1)[None].repeat(beams, 1, 1, 1) for x in (keys, values))
+            self_attention.update(k, v, layer)
+        cache = transformers.EncoderDecoderCache(self_attention, transformers.DynamicCache())
+        # Only the start token: T5 numbers it after the cached prefix (position PREFIX). Placeholder
+        # ids for the prefix, as the causal LM test uses, would be fed to the decoder after it.
+        theirs = hf_generate(torch_model, strategy, input_ids=torch.tensor([prompt]),
+                             attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
+                             decoder_input_ids=torch.full((1, 1), start), past_key_values=cache)
+        assert mine == trimmed(theirs[1:], eos_of(torch_model)), prompt
+    plain = Generator(backbone, batch_size=4, length_multiple=8).generate_ids(
+        prompts, settings=settings(strategy, torch_model)).tokens
+    assert plain != ours
