@@ -395,3 +395,25 @@ def test_t5_decoder_prefix_generation_equals_transformers_past_key_values(tiny, 
     plain = Generator(backbone, batch_size=4, length_multiple=8).generate_ids(
         prompts, settings=settings(strategy, torch_model)).tokens
     assert plain != ours
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_cached_soft_prompt_prefix_writes_what_the_full_prefill_writes(tiny, strategy):
+    """Two Lester prompts of one bank before texts of several lengths (a batch padded on the left):
+    the prompts' keys/values computed once and cached give the outputs of running them per batch;
+    a batch where one example does not start with its prompt takes the full prefill."""
+    backbone, torch_model = tiny("llama")
+    bank = PromptBank(soft=jnp.asarray(random_soft(backbone, prompts=2)))
+    texts = prompts_for(backbone)
+    ids = [[0] * SOFT + t for t in texts]
+    soft_index = [list(range(SOFT)) + [-1] * len(t) for t in texts]
+    ids.append(texts[0][:2] + [0] * SOFT + texts[0][2:])  # the soft prompt inside the text: no cache
+    soft_index.append([-1, -1] + list(range(SOFT)) + [-1] * (len(texts[0]) - 2))
+    prompt_ids = [0, 1, 1, 0]
+    outputs = [Generator(backbone, bank, batch_size=3, length_multiple=8, cache_soft_prefix=cache).generate_ids(
+        ids, soft_index=soft_index, prompt_ids=prompt_ids, settings=settings(strategy, torch_model))
+        for cache in (True, False)]
+    assert outputs[0].tokens == outputs[1].tokens
+    if strategy == "beam":
+        np.testing.assert_allclose(outputs[0].scores, outputs[1].scores, rtol=1e-5)
+    assert len({tuple(t) for t in outputs[0].tokens}) > 1

