@@ -489,3 +489,24 @@ def test_schedule_shapes_that_differ_keep_runs_apart():
         config.schedule.name = "constant"
     assert schedule_reason(configs, [10, 20], [5, 10]) is None
     assert schedule_reason(configs, [10, 10], [5, 5]) is None
+
+
+def test_sweep_benchmark_times_both_ways_and_puts_the_tables_side_by_side(tiny_model_dir, tmp_path, capsys):
+    """python -m ptjax.benchmarks.sweep's measurement on a tiny sweep: both ways run in fresh folders,
+    the time split adds up to the wall time, and the tables agree."""
+    from ptjax.benchmarks.sweep import run_both
+
+    config = _sst2_sweep(tiny_model_dir, tmp_path, **{"train.num_steps": 2})
+    config.sweep.variants = ()
+    report = run_both("tiny", config, tmp_path / "bench", devices=ONE_DEVICE)
+    for mode in ("one_by_one", "batched"):
+        measured = report[mode]
+        assert measured["runs"] == 2 and measured["train_examples"] == 2 * 2 * 4
+        parts = measured["load_s"] + measured["compile_s"] + measured["eval_s"] + measured["train_other_s"]
+        assert parts == pytest.approx(measured["wall_s"]) and measured["compile_s"] > 0
+    assert report["speedup"] == pytest.approx(report["one_by_one"]["wall_s"] / report["batched"]["wall_s"])
+    row = next(line for line in report["table"].splitlines() if line.startswith("| base |"))
+    cells = [cell.strip() for cell in row.strip("| \n").split(" | ")][1:]
+    assert cells[0::2] == cells[1::2]  # each metric: one by one, then batched, equal here
+    with pytest.raises(SystemExit, match="not empty"):
+        run_both("tiny", config, tmp_path / "bench", devices=ONE_DEVICE)

@@ -131,7 +131,7 @@ def _install_hooks() -> None:
         lambda name, seconds, **kw: _ACTIVE[0] is not None and _ACTIVE[0].on_event(name, seconds))
 
 
-def one_sweep(config, workdir: Path, batched: bool) -> dict:
+def one_sweep(config, workdir: Path, batched: bool, devices: list | None = None) -> dict:
     """Run the sweep in `workdir` (which must not hold finished runs); timings and its rows."""
     from ptjax.sweep import collect, plan_runs, run_sweep
 
@@ -140,7 +140,7 @@ def one_sweep(config, workdir: Path, batched: bool) -> dict:
     profile = _ACTIVE[0] = Profile()
     started = time.perf_counter()
     try:
-        run_sweep(config, workdir)
+        run_sweep(config, workdir, devices=devices)
     finally:
         _ACTIVE[0] = None
     wall = time.perf_counter() - started
@@ -167,7 +167,7 @@ def side_by_side(rows_one, rows_batched) -> str:
     return "".join(lines)
 
 
-def run_both(case: str, config, root: Path) -> dict:
+def run_both(case: str, config, root: Path, devices: list | None = None) -> dict:
     """The sweep one by one, then batched, each in its own fresh folder under root."""
     _install_hooks()
     if root.exists() and any(root.iterdir()):
@@ -175,7 +175,8 @@ def run_both(case: str, config, root: Path) -> dict:
     from ptjax.experiment import open_configured_backbone
 
     open_configured_backbone(config).load_weights()  # untimed: both ways then read warm files
-    measured = {mode: one_sweep(config, root / mode, mode == "batched") for mode in ("one_by_one", "batched")}
+    measured = {mode: one_sweep(config, root / mode, mode == "batched", devices)
+                for mode in ("one_by_one", "batched")}
     keys = ("wall_s", "examples_per_s", "load_s", "compile_s", "eval_s", "train_other_s")
     table = _md_row_plain(["", "runs", "train examples", *keys])
     table += _md_row_plain(["---"] * (3 + len(keys)))
