@@ -14,13 +14,18 @@ come from block k only, by construction. The optimizer runs per entry (BankTrain
 variants' learning rates, each entry clipped by its own norm, an entry without rows left as it
 was), so entry k computes what its run computes; only the order of some float sums may differ
 (the block is padded to the job's longest length bucket; XLA may tile the larger matmuls otherwise).
+The model side is variants.VariantModel, the optimizer variants.entry_optimizer. Why a vmap
+rather than the gather by prompt_id of experiment.build(num_prompts=N): every trainable group
+becomes per variant with no change to the models (P-tuning v2's trained [CLS] head would
+otherwise be shared by the variants), and each block can take its own dropout key.
 
 Dropout: variant k's block draws its masks from the key its own run would use at that step,
 fold_in(split(PRNGKey(seed_k))[1], step), passed per block through the vmap. So a variant's masks
 depend on its own seed only (changing another variant's seed changes nothing in it) and are the
 separate run's masks whenever the block has its run's shape; when the job pads the block to a
-longer bucket they are other draws of the same law. Equality to separate runs is claimed with
-dropout off (tests/test_sweep_batched.py).
+longer bucket they are other draws of the same law. tests/test_sweep_batched.py checks equality
+to separate runs with dropout on (one length bucket, Lester: bit-equal) and with padded blocks
+(dropout off, P-tuning v2: within float-summation noise).
 
 Evaluation: each eval batch is repeated once per variant (block k with prompt_id k), so a variant's
 predictions and metrics are its own; its eval steps, best step (BankSelection), early stopping,
