@@ -31,7 +31,9 @@ each row its own prompt by prompt_id). One after another: each task's requests i
 batches with their own single-prompt generator (half-full batches stay half full). Tokens/s of
 both, timed alternately as above.
 
-Prints one JSON line per case. Needs torch and peft for "peft" (test requirements).
+Host memory as ptjax's commands set it up (huge pages, freed memory kept mapped: ptjax/hostmem.py),
+for the whole process, so for both sides. Prints one JSON line per case. Needs torch and peft for
+"peft" (test requirements).
 """
 
 from __future__ import annotations
@@ -247,4 +249,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ptjax.hostmem import keep_freed_memory, restart_with_huge_pages
+
+    restart_with_huge_pages()  # first: it replaces the process (ptjax/hostmem.py); both sides get it
+    keep_freed_memory()
     sys.exit(main())
