@@ -41,7 +41,7 @@ class Generator:
     """backbone: a loaded ptjax Backbone (causal LM or T5); bank: its prompts (None: no prompt).
     per_layer_params: decode from a copy of the layer weights laid out one layer per array
     (ptjax.generation.backbones.decoding_params); None: on CPU, where reading each layer out of
-    the stacked arrays copies its weights at every step (1.2-1.4x slower decoding on SmolLM2).
+    the stacked arrays copies its weights at every step (about 1.2x slower decoding on SmolLM2).
     cache_soft_prefix: on a causal LM whose bank holds soft prompts only, a batch whose every
     example starts with its whole soft prompt (Lester) gets the prompt's keys/values from a cache
     computed once per bank entry (they depend on nothing else: causal attention, positions
