@@ -350,7 +350,7 @@ def test_per_layer_weights_decode_like_the_stacked_ones(tiny, family, strategy):
     backbone, torch_model = tiny(family)
     keys, values = random_prefix(backbone, decoder=family == "t5")
     mask = np.ones(keys.shape[:3], bool)
-    prefix = dict(prefix_keys=jnp.asarray(keys), prefix_values=jnp.asarray(values), prefix_mask=jnp.asarray(mask))
+    prefix = {"prefix_keys": jnp.asarray(keys), "prefix_values": jnp.asarray(values), "prefix_mask": jnp.asarray(mask)}
     if family == "t5":
         prefix = {f"decoder_{k}": v for k, v in prefix.items()}
     bank = PromptBank(soft=jnp.asarray(random_soft(backbone)), **prefix)

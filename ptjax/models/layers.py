@@ -416,7 +416,7 @@ class _LayerLoop(nn.Module):
     def __call__(self, carry, *args):
         outputs = []
         for i in range(self.num_layers):
-            sliced = [arg if axis is nn.broadcast else jax.tree.map(lambda x: x[i], arg)
+            sliced = [arg if axis is nn.broadcast else jax.tree.map(lambda x, i=i: x[i], arg)
                       for arg, axis in zip(args, self.in_axes)]
             layer = self.layer_cls(*self.layer_args, name=str(i), **dict(self.layer_kwargs))
             carry, output = layer(carry, *sliced)
@@ -431,7 +431,7 @@ def unstack_layer_params(params: dict) -> dict:
     for key, value in params.items():
         if key == "layers":
             count = jax.tree.leaves(value)[0].shape[0]
-            out[key] = {str(i): jax.tree.map(lambda x: x[i], value) for i in range(count)}
+            out[key] = {str(i): jax.tree.map(lambda x, i=i: x[i], value) for i in range(count)}
         elif isinstance(value, dict):
             out[key] = unstack_layer_params(value)
         else:
