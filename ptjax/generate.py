@@ -3,7 +3,7 @@
     python -m ptjax.generate --restore RUN/export --input inputs.jsonl [--output out.jsonl]
         [--restore name=RUN2/export ...] [--strategy greedy|sample|beam] [--max-new-tokens 32]
         [--temperature 1 --top-k 0 --top-p 1 --seed 0] [--num-beams 4 --length-penalty 1]
-        [--stop ID ...] [--template "[P*20] {text}"] [--batch-size 8]
+        [--stop ID ...] [--template "[P*20] {text}"] [--batch-size 8] [--devices N]
     ptjax generate ...   (the same)
 
 Each input line is a JSON object: {"text": "..."} for templates of one field, or the template's
@@ -11,6 +11,9 @@ fields ({"premise": ..., "hypothesis": ...}), and optionally "prompt": the name 
 use (default: the first; a path's name is its run folder, or give --restore name=PATH). Lines of
 different prompts are batched together. Each output line (stdout without --output) is
 {"text", "tokens", "prompt"} (+ "score" with beam search), in input order.
+--devices N splits each batch's rows over N local devices (weights replicated; the same outputs
+for greedy and beam search). On a host without accelerators JAX then starts with N CPU devices,
+one per core: decoding is mostly matrix-vector products that one core runs at a time.
 Bad input ends with one line `error: file:line: what is wrong` and exit status 2.
 """
 
@@ -43,6 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--template", default="", help="replaces the exports' templates (same soft tokens)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--devices", type=int, default=1, help="decode batches data parallel over N local devices")
     return parser.parse_args(argv)
 
 
@@ -89,12 +93,18 @@ def _exports(values: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     cli.quiet_logs()
+    if args.devices > 1:  # before JAX starts; only the CPU backend's device count, accelerators stay as they are
+        import jax
+        from jax._src import xla_bridge
+
+        if not xla_bridge.backends_are_initialized():  # else: the devices there are (Generator checks the count)
+            jax.config.update("jax_num_cpu_devices", args.devices)
     from ptjax.generation.text import TextGenerator
 
     try:
         inputs, prompts, where = read_inputs(args.input)  # before the backbone loads: bad input fails fast
         generator = TextGenerator.from_exports(_exports(args.restore), template=args.template,
-                                               batch_size=args.batch_size)
+                                               batch_size=args.batch_size, devices=args.devices)
         settings = dict(strategy=args.strategy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
                         length_penalty=args.length_penalty)

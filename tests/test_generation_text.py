@@ -94,7 +94,7 @@ def test_command_writes_jsonl_and_rejects_bad_lines(exports, tmp_path, capsys):
     assert len(lines) == 2 and {line["prompt"] for line in lines} == {"deep"} and "score" in lines[0]
     greedy_out = tmp_path / "greedy.jsonl"
     command.main(["--restore", f"deep={exports['deep']}", "--input", str(inputs), "--output", str(greedy_out),
-                  "--max-new-tokens", "5"])
+                  "--max-new-tokens", "5", "--devices", "2"])  # the batch's rows split over 2 of conftest's devices
     assert json.loads(greedy_out.read_text().splitlines()[1])["tokens"] == deep["tokens"]
 
     inputs.write_text(json.dumps({"text": "fine"}) + "\n{not json\n")

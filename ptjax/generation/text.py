@@ -83,9 +83,10 @@ def entry_from_parts(name: str, model, data, trainable: dict, template: str = ""
 
 
 class TextGenerator:
-    """entries: the prompts (one bank); backbone: their shared loaded backbone."""
+    """entries: the prompts (one bank); backbone: their shared loaded backbone; devices: split each
+    batch's rows over them (Generator's devices: None, a count or a list)."""
 
-    def __init__(self, backbone, entries: Sequence[PromptEntry], *, batch_size: int = 8):
+    def __init__(self, backbone, entries: Sequence[PromptEntry], *, batch_size: int = 8, devices=None):
         self.backbone, self.entries = backbone, list(entries)
         self.names = [e.name for e in self.entries]
         if not self.entries:
@@ -94,11 +95,11 @@ class TextGenerator:
             raise InputError(f"prompt names repeat: {self.names}")
         prompts = [(e.model, e.trainable) for e in self.entries]
         bank = PromptBank.from_prompts(prompts)
-        self.generator = Generator(backbone, bank, batch_size=batch_size)
+        self.generator = Generator(backbone, bank, batch_size=batch_size, devices=devices)
 
     @classmethod
     def from_exports(cls, exports: Sequence[str | Path] | Mapping[str, str | Path], *, template: str = "",
-                     overrides: Mapping | None = None, batch_size: int = 8) -> TextGenerator:
+                     overrides: Mapping | None = None, batch_size: int = 8, devices=None) -> TextGenerator:
         """exports: paths (named by their folder) or {name: path}."""
         named = dict(exports) if isinstance(exports, Mapping) else {export_name(p): p for p in exports}
         if not named:
@@ -108,7 +109,7 @@ class TextGenerator:
             _, experiment, trainable = restore_export(path, overrides, backbone)
             backbone = experiment.backbone
             entries.append(entry_from_experiment(name, experiment, trainable, template))
-        return cls(backbone, entries, batch_size=batch_size)
+        return cls(backbone, entries, batch_size=batch_size, devices=devices)
 
     def render(self, value: str | Mapping[str, str], entry: PromptEntry, where: str) -> tuple[list[int], list[int]]:
         """(input ids, soft index) of one input rendered with its prompt's template."""
