@@ -12,8 +12,8 @@ use (default: the first; a path's name is its run folder, or give --restore name
 different prompts are batched together. Each output line (stdout without --output) is
 {"text", "tokens", "prompt"} (+ "score" with beam search), in input order.
 --devices N splits each batch's rows over N local devices (weights replicated; the same outputs
-for greedy and beam search). On a host without accelerators JAX then starts with N CPU devices,
-one per core: decoding is mostly matrix-vector products that one core runs at a time.
+for greedy and beam search). On a host without accelerators JAX then starts with N CPU devices
+(on 2 cores that was slower than one device: BENCHMARKS.md, "Generation").
 Bad input ends with one line `error: file:line: what is wrong` and exit status 2.
 """
 

@@ -13,8 +13,9 @@ function runs prefill and the whole decoding loop.
 
 Data parallel decoding (`devices=N` or a list of devices): the weights and the bank are
 replicated, each batch is split by rows over the devices (shard_map: every device runs prefill
-and the loop on its rows alone, no communication; beams of an example stay on its device), so
-on CPU each core streams the weights for its own rows at the same time. A CPU has one device
+and the loop on its rows alone, no communication; beams of an example stay on its device): for
+several accelerators. On CPU it did not pay (2 cores: XLA:CPU already runs one device's step on
+both, and each device reads every weight; BENCHMARKS.md, "Generation"). A CPU has one device
 unless JAX starts with more (XLA_FLAGS=--xla_force_host_platform_device_count=N, or
 ptjax.planning.use_simulated_devices before JAX starts).
 """
