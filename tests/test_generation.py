@@ -20,7 +20,7 @@ import tiny_models
 from ptjax.generation.backbones import Batch, decoder_for
 from ptjax.generation.bank import PromptBank
 from ptjax.generation.generator import Generator, strip_padding
-from ptjax.generation.search import DecodeSettings, filter_logits
+from ptjax.generation.search import DecodeSettings, filter_logits, first_argmax
 from ptjax.models.layers import PrefixKV
 from ptjax.models.loading import load_backbone
 
@@ -299,6 +299,18 @@ def test_left_and_right_padded_arrays_give_the_same_outputs(tiny):
     assert outputs[0] == outputs[1] == generator.generate_ids(texts, settings=settings("greedy", torch_model)).tokens
 
 
+def test_first_argmax_is_jnp_argmax_with_ties_nans_and_infinities():
+    logits = np.random.default_rng(0).normal(size=(6, 300)).astype(np.float32)
+    logits[1, [7, 40]] = 9.0          # a tie: the first index wins
+    logits[2, [3, 200]] = np.nan      # the first NaN wins, as in jnp.argmax
+    logits[3] = -np.inf
+    logits[4, 299] = np.inf
+    logits[5, :] = 1.0
+    assert np.asarray(first_argmax(jnp.asarray(logits))).tolist() == np.asarray(jnp.argmax(logits, -1)).tolist()
+    assert np.asarray(first_argmax(jnp.asarray(logits))).tolist()[:6] == [
+        int(np.argmax(logits[0])), 7, 3, 0, 299, 0]
+
+
 def test_sampling_filters_and_seeds(tiny):
     probs = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
     kept = np.isfinite(np.asarray(filter_logits(jnp.asarray(probs), DecodeSettings(strategy="sample", top_p=0.7))))
@@ -343,10 +355,12 @@ def test_smollm2_generation_equals_transformers_on_the_gguf_weights(smollm2, str
     assert "Berlin" in tokenizer.decode(ours[0])
 
 
-@pytest.mark.parametrize("family,strategy", [("llama", "beam"), ("t5", "greedy")])
-def test_per_layer_weights_decode_like_the_stacked_ones(tiny, family, strategy):
-    """The CPU decoding layout (one array per layer's weight) writes what the stacked layout writes,
-    with a soft prompt and a deep prefix (T5: in its decoder)."""
+@pytest.mark.parametrize("family,strategy", [("llama", "beam"), ("t5", "greedy"), ("gpt2", "greedy")])
+def test_per_layer_and_weights_first_layouts_decode_like_the_stacked_one(tiny, family, strategy):
+    """The CPU decoding layouts (one array per layer's weight; with it, kernels stored transposed and
+    multiplied weights-first) write what the stacked layout writes, with a soft prompt and a deep
+    prefix (T5: in its decoder). Weights-first sums each product in another order: the same tokens,
+    beam scores within float32 rounding."""
     backbone, torch_model = tiny(family)
     keys, values = random_prefix(backbone, decoder=family == "t5")
     mask = np.ones(keys.shape[:3], bool)
@@ -357,11 +371,17 @@ def test_per_layer_weights_decode_like_the_stacked_ones(tiny, family, strategy):
     texts = prompts_for(backbone)
     ids = [[0] * SOFT + t for t in texts]
     soft_index = [list(range(SOFT)) + [-1] * len(t) for t in texts]
-    outputs = [Generator(backbone, bank, batch_size=4, length_multiple=8, per_layer_params=layout).generate_ids(
-        ids, soft_index=soft_index, settings=settings(strategy, torch_model)) for layout in (True, False)]
-    assert outputs[0].tokens == outputs[1].tokens
-    assert outputs[0].scores == outputs[1].scores
-    assert len({tuple(t) for t in outputs[0].tokens}) > 1
+    layouts = [dict(per_layer_params=False), dict(per_layer_params=True, weights_first=False),
+               dict(per_layer_params=True, weights_first=True)]
+    generators = [Generator(backbone, bank, batch_size=4, length_multiple=8, **layout) for layout in layouts]
+    assert generators[2].decoder.weights_first and "kernel_out_in" in str(jax.tree_util.tree_structure(generators[2].params))
+    stacked, per_layer, weights_first = (g.generate_ids(ids, soft_index=soft_index, settings=settings(strategy, torch_model))
+                                         for g in generators)
+    assert per_layer.tokens == stacked.tokens and per_layer.scores == stacked.scores
+    assert weights_first.tokens == stacked.tokens
+    if strategy == "beam":
+        np.testing.assert_allclose(weights_first.scores, stacked.scores, rtol=1e-5)
+    assert len({tuple(t) for t in stacked.tokens}) > 1
 
 
 @pytest.mark.parametrize("strategy", ["greedy", pytest.param("beam", marks=slow)])

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import weakref
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from ptjax.generation.bank import PromptBank, gather_prefix
 from ptjax.models.kv_cache import KVCache
-from ptjax.models.layers import PrefixKV, unstack_layer_params
+from ptjax.models.layers import WEIGHTS_FIRST_KERNEL, Dense, PrefixKV, unstack_layer_params
 from ptjax.prompts.insertion import insert_soft_prompts
 
 Array = jax.Array
@@ -72,21 +73,21 @@ def _input_embeddings(module, params, bank: PromptBank, batch: Batch) -> Array:
     return embeds
 
 
-def _logits(module, params, hidden: Array) -> Array:
-    return module.apply({"params": params}, hidden, method="lm_logits").astype(jnp.float32)
+def _logits(module, params, hidden: Array, weights_first: bool = False) -> Array:
+    return module.apply({"params": params}, hidden, weights_first, method="lm_logits").astype(jnp.float32)
 
 
 class _Decoder:
     """Equal for equal backbone modules: a jit static argument, so generators share compilations."""
 
-    def __init__(self, module, config):
-        self.module, self.config = module, config
+    def __init__(self, module, config, weights_first: bool = False):
+        self.module, self.config, self.weights_first = module, config, weights_first
 
     def __eq__(self, other):
-        return type(self) is type(other) and self.module == other.module
+        return type(self) is type(other) and (self.module, self.weights_first) == (other.module, other.weights_first)
 
     def __hash__(self):
-        return hash((type(self), self.module))
+        return hash((type(self), self.module, self.weights_first))
 
 
 class CausalLM(_Decoder):
@@ -116,7 +117,7 @@ class CausalLM(_Decoder):
             position_ids=positions, cache=cache.replace(mask=slot_mask, index=jnp.asarray(prefix, jnp.int32)),
             compute_logits=False,
         )
-        logits = _logits(self.module, params, out.last_hidden_state[:, -1])
+        logits = _logits(self.module, params, out.last_hidden_state[:, -1], self.weights_first)
         context = CausalContext(next_position=offset + counted[:, -1], first_slot=prefix + length)
         return logits, out.cache, context
 
@@ -129,7 +130,7 @@ class CausalLM(_Decoder):
             out = self.module.apply({"params": params}, inputs_embeds=embeds,
                                     position_ids=(context.next_position + t)[:, None], cache=cache,
                                     compute_logits=False)
-            return _logits(self.module, params, out.last_hidden_state[:, 0]), out.cache
+            return _logits(self.module, params, out.last_hidden_state[:, 0], self.weights_first), out.cache
         return step
 
     @staticmethod
@@ -172,7 +173,7 @@ class Seq2SeqLM(_Decoder):
             cache=cache.replace(mask=slot_mask, index=jnp.asarray(decoder_prefix, jnp.int32)),
             compute_logits=False, method="decode",
         )
-        logits = _logits(self.module, params, out.last_hidden_state[:, 0])
+        logits = _logits(self.module, params, out.last_hidden_state[:, 0], self.weights_first)
         return logits, out.cache, Seq2SeqContext(encoded, batch.attention_mask, first_slot=decoder_prefix + 1)
 
     def step(self, params):
@@ -182,7 +183,7 @@ class Seq2SeqLM(_Decoder):
                 cache.mask, jnp.ones(cache.mask.shape[:2] + (1,), bool), slot, axis=2), index=slot)
             out = self.module.apply({"params": params}, tokens[:, None], context.encoder_hidden, context.encoder_mask,
                                     cache=cache, compute_logits=False, method="decode")
-            return _logits(self.module, params, out.last_hidden_state[:, 0]), out.cache
+            return _logits(self.module, params, out.last_hidden_state[:, 0], self.weights_first), out.cache
         return step
 
     @staticmethod
@@ -195,28 +196,58 @@ def _reorder_cache(cache: KVCache, rows: Array) -> KVCache:
     return cache.replace(keys=cache.keys[:, rows], values=cache.values[:, rows], mask=cache.mask[:, rows])
 
 
-def decoder_for(backbone, per_layer_params: bool = False):
+def decoder_for(backbone, per_layer_params: bool = False, weights_first: bool = False):
     """CausalLM or Seq2SeqLM for a loaded ptjax Backbone (ptjax.models.loading). per_layer_params:
-    its module takes decoding_params(backbone) instead of backbone.params."""
+    its module takes decoding_params(backbone, ...) instead of backbone.params; weights_first: the LM
+    head's table goes first in the logits product (with decoding_params(..., weights_first=True))."""
     from ptjax.errors import InputError
 
     module = backbone.module.clone(per_layer_params=True) if per_layer_params else backbone.module
     if backbone.kind == "causal_lm":
-        return CausalLM(module, backbone.config)
+        return CausalLM(module, backbone.config, weights_first)
     if backbone.kind == "seq2seq":
-        return Seq2SeqLM(module, backbone.config)
+        return Seq2SeqLM(module, backbone.config, weights_first)
     raise InputError(f"{backbone.name} is a {backbone.kind} backbone; generation needs a causal LM or T5")
 
 
-_PER_LAYER_PARAMS: dict[int, tuple[dict, dict]] = {}  # id(backbone) -> (its params, their per-layer copy)
+_DECODING_PARAMS: dict[tuple[int, bool], tuple[dict, dict]] = {}  # (id(backbone), weights_first) -> (params, copy)
 
 
-def decoding_params(backbone) -> dict:
+def decoding_params(backbone, weights_first: bool = False) -> dict:
     """backbone.params with each layer's weights in arrays of their own (layer_stack(per_layer_params=
-    True)), made once per backbone and kept while it lives: a second copy of the layer weights."""
-    key = id(backbone)
-    if key not in _PER_LAYER_PARAMS or _PER_LAYER_PARAMS[key][0] is not backbone.params:
-        if key not in _PER_LAYER_PARAMS:
-            weakref.finalize(backbone, _PER_LAYER_PARAMS.pop, key, None)
-        _PER_LAYER_PARAMS[key] = (backbone.params, unstack_layer_params(backbone.params))
-    return _PER_LAYER_PARAMS[key][1]
+    True)), made once per backbone and kept while it lives: a second copy of the layer weights.
+    weights_first: every Dense kernel stored transposed, [*features, *in] under WEIGHTS_FIRST_KERNEL,
+    so that its products with a step's few rows run weights-first (ptjax.models.layers)."""
+    key = (id(backbone), bool(weights_first))
+    if key not in _DECODING_PARAMS or _DECODING_PARAMS[key][0] is not backbone.params:
+        if key not in _DECODING_PARAMS:
+            weakref.finalize(backbone, _DECODING_PARAMS.pop, key, None)
+        params = _transposed_kernels(backbone) if weights_first else backbone.params
+        _DECODING_PARAMS[key] = (backbone.params, unstack_layer_params(params))
+    return _DECODING_PARAMS[key][1]
+
+
+def _transposed_kernels(backbone) -> dict:
+    """backbone.params with each Dense layer's "kernel" [layers?, *in, *features] replaced by its
+    transpose [layers?, *features, *in] (a copy). Which axes are inputs: recorded from the Dense
+    modules themselves while the backbone's init is traced abstractly."""
+    ranks = {}
+
+    def record(call, args, kwargs, context):
+        if isinstance(context.module, Dense) and context.method_name == "__call__":
+            features = context.module.features
+            ranks[context.module.path] = (len(context.module.in_axes), 1 if isinstance(features, int) else len(features))
+        return call(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: backbone.module.init(jax.random.PRNGKey(0), **backbone.family.example_inputs(backbone.config)))
+    params = jax.tree.map(lambda x: x, backbone.params)  # new dicts, same arrays
+    for path, (n_in, n_out) in ranks.items():
+        node = params
+        for name in path:
+            node = node[name]
+        kernel = node.pop("kernel")
+        lead = kernel.ndim - n_in - n_out
+        order = list(range(lead)) + list(range(lead + n_in, kernel.ndim)) + list(range(lead, lead + n_in))
+        node[WEIGHTS_FIRST_KERNEL] = jnp.transpose(kernel, order)
+    return params

@@ -56,6 +56,9 @@ class Generator:
     example starts with its whole soft prompt (Lester) gets the prompt's keys/values from a cache
     computed once per bank entry (they depend on nothing else: causal attention, positions
     counted from each example's first token), so the prefill runs the texts only.
+    weights_first: with per-layer weights, store every dense kernel transposed and multiply the
+    weights first (ptjax.models.layers.weights_first_einsum; LM head too); None: on CPU with
+    float32 weights (measured there: BENCHMARKS.md, "Generation").
     devices: None (one device), a count (the first N local devices) or a list of devices to split
     each batch's rows over (batch_size is rounded up to a multiple of their number; the extra rows
     are copies of a real row and are dropped). Greedy and beam outputs do not depend on it;
@@ -63,14 +66,17 @@ class Generator:
 
     def __init__(self, backbone, bank: PromptBank | None = None, *, batch_size: int = 8,
                  length_multiple: int = 16, per_layer_params: bool | None = None, cache_soft_prefix: bool = True,
-                 devices: int | Sequence | None = None):
+                 weights_first: bool | None = None, devices: int | Sequence | None = None):
         if backbone.params is None:
             backbone.load_weights()
         self.backbone, self.bank = backbone, bank if bank is not None else PromptBank()
         if per_layer_params is None:
             per_layer_params = jax.default_backend() == "cpu"
-        self.decoder = decoder_for(backbone, per_layer_params)
-        self.params = decoding_params(backbone) if per_layer_params else backbone.params
+        if weights_first is None:
+            weights_first = per_layer_params and jax.default_backend() == "cpu" and _weights_dtype(backbone) == jnp.float32
+        weights_first = bool(weights_first and per_layer_params)
+        self.decoder = decoder_for(backbone, per_layer_params, weights_first)
+        self.params = decoding_params(backbone, weights_first) if per_layer_params else backbone.params
         self.batch_size, self.length_multiple = int(batch_size), int(length_multiple)
         self.left_padding = backbone.kind == "causal_lm"
         self.pad_id = _pad_id(backbone)
@@ -197,6 +203,10 @@ def _generate_rows(decoder, params, bank: PromptBank, batch: Batch, rng, setting
         return beam_search(step, cache, context, logits, settings, decoder.reorder)
     tokens, lengths = decode(step, cache, context, logits, settings, rng)
     return tokens, lengths, jnp.zeros(tokens.shape[:1], jnp.float32)
+
+
+def _weights_dtype(backbone):
+    return jnp.result_type(*jax.tree.leaves(backbone.params))
 
 
 def _pad_id(backbone) -> int:

@@ -121,9 +121,10 @@ class GPT2Model(nn.Module):
         """[batch, length] -> [batch, length, embed]: what inputs_embeds replaces."""
         return self.token_embeddings(input_ids)
 
-    def lm_logits(self, hidden):
-        """Final-norm hidden states [..., embed] -> float32 logits [..., vocab] (tied head)."""
-        return self.token_embeddings.attend(hidden)
+    def lm_logits(self, hidden, weights_first: bool = False):
+        """Final-norm hidden states [..., embed] -> float32 logits [..., vocab] (tied head).
+        weights_first: the table goes first (decoding; Embed.attend)."""
+        return self.token_embeddings.attend(hidden, weights_first)
 
     @nn.compact
     def __call__(

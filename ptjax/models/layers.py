@@ -140,6 +140,30 @@ def einsum(spec: str, a: Array, b: Array, dtype: Dtype) -> Array:
     return _einsum_f32_accumulate(spec, a.astype(dtype), b.astype(dtype))
 
 
+# A Dense layer whose parameters hold this instead of "kernel" ([*features, *in], the transposed
+# kernel; ptjax.generation.backbones.decoding_params makes it) multiplies weights-first.
+WEIGHTS_FIRST_KERNEL = "kernel_out_in"
+
+
+def weights_first_einsum(spec: str, weights: Array, x: Array, dtype: Dtype) -> Array:
+    """einsum(spec, weights, x, dtype) for products with few rows (decoding): weights [*out, *in]
+    first, x [*batch, *in] second (spec in letters, no ellipsis), the result transposed to spec's
+    output order.
+
+    XLA:CPU streams a [N, K] weight matrix through a product with 8 rows of x faster as
+    weights . x^T -> [N, 8] than as x . W -> [8, N] (19-27 against 16-17 GB/s at SmolLM2's shapes,
+    float32, 2-core EPYC; BENCHMARKS.md "Generation"). The optimization barrier keeps XLA from
+    folding the transpose back into the product, which would undo the order.
+    """
+    inputs, output = spec.split("->")
+    weights_spec, x_spec = inputs.split(",")
+    out_axes = "".join(c for c in weights_spec if c in output)
+    batch_axes = "".join(c for c in x_spec if c in output)
+    product = jax.lax.optimization_barrier(einsum(f"{inputs}->{out_axes}{batch_axes}", weights, x, dtype))
+    order = [(out_axes + batch_axes).index(c) for c in output]
+    return jnp.transpose(product, order)
+
+
 def native_bf16_products() -> bool:
     """Whether the default backend multiplies bf16 natively: TPU; a GPU of compute capability 8.0
     or newer; a CPU with AVX512-BF16 or AMX-BF16 (the Linux /proc/cpuinfo flags). The one place
@@ -207,17 +231,25 @@ class Dense(nn.Module):
     def __call__(self, x: Array) -> Array:
         features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
         n_in = len(self.in_axes)
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(self.kernel_init, tuple(self.in_axes) + tuple(self.out_axes)),
-            tuple(x.shape[-n_in:]) + features,
-            self.param_dtype,
-        )
         letters = iter("abcdefghijklmnopqrstuvwxyz")
         batch = "".join(next(letters) for _ in range(x.ndim - n_in))
         contracted = "".join(next(letters) for _ in range(n_in))
         out = "".join(next(letters) for _ in features)
-        y = einsum(f"{batch}{contracted},{contracted}{out}->{batch}{out}", x, kernel, self.dtype)
+        if self.has_variable("params", WEIGHTS_FIRST_KERNEL):  # decoding copy: [*features, *in]
+            kernel = self.param(
+                WEIGHTS_FIRST_KERNEL,
+                nn.with_logical_partitioning(self.kernel_init, tuple(self.out_axes) + tuple(self.in_axes)),
+                features + tuple(x.shape[-n_in:]), self.param_dtype,
+            )
+            y = weights_first_einsum(f"{out}{contracted},{batch}{contracted}->{batch}{out}", kernel, x, self.dtype)
+        else:
+            kernel = self.param(
+                "kernel",
+                nn.with_logical_partitioning(self.kernel_init, tuple(self.in_axes) + tuple(self.out_axes)),
+                tuple(x.shape[-n_in:]) + features,
+                self.param_dtype,
+            )
+            y = einsum(f"{batch}{contracted},{contracted}{out}->{batch}{out}", x, kernel, self.dtype)
         if self.use_bias:
             bias = self.param(
                 "bias", nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.out_axes)),
@@ -290,8 +322,13 @@ class Embed(nn.Module):
     def __call__(self, ids: Array) -> Array:
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
-    def attend(self, x: Array) -> Array:
-        """x: [..., embed] -> [..., num_embeddings] float32 (operands in the compute dtype)."""
+    def attend(self, x: Array, weights_first: bool = False) -> Array:
+        """x: [..., embed] -> [..., num_embeddings] float32 (operands in the compute dtype).
+        weights_first: the table goes first (weights_first_einsum; decoding, few rows of x)."""
+        if weights_first:
+            rows = x.reshape(-1, x.shape[-1])
+            logits = weights_first_einsum("vd,bd->bv", self.embedding, rows, self.dtype)
+            return logits.reshape(x.shape[:-1] + (self.num_embeddings,))
         return einsum("...d,vd->...v", x, self.embedding, self.dtype)
 
 

@@ -176,10 +176,12 @@ class LlamaModel(nn.Module):
         """[batch, length] -> [batch, length, embed]: what inputs_embeds replaces."""
         return self.embed(input_ids)
 
-    def lm_logits(self, hidden):
-        """Final-norm hidden states [..., embed] -> float32 logits [..., vocab]."""
+    def lm_logits(self, hidden, weights_first: bool = False):
+        """Final-norm hidden states [..., embed] -> float32 logits [..., vocab]. weights_first: a
+        tied table goes first (decoding; Embed.attend; an untied head does when its kernel is
+        stored transposed, see Dense)."""
         if self.config.tie_word_embeddings:
-            return self.embed.attend(hidden)
+            return self.embed.attend(hidden, weights_first)
         return self.lm_head(hidden)
 
     @nn.compact

@@ -315,12 +315,13 @@ class T5Model(nn.Module):
         """[batch, length] -> [batch, length, embed]: what (decoder_)inputs_embeds replaces."""
         return self.shared(input_ids)
 
-    def lm_logits(self, hidden):
-        """Decoder hidden states [..., embed] -> float32 logits [..., vocab]."""
+    def lm_logits(self, hidden, weights_first: bool = False):
+        """Decoder hidden states [..., embed] -> float32 logits [..., vocab]. weights_first: the
+        table goes first (decoding; Embed.attend)."""
         if self.config.scale_decoder_outputs:
             hidden = hidden * self.config.d_model ** -0.5
         head = self.lm_head if self.config.untied_lm_head else self.shared
-        return head.attend(hidden)
+        return head.attend(hidden, weights_first)
 
     def encode(self, input_ids=None, attention_mask=None, *, inputs_embeds=None,
                prefix: PrefixKV | None = None, output_hidden_states: bool = False,
