@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ptjax.benchmarks import mfu as bench_mfu, peft as bench_peft, scaling as bench_scaling
+from ptjax.benchmarks import generation as bench_generation, mfu as bench_mfu, peft as bench_peft, scaling as bench_scaling
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +51,24 @@ def test_bench_peft_runs_ptjax_over_several_cpu_devices(tiny_model_dir, capsys):
                             "--host-devices", "2"]) == 0
     result, _ = json_lines(capsys.readouterr().out)
     assert result["ptjax_devices"] == 2 and result["ptjax_examples_per_s"] > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_generation_benchmark_reports_ptjax_against_peft(tiny_model_dir, capsys, dtype):
+    """Float32: the sides generate the same tokens. bfloat16: both PEFT settings are timed, the
+    faster is the reference."""
+    assert bench_generation.main(["--cases", "peft", "--model", str(tiny_model_dir("llama")), "--batch", "2",
+                                  "--text-tokens", "4", "--prompt-tokens", "3", "--new-tokens", "3",
+                                  "--rounds", "1", "--settle", "0", "--dtype", dtype]) == 0
+    (result,) = json_lines(capsys.readouterr().out)
+    assert result["ptjax_tokens_per_s"] > 0 and result["speedup"] > 0 and result["dtype"] == dtype
+    if dtype == "float32":
+        assert result["reference"] == "peft" and result["identical_rows"] == "2/2"
+    else:
+        assert set(result["identical_rows"]) == {"peft_autocast", "peft_bf16_weights"}
+        assert result["reference"] in result["identical_rows"]
+        assert result[f"{result['reference']}_tokens_per_s"] >= min(
+            result["peft_autocast_tokens_per_s"], result["peft_bf16_weights_tokens_per_s"])
 
 
 def test_bench_peft_refuses_unknown_cases(capsys):
