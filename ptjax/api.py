@@ -195,18 +195,20 @@ class LoadedPrompt:
                 for answer, output in zip(answers, outputs)]
 
     def generate(self, inputs: Sequence[str | Mapping[str, str]], *, template: str = "", batch_size: int = 8,
-                 seed: int = 0, **settings) -> list[dict]:
+                 seed: int = 0, devices=None, **settings) -> list[dict]:
         """Text written after each input rendered with the prompt's template (causal LMs continue
         from its [MASK] slot, T5 decodes the slot): one {"text", "tokens", "prompt"} per input.
+        devices: split each batch's rows over these local devices (a count or a list; Generator).
         settings: ptjax.generation.search.DecodeSettings fields (strategy="greedy" | "sample" |
         "beam", max_new_tokens, temperature, top_k, top_p, num_beams, stop_tokens, ...)."""
         from ptjax.generation.text import TextGenerator, entry_from_experiment, export_name
 
-        if self._generator is None or self._generator[0] != (template, batch_size):
+        key = (template, batch_size, devices if devices is None or isinstance(devices, int) else tuple(devices))
+        if self._generator is None or self._generator[0] != key:
             entry = entry_from_experiment(export_name(self.config.restore), self._experiment, self._trainable,
                                           template)
-            self._generator = ((template, batch_size),
-                               TextGenerator(self._experiment.backbone, [entry], batch_size=batch_size))
+            self._generator = (key, TextGenerator(self._experiment.backbone, [entry], batch_size=batch_size,
+                                                  devices=devices))
         return self._generator[1].generate(inputs, seed=seed, **settings)
 
     def _probabilities(self, output: dict) -> dict[str, float]:

@@ -111,6 +111,9 @@ def test_load_prompt_generate(exports):
     ours = prompt.generate(TEXTS[:2], max_new_tokens=6)
     reference = TextGenerator.from_exports({"first": exports["first"]}).generate(TEXTS[:2], max_new_tokens=6)
     assert [r["text"] for r in ours] == [r["text"] for r in reference]
+    split = prompt.generate(TEXTS[:3], max_new_tokens=6, devices=2)  # rows over 2 of conftest's CPU devices
+    assert prompt._generator[1].generator.mesh.size == 2
+    assert [r["text"] for r in split] == [r["text"] for r in prompt.generate(TEXTS[:3], max_new_tokens=6)]
 
 
 def test_serve_generates_for_every_served_task(exported):
