@@ -121,20 +121,24 @@ def decode(step: Step, cache, context, first_logits: Array, settings: DecodeSett
     rows = first_logits.shape[0]
     tokens = jnp.full((rows, settings.max_new_tokens), settings.pad_id, jnp.int32)
 
+    def choose(t, logits, tokens, finished, rng):
+        rng, key = jax.random.split(rng)
+        chosen = jnp.where(finished, settings.pad_id, choose_tokens(logits, settings, key))
+        tokens = jax.lax.dynamic_update_slice_in_dim(tokens, chosen[:, None], t, axis=1)
+        return chosen, tokens, finished | _is_stop(chosen, settings), rng
+
     def cond(state):
         t, _, _, _, finished, _ = state
         return (t < settings.max_new_tokens) & ~jnp.all(finished)
 
-    def body(state):
-        t, logits, cache, tokens, finished, rng = state
-        rng, key = jax.random.split(rng)
-        chosen = jnp.where(finished, settings.pad_id, choose_tokens(logits, settings, key))
-        tokens = jax.lax.dynamic_update_slice_in_dim(tokens, chosen[:, None], t, axis=1)
-        finished = finished | _is_stop(chosen, settings)
-        logits, cache = step(cache, context, chosen, t)
-        return t + 1, logits, cache, tokens, finished, rng
+    def body(state):  # a step for the token chosen last, then the next choice: no step after the last token
+        t, previous, cache, tokens, finished, rng = state
+        logits, cache = step(cache, context, previous, t - 1)
+        chosen, tokens, finished, rng = choose(t, logits, tokens, finished, rng)
+        return t + 1, chosen, cache, tokens, finished, rng
 
-    state = (jnp.zeros((), jnp.int32), first_logits.astype(jnp.float32), cache, tokens, jnp.zeros((rows,), bool), rng)
+    first, tokens, finished, rng = choose(0, first_logits.astype(jnp.float32), tokens, jnp.zeros((rows,), bool), rng)
+    state = (jnp.ones((), jnp.int32), first, cache, tokens, finished, rng)
     _, _, _, tokens, finished, _ = jax.lax.while_loop(cond, body, state)
     return tokens, _lengths(tokens, settings)
 
