@@ -21,6 +21,15 @@ pod slice size for the mesh (see configs/ppt_pretrain_t5xxl.py). The paper's var
     Vanilla PT              prompt.init=random      prompt.pattern=format
     Hybrid PT               prompt.init=random      prompt.pattern=hybrid
 
+BoolQ, RTE and CB read FewGLUE's 32 training examples and dev32 here. PPT drew its own
+label-balanced 32 / 32 from each original training set; that sampler is the `<task>_fewshot`
+view, from the full train.jsonl under DATA_DIR/superglue_full or from the hub:
+
+    python main.py --config configs/ppt_t5xxl.py:boolq --workdir runs/ppt_t5xxl/boolq_ppt_sample \
+        --config.task.name=boolq_fewshot --config.task.source=aps/super_glue:boolq
+
+(task.options.shots 32-256 for the sample-efficiency study; sample_seed picks the sample).
+
 The paper's protocol (appendix C.2): 100 soft tokens, batch 16, 50 epochs, evaluation every 6
 steps, learning rate chosen on dev among 5e-3, 1e-2, 2e-2, 5e-2 (default 1e-2 here; sweep the
 others with mode "sweep"), seeds 10, 20, 30, 40, 50 (mean and standard deviation). bf16 frozen

@@ -192,6 +192,28 @@ def test_fewshot_samples_of_superglue_tasks_are_balanced_and_disjoint(data_dir, 
             assert "\n" not in str(caught.value)
 
 
+def test_fewshot_view_samples_the_train_split_of_a_bound_source(tmp_path):
+    """config.task.source with boolq_fewshot (on a machine with the internet: "aps/super_glue:boolq"):
+    the balanced 32/32 sample comes from the source's train split, the test split is the source's.
+    Data files stand in for the hub here."""
+    from ptjax.tasks.sources import configured_task
+
+    rows = [{"idx": i, "passage": f"passage {i}", "question": f"question {i}?", "label": i % 2 == 0}
+            for i in range(140)]
+    for split, chosen in (("train", rows), ("validation", rows[:10])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    config = base.get_config()
+    config.task.name, config.task.source = "boolq_fewshot", str(tmp_path / "{split}.jsonl")
+    spec = configured_task(config)
+    assert spec.name == "boolq_fewshot"
+    train, dev32 = spec.load("", "train"), spec.load("", "dev32", shots=32)
+    for sample in (train, dev32):
+        assert collections.Counter(e.label for e in sample) == {"True": 16, "False": 16}
+    assert not {e.meta["source_guid"] for e in train} & {e.meta["source_guid"] for e in dev32}
+    assert len(spec.load("", "val")) == 10
+    assert len(spec.load("", "train", shots=64)) == 64
+
+
 def test_an_export_started_from_corpus_words_evaluates_without_the_corpus(tiny_model_dir, rte_files, tmp_path):
     """The export's parameters replace the starting prompt: evaluating it reads neither the corpus
     nor the cached ranking of the run that trained it."""

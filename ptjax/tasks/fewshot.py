@@ -13,7 +13,9 @@ original validation set as the test set (PPT §2 and §4.1). `<task>_fewshot` is
 BoolQ, RTE and CB sample their ORIGINAL training sets (superglue_full/<Task>/train.jsonl under
 data_dir, or <Task>/train.jsonl when data_dir is that folder), never FewGLUE's 32-example files;
 their "val" (the test set) is the task's own. From a config: task.name="rte_fewshot",
-task.options.shots=64, task.eval_splits=("dev32", "val").
+task.options.shots=64, task.eval_splits=("dev32", "val"). With config.task.source (a hub dataset
+such as "aps/super_glue:boolq", or data files) the sample is drawn from the source's "train" and
+the other splits are the source's.
 
 Options: shots (examples per sample, default 32), per_label (examples per label; overrides
 shots), sample_seed (which sample; the same seed gives the same examples on every machine),
@@ -108,8 +110,13 @@ def _original_train(spec: TaskSpec, data_dir: Any) -> list[Example]:
 
 def fewshot_task(base: str) -> TaskSpec:
     """Register `<base>_fewshot` (see the module docstring)."""
-    spec = get_task(base)
-    name = f"{base}_fewshot"
+    return register(fewshot_view(get_task(base)), replace=True)
+
+
+def fewshot_view(spec: TaskSpec, from_source: bool = False) -> TaskSpec:
+    """`<spec.name>_fewshot` over `spec` (not registered). from_source: spec reads a source bound by
+    config.task.source (ptjax.tasks.sources), whose "train" is the original training set."""
+    name = f"{spec.name}_fewshot"
 
     def load(data_dir: Any, split: str, shots: int = 32, per_label: int = 0, sample_seed: int = 0,
              balanced: bool = True) -> list[Example]:
@@ -117,16 +124,23 @@ def fewshot_task(base: str) -> TaskSpec:
             return spec.load(data_dir, split)
         if shots < 1 or per_label < 0:
             raise InputError(f"{name}: need shots >= 1 and per_label >= 0, got {shots}, {per_label}")
-        train = [e for e in _original_train(spec, data_dir) if e.label is not None]
+        original = spec.load(data_dir, "train") if from_source else _original_train(spec, data_dir)
+        train = [e for e in original if e.label is not None]
         picked = sample(train, tuple(spec.labels), shots=shots, per_label=per_label, seed=sample_seed,
                         balanced=balanced, name=name)[SAMPLED_SPLITS.index(split)]
         return [Example(f"{name}-{split}-{k}", e.fields, e.label, {**e.meta, "source_guid": e.guid})
                 for k, e in enumerate(picked)]
 
     splits = SAMPLED_SPLITS + tuple(s for s in spec.splits if s != "train")
-    return register(TaskSpec(name, spec.kind, spec.labels, spec.metrics, load, splits, spec.fields,
-                             choices=spec.choices, description=f"{spec.description} (few-shot sample)",
-                             split_aliases=dict(spec.split_aliases)), replace=True)
+    return TaskSpec(name, spec.kind, spec.labels, spec.metrics, load, splits, spec.fields,
+                    choices=spec.choices, description=f"{spec.description} (few-shot sample)",
+                    split_aliases=dict(spec.split_aliases))
+
+
+def base_of(name: str) -> str | None:
+    """The task a registered `<base>_fewshot` samples, else None."""
+    base = name.removesuffix("_fewshot")
+    return base if base != name and base in BASES else None
 
 
 for _base in BASES:

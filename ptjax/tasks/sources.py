@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ptjax.data.readers import read_json, read_jsonl, read_table
 from ptjax.errors import InputError, at
-from ptjax.tasks import custom
+from ptjax.tasks import custom, fewshot
 from ptjax.tasks.base import TaskSpec, get_task
 
 FILE_TYPES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -288,7 +288,8 @@ def _parsing_tasks() -> list[str]:
 
 def configured_task(config) -> TaskSpec:
     """config.task.name's TaskSpec as config.task asks for it: a generic task made concrete
-    (labels, fields), and bound to config.task.source when one is set."""
+    (labels, fields), and bound to config.task.source when one is set (a `<task>_fewshot` view:
+    its base task bound to the source, sampled from the source's train split)."""
     task = config.task
     spec = get_task(task.name)
     columns = pairs(task.get("columns", ()), "columns")
@@ -300,6 +301,9 @@ def configured_task(config) -> TaskSpec:
         raise InputError(f"config.task.labels is for the generic tasks ({', '.join(custom.GENERIC)}); "
                          f"task {spec.name} has its own labels")
     source = task.get("source", "")
+    if source and fewshot.base_of(spec.name):  # the sample is drawn from the source's train split
+        return fewshot.fewshot_view(bind_source(get_task(fewshot.base_of(spec.name)), source, columns, splits),
+                                    from_source=True)
     if source:
         return bind_source(spec, source, columns, splits)
     if columns or splits:
