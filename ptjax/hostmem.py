@@ -13,7 +13,9 @@ free block on top of the heap exceeds 2 GiB (the MiniLM Lester step at batch 32 
 returned to the OS while the process lives; a training process keeps the same working set from
 step to step anyway.)
 
-PTJAX_KEEP_FREED_MEMORY=0 in the environment turns this off.
+PTJAX_KEEP_FREED_MEMORY=0 in the environment turns this off. The first 2-3 steps of a process
+still fault their new pages in: on a VM whose balloon reports free memory to the hypervisor, at
+about 4.6 ms of kernel time per 2 MiB page (0.4 GiB/s; BENCHMARKS.md, "Round-to-round swings").
 
 Huge pages (`restart_with_huge_pages()`, called by main.py and the benchmark commands before
 anything else): where the kernel gives transparent huge pages only to memory that asks for them
