@@ -93,12 +93,10 @@ def _exports(values: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     cli.quiet_logs()
-    if args.devices > 1:  # before JAX starts; only the CPU backend's device count, accelerators stay as they are
-        import jax
-        from jax._src import xla_bridge
+    if args.devices > 1:  # once JAX has started: the devices there are (Generator checks the count)
+        from ptjax.planning import request_cpu_devices
 
-        if not xla_bridge.backends_are_initialized():  # else: the devices there are (Generator checks the count)
-            jax.config.update("jax_num_cpu_devices", args.devices)
+        request_cpu_devices(args.devices)
     from ptjax.generation.text import TextGenerator
 
     try:

@@ -82,7 +82,18 @@ def use_simulated_devices(count: int) -> None:
             )
         return
     jax.config.update("jax_platforms", "cpu")
+    request_cpu_devices(count)
+
+
+def request_cpu_devices(count: int) -> bool:
+    """Give JAX's CPU backend `count` devices, accelerators left as they are. Only before JAX
+    initializes its backends: returns False (nothing changed) once it has."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False
     jax.config.update("jax_num_cpu_devices", count)
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -222,32 +222,34 @@ def decoding_params(backbone, weights_first: bool = False) -> dict:
     if key not in _DECODING_PARAMS or _DECODING_PARAMS[key][0] is not backbone.params:
         if key not in _DECODING_PARAMS:
             weakref.finalize(backbone, _DECODING_PARAMS.pop, key, None)
-        params = _transposed_kernels(backbone) if weights_first else backbone.params
-        _DECODING_PARAMS[key] = (backbone.params, unstack_layer_params(params))
+        params = unstack_layer_params(backbone.params)
+        if weights_first:
+            _transpose_kernels(backbone, params)
+        _DECODING_PARAMS[key] = (backbone.params, params)
     return _DECODING_PARAMS[key][1]
 
 
-def _transposed_kernels(backbone) -> dict:
-    """backbone.params with each Dense layer's "kernel" [layers?, *in, *features] replaced by its
-    transpose [layers?, *features, *in] (a copy). Which axes are inputs: recorded from the Dense
-    modules themselves while the backbone's init is traced abstractly."""
+def _transpose_kernels(backbone, params: dict) -> None:
+    """In `params` (unstack_layer_params' layout, its own copies), replace each Dense layer's
+    "kernel" [*in, *features] by its transpose [*features, *in], one array at a time. Which axes
+    are inputs: recorded from the Dense modules themselves while the backbone's init is traced
+    abstractly; a stacked module's path through "layers" stands for each layer's own path."""
     ranks = {}
 
     def record(call, args, kwargs, context):
         if isinstance(context.module, Dense) and context.method_name == "__call__":
-            features = context.module.features
-            ranks[context.module.path] = (len(context.module.in_axes), 1 if isinstance(features, int) else len(features))
+            ranks[context.module.path] = len(context.module.in_axes)
         return call(*args, **kwargs)
 
     with nn.intercept_methods(record):
         jax.eval_shape(lambda: backbone.module.init(jax.random.PRNGKey(0), **backbone.family.example_inputs(backbone.config)))
-    params = jax.tree.map(lambda x: x, backbone.params)  # new dicts, same arrays
-    for path, (n_in, n_out) in ranks.items():
-        node = params
+    for path, n_in in ranks.items():
+        nodes = [params]
         for name in path:
-            node = node[name]
-        kernel = node.pop("kernel")
-        lead = kernel.ndim - n_in - n_out
-        order = list(range(lead)) + list(range(lead + n_in, kernel.ndim)) + list(range(lead, lead + n_in))
-        node[WEIGHTS_FIRST_KERNEL] = jnp.transpose(kernel, order)
-    return params
+            nodes = [node[name] for node in nodes]
+            if name == "layers":  # {"0": layer 0's tree, ...}
+                nodes = [layer for node in nodes for layer in node.values()]
+        for node in nodes:
+            kernel = node.pop("kernel")
+            order = list(range(n_in, kernel.ndim)) + list(range(n_in))
+            node[WEIGHTS_FIRST_KERNEL] = jnp.transpose(kernel, order)

@@ -73,7 +73,7 @@ class Generator:
         if per_layer_params is None:
             per_layer_params = jax.default_backend() == "cpu"
         if weights_first is None:
-            weights_first = per_layer_params and jax.default_backend() == "cpu" and _weights_dtype(backbone) == jnp.float32
+            weights_first = jax.default_backend() == "cpu" and jnp.dtype(backbone.dtype) == jnp.float32
         weights_first = bool(weights_first and per_layer_params)
         self.decoder = decoder_for(backbone, per_layer_params, weights_first)
         self.params = decoding_params(backbone, weights_first) if per_layer_params else backbone.params
@@ -203,10 +203,6 @@ def _generate_rows(decoder, params, bank: PromptBank, batch: Batch, rng, setting
         return beam_search(step, cache, context, logits, settings, decoder.reorder)
     tokens, lengths = decode(step, cache, context, logits, settings, rng)
     return tokens, lengths, jnp.zeros(tokens.shape[:1], jnp.float32)
-
-
-def _weights_dtype(backbone):
-    return jnp.result_type(*jax.tree.leaves(backbone.params))
 
 
 def _pad_id(backbone) -> int:

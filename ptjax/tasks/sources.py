@@ -301,9 +301,9 @@ def configured_task(config) -> TaskSpec:
         raise InputError(f"config.task.labels is for the generic tasks ({', '.join(custom.GENERIC)}); "
                          f"task {spec.name} has its own labels")
     source = task.get("source", "")
-    if source and fewshot.base_of(spec.name):  # the sample is drawn from the source's train split
-        return fewshot.fewshot_view(bind_source(get_task(fewshot.base_of(spec.name)), source, columns, splits),
-                                    from_source=True)
+    sampled = fewshot.base_of(spec.name)
+    if source and sampled:  # the sample is drawn from the source's train split
+        return fewshot.fewshot_view(bind_source(get_task(sampled), source, columns, splits), from_source=True)
     if source:
         return bind_source(spec, source, columns, splits)
     if columns or splits:
