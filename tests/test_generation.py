@@ -357,8 +357,8 @@ def test_smollm2_generation_equals_transformers_on_the_gguf_weights(smollm2, str
 
 @pytest.mark.parametrize("family,strategy", [("llama", "beam"), ("t5", "greedy"), ("gpt2", "greedy")])
 def test_per_layer_and_weights_first_layouts_decode_like_the_stacked_one(tiny, family, strategy):
-    """The CPU decoding layouts (one array per layer's weight; with it, kernels stored transposed and
-    multiplied weights-first) write what the stacked layout writes, with a soft prompt and a deep
+    """The CPU decoding layouts (one array per layer's weight and per layer's cache; with them,
+    kernels stored transposed and multiplied weights-first) write what the stacked layout writes, with a soft prompt and a deep
     prefix (T5: in its decoder). Weights-first sums each product in another order: the same tokens,
     beam scores within float32 rounding."""
     backbone, torch_model = tiny(family)
@@ -382,6 +382,38 @@ def test_per_layer_and_weights_first_layouts_decode_like_the_stacked_one(tiny, f
     if strategy == "beam":
         np.testing.assert_allclose(weights_first.scores, stacked.scores, rtol=1e-5)
     assert len({tuple(t) for t in stacked.tokens}) > 1
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_per_layer_cache_is_written_in_place(tiny, family):
+    """With per-layer weights, each layer's cache is an array of its own, heads first: the decoding
+    loop writes every step's key/value into it in place and attention reads it as it lies (the
+    stacked cache had each layer's slice copied out and transposed at every step); so are T5's
+    cross-attention keys/values."""
+    import re
+
+    from ptjax.generation.generator import _generate
+
+    backbone, torch_model = tiny(family)
+    generator = Generator(backbone, batch_size=4, length_multiple=8, per_layer_params=True)
+    texts = prompts_for(backbone)
+    batch = generator._batch(texts, [[-1] * len(t) for t in texts], np.zeros(len(texts), np.int32))
+    hlo = _generate.lower(generator.decoder, generator.params, generator.bank, batch, jax.random.PRNGKey(0),
+                          settings=settings("greedy", torch_model)).compile().as_text()
+    cfg = backbone.config
+    if family == "t5":
+        layers, heads, head_dim, slots = cfg.num_decoder_layers, cfg.num_heads, cfg.d_kv, 1 + NEW_TOKENS
+        shapes = [f"f32[4,{heads},{slots},{head_dim}]", f"f32[4,{heads},8,{head_dim}]"]  # self, cross (source 8)
+    else:
+        layers, shapes = cfg.num_layers, [f"f32[4,{cfg.num_kv_heads},{8 + NEW_TOKENS},{cfg.head_dim}]"]
+    body_name = re.search(r" while\(.*?body=%([\w.]+)", hlo).group(1)
+    body = hlo[hlo.index(f"%{body_name} ("):]
+    body = body[:body.index("\n}\n")]
+    carried = re.search(r"ROOT %\S+ = \(([^)]*)\)", body).group(1)
+    for shape in shapes:
+        assert carried.count(shape) == 2 * layers, shape  # keys and values, per layer
+        copies = [line for line in body.splitlines() if " copy(" in line and shape in line.split("=")[1][:40]]
+        assert not copies, copies[:2]
 
 
 @pytest.mark.parametrize("strategy", ["greedy", pytest.param("beam", marks=slow)])

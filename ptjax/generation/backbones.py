@@ -83,6 +83,11 @@ class _Decoder:
     def __init__(self, module, config, weights_first: bool = False):
         self.module, self.config, self.weights_first = module, config, weights_first
 
+    @property
+    def per_layer_cache(self) -> bool:
+        """A module with per-layer weights (an unrolled layer loop) takes the per-layer cache layout."""
+        return bool(getattr(self.module, "per_layer_params", False))
+
     def __eq__(self, other):
         return type(self) is type(other) and (self.module, self.weights_first) == (other.module, other.weights_first)
 
@@ -99,15 +104,15 @@ class CausalLM(_Decoder):
         rows, length = batch.input_ids.shape
         prefix = bank.prefix_slots
         layers, kv_heads, head_dim = _cache_dims(self.config)
-        cache = KVCache.empty(layers, rows, prefix + length + max_new_tokens, kv_heads, head_dim, self.module.dtype)
+        cache = KVCache.empty(layers, rows, prefix + length + max_new_tokens, kv_heads, head_dim, self.module.dtype,
+                              per_layer=self.per_layer_cache)
         real = batch.attention_mask.astype(bool)
         slot_mask = jnp.zeros((layers, rows, cache.slots), bool)
         slot_mask = slot_mask.at[:, :, prefix:prefix + length].set(real[None])
         if prefix:
             keys, values, mask = gather_prefix(bank.prefix_keys, bank.prefix_values, bank.prefix_mask,
                                                batch.prompt_id)
-            cache = cache.replace(keys=cache.keys.at[:, :, :prefix].set(keys.astype(cache.keys.dtype)),
-                                  values=cache.values.at[:, :, :prefix].set(values.astype(cache.values.dtype)))
+            cache = cache.written_at(0, keys, values)
             slot_mask = slot_mask.at[:, :, :prefix].set(mask)
         offset = bank.position_offset(batch.prompt_id)
         counted = jnp.cumsum(real, axis=1, dtype=jnp.int32)  # 1.. over each row's real tokens
@@ -135,7 +140,7 @@ class CausalLM(_Decoder):
 
     @staticmethod
     def reorder(cache: KVCache, context: CausalContext, rows: Array):
-        return _reorder_cache(cache, rows), context.replace(next_position=context.next_position[rows])
+        return cache.take_rows(rows), context.replace(next_position=context.next_position[rows])
 
 
 class Seq2SeqLM(_Decoder):
@@ -159,13 +164,12 @@ class Seq2SeqLM(_Decoder):
         decoder_prefix = bank.decoder_prefix_slots
         layers, kv_heads, head_dim = _cache_dims(self.config, decoder=True)
         cache = KVCache.empty(layers, rows, decoder_prefix + 1 + max_new_tokens, kv_heads, head_dim,
-                              self.module.dtype)
+                              self.module.dtype, per_layer=self.per_layer_cache)
         slot_mask = jnp.zeros((layers, rows, cache.slots), bool).at[:, :, decoder_prefix].set(True)
         if decoder_prefix:
             keys, values, mask = gather_prefix(bank.decoder_prefix_keys, bank.decoder_prefix_values,
                                                bank.decoder_prefix_mask, batch.prompt_id)
-            cache = cache.replace(keys=cache.keys.at[:, :, :decoder_prefix].set(keys.astype(cache.keys.dtype)),
-                                  values=cache.values.at[:, :, :decoder_prefix].set(values.astype(cache.values.dtype)))
+            cache = cache.written_at(0, keys, values)
             slot_mask = slot_mask.at[:, :, :decoder_prefix].set(mask)
         start = jnp.full((rows, 1), self.config.decoder_start_token_id, jnp.int32)
         out = self.module.apply(
@@ -189,11 +193,9 @@ class Seq2SeqLM(_Decoder):
     @staticmethod
     def reorder(cache: KVCache, context: Seq2SeqContext, rows: Array):
         # Beams of one example share its encoder output; only the self-attention cache moves.
-        return _reorder_cache(cache, rows), context
+        return cache.take_rows(rows), context
 
 
-def _reorder_cache(cache: KVCache, rows: Array) -> KVCache:
-    return cache.replace(keys=cache.keys[:, rows], values=cache.values[:, rows], mask=cache.mask[:, rows])
 
 
 def decoder_for(backbone, per_layer_params: bool = False, weights_first: bool = False):

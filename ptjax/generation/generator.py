@@ -128,7 +128,7 @@ class Generator:
             batch = Batch(jnp.zeros((prompts, length), jnp.int32), jnp.ones((prompts, length), jnp.int32),
                           jnp.tile(jnp.arange(length, dtype=jnp.int32), (prompts, 1)), jnp.arange(prompts, dtype=jnp.int32))
             _, cache, _ = jax.jit(self.decoder.prefill, static_argnums=3)(self.params, self.bank, batch, 1)
-            keys, values = (jnp.swapaxes(x[:, :, :length], 0, 1) for x in (cache.keys, cache.values))
+            keys, values = (jnp.swapaxes(x[:, :, :length], 0, 1) for x in cache.stacked())
             self._soft_prefix_bank = dataclasses.replace(
                 self.bank, prefix_keys=keys, prefix_values=values, prefix_mask=jnp.ones(keys.shape[:3], bool),
                 prefix_lengths=jnp.full((prompts,), length, jnp.int32), shift_positions=True)

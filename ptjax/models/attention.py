@@ -83,6 +83,7 @@ def dot_product_attention(
     dropout_rng: Array | None = None,
     implementation: str | None = None,
     causal: bool = False,
+    kv_heads_first: bool = False,
 ) -> Array:
     """Multi-head attention over [prefix; keys], grouped-query aware.
 
@@ -97,8 +98,12 @@ def dot_product_attention(
       module's kernel runs whatever the choice).
     causal: the mask was built causal (make_attention_mask(causal=True)); lets cuDNN use its causal
       flash kernel where the mask allows (_jax_nn_attention). The mask stays what is applied.
+    kv_heads_first: key and value are [batch, kv_heads, k_len, head_dim], the kernel's own layout
+      (a per-layer KV cache, ptjax.models.kv_cache), and are read as they lie.
     Returns [batch, q_len, heads, head_dim]. Scores and softmax run in float32.
     """
+    if kv_heads_first and (prefix_key is not None or implementation):
+        key, value, kv_heads_first = jnp.swapaxes(key, 1, 2), jnp.swapaxes(value, 1, 2), False
     if prefix_key is not None:
         batch = key.shape[0]
         prefix_key = jnp.broadcast_to(prefix_key, (batch,) + prefix_key.shape[1:]).astype(key.dtype)
@@ -110,8 +115,9 @@ def dot_product_attention(
     if implementation and not dropout:
         return _jax_nn_attention(query, key, value, mask, None if bias is None else bias.astype(_F32),
                                  scale, implementation=implementation, causal=causal)
+    k, v = (key, value) if kv_heads_first else (key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3))
     batch, q_len, heads, head_dim = query.shape
-    k_len, kv_heads = key.shape[1], key.shape[2]
+    kv_heads, k_len = k.shape[1], k.shape[2]
     group = heads // kv_heads
 
     def grouped(x: Array) -> Array:
@@ -125,7 +131,6 @@ def dot_product_attention(
     # Query heads h = kv * group + g (the order of jnp.repeat over kv heads) -> rows g * q_len + i.
     q = query.reshape(batch, q_len, kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(batch, kv_heads, group * q_len, head_dim)
-    k, v = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
     keep = dropout_mask(dropout_rng, (batch, kv_heads, group * q_len, k_len), 1.0 - dropout_rate) if dropout else None
     bias = None if bias is None else grouped(bias.astype(_F32))
     keep_scale = 1.0 / (1.0 - dropout_rate) if dropout_rate < 1.0 else 0.0  # rate 1: nothing is kept

@@ -440,6 +440,15 @@ def layer_stack(
     )
 
 
+@struct.dataclass
+class PerLayer:
+    """Values one per layer, where arrays with a leading layer axis would copy: an argument of
+    layer_stack(per_layer_params=True) (layer i gets layers[i]), or a layer's output (a one-entry
+    PerLayer; the loop joins the layers' entries in order)."""
+
+    layers: tuple
+
+
 class _LayerLoop(nn.Module):
     """layer_stack(per_layer_params=True): the layers as submodules "0".."num_layers-1"."""
 
@@ -453,12 +462,19 @@ class _LayerLoop(nn.Module):
     def __call__(self, carry, *args):
         outputs = []
         for i in range(self.num_layers):
-            sliced = [arg if axis is nn.broadcast else jax.tree.map(lambda x, i=i: x[i], arg)
-                      for arg, axis in zip(args, self.in_axes)]
+            sliced = [arg if axis is nn.broadcast else arg.layers[i] if isinstance(arg, PerLayer)
+                      else jax.tree.map(lambda x, i=i: x[i], arg) for arg, axis in zip(args, self.in_axes)]
             layer = self.layer_cls(*self.layer_args, name=str(i), **dict(self.layer_kwargs))
             carry, output = layer(carry, *sliced)
             outputs.append(output)
-        return carry, jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+        return carry, jax.tree.map(_gather_layers, *outputs, is_leaf=lambda x: isinstance(x, PerLayer))
+
+
+def _gather_layers(*outputs):
+    """The layers' outputs as one: arrays stacked on a leading layer axis, PerLayer ones joined."""
+    if isinstance(outputs[0], PerLayer):
+        return PerLayer(tuple(value for output in outputs for value in output.layers))
+    return jnp.stack(outputs)
 
 
 def unstack_layer_params(params: dict) -> dict:

@@ -123,7 +123,7 @@ class LlamaLayer(nn.Module):
         v = constrain(v, ("batch", "length", "kv_heads", "kv"))
         new_kv = (k, v)
         if layer_cache is not None:  # decoding: attend to the cache with this call's keys written in
-            k, v, mask = extend_layer_cache(layer_cache, cache_index, k, v)
+            k, v, mask, new_kv = extend_layer_cache(layer_cache, cache_index, k, v)
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -133,6 +133,7 @@ class LlamaLayer(nn.Module):
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value,
             dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
             causal=True,
+            kv_heads_first=layer_cache is not None and layer_cache.heads_first,
         )
         attn = Dense(cfg.hidden_size, ("heads", "kv"), ("embed",), use_bias=cfg.output_bias, dtype=dt,
                      name="attention_output")(attn)
@@ -224,7 +225,7 @@ class LlamaModel(nn.Module):
                                           None if cache is None else cache.index)
         last = self.final_norm(last)
         if cache is not None:
-            cache = cache.written(*new_kv)
+            cache = cache.updated(new_kv)
 
         all_hidden = None
         if output_hidden_states:  # transformers' convention: the last entry is after the final norm

@@ -30,13 +30,14 @@ import numpy as np
 
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
-from ptjax.models.kv_cache import KVCache, extend_layer_cache
+from ptjax.models.kv_cache import KVCache, LayerCache, extend_layer_cache
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
     Dense,
     Dropout,
     Embed,
+    PerLayer,
     PrefixKV,
     RMSNorm,
     constrain,
@@ -106,7 +107,9 @@ class T5Attention(nn.Module):
 
     causal: the mask is causal (decoder self-attention), a hint for cuDNN's kernel.
     Decoding: layer_cache/cache_index attend to a KV cache (ptjax.models.kv_cache); kv gives
-    cross-attention keys/values computed before. Returns (output, this call's (keys, values)).
+    cross-attention keys/values computed before ((keys, values), or a per-layer LayerCache).
+    Returns (output, what the cache keeps of this call: extend_layer_cache's `written`, or the
+    cross-attention keys/values).
     """
 
     config: T5Config
@@ -121,11 +124,17 @@ class T5Attention(nn.Module):
         q = Dense(heads, ("embed",), ("heads", "kv"), use_bias=False, dtype=dt, name="q")(hidden)
         project_k = Dense(heads, ("embed",), ("kv_heads", "kv"), use_bias=False, dtype=dt, name="k")
         project_v = Dense(heads, ("embed",), ("kv_heads", "kv"), use_bias=False, dtype=dt, name="v")
-        k, v = (project_k(source), project_v(source)) if kv is None else kv
+        heads_first = False
+        if kv is None:
+            k, v = project_k(source), project_v(source)
+            new_kv = (k, v)
+        elif isinstance(kv, LayerCache):  # a per-layer cross-attention cache, read as it lies
+            k, v, heads_first, new_kv = kv.keys, kv.values, kv.heads_first, PerLayer((kv,))
+        else:
+            (k, v), new_kv = kv, kv
         q = constrain(q, ("batch", "length", "heads", "kv"))
-        new_kv = (k, v)
         if layer_cache is not None:
-            k, v, mask = extend_layer_cache(layer_cache, cache_index, k, v)
+            k, v, mask, new_kv = extend_layer_cache(layer_cache, cache_index, k, v)
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -135,6 +144,7 @@ class T5Attention(nn.Module):
             q, k, v, mask, prefix_key=prefix_key, prefix_value=prefix_value, bias=bias, scale=1.0,
             dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng, implementation=cfg.attention_impl or None,
             causal=self.causal,
+            kv_heads_first=heads_first or (layer_cache is not None and layer_cache.heads_first),
         )
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return Dense(cfg.d_model, ("heads", "kv"), ("embed",), use_bias=False, dtype=dt, name="o")(out), new_kv
@@ -255,13 +265,11 @@ class T5Stack(nn.Module):
         prefix_kv = None if prefix is None else prefix.for_layers()
         layer_cache = cross_kv = index = None
         if cache is not None:
-            layer_cache, index = cache.per_layer(), cache.index
-            if cache.cross_keys is not None:
-                cross_kv = (cache.cross_keys, cache.cross_values)
+            layer_cache, index, cross_kv = cache.per_layer(), cache.index, cache.cross_per_layer()
         last, (per_layer, self_kv, new_cross) = stack(hidden, prefix_kv, self_mask, position_bias, encoder_hidden,
                                                       cross_mask, layer_cache, index, cross_kv)
         if cache is not None:
-            cache = cache.written(*self_kv).replace(cross_keys=new_cross[0], cross_values=new_cross[1])
+            cache = cache.updated(self_kv).with_cross(new_cross)
 
         final = RMSNorm(cfg.layer_norm_eps, dtype=self.dtype, name="final_norm")(last)
         final = Dropout(cfg.dropout_rate)(final, deterministic=deterministic)
