@@ -243,13 +243,14 @@ class SequentialServer:
         return results
 
 
-def text_generator(tasks: Sequence[ServedTask], *, template: str = "", batch_size: int = 8):
+def text_generator(tasks: Sequence[ServedTask], *, template: str = "", batch_size: int = 8, devices=None):
     """The served tasks' prompts as one generation bank: .generate(texts, prompts=[task name per
-    text], max_new_tokens=..., strategy=...) writes text, a batch mixing tasks (ptjax.generation.text)."""
+    text], max_new_tokens=..., strategy=...) writes text, a batch mixing tasks (ptjax.generation.text).
+    devices: split each batch's rows over that many local devices (ptjax.generation.Generator)."""
     from ptjax.generation.text import TextGenerator, entry_from_parts
 
     entries = [entry_from_parts(t.name, t.model, t.data, t.trainable, template) for t in tasks]
-    return TextGenerator(tasks[0].model.backbone, entries, batch_size=batch_size)
+    return TextGenerator(tasks[0].model.backbone, entries, batch_size=batch_size, devices=devices)
 
 
 def _best_time(run, repeats: int) -> tuple[float, object]:

@@ -129,3 +129,7 @@ def test_serve_generates_for_every_served_task(exported):
     direct = TextGenerator.from_exports({"first": paths["first"], "second": paths["second"]}, batch_size=4).generate(
         TEXTS, ["first", "second", "second"], max_new_tokens=6)
     assert [r["tokens"] for r in served] == [r["tokens"] for r in direct]
+    split = serve.text_generator(tasks, batch_size=4, devices=2)  # rows over 2 of conftest's CPU devices
+    assert split.generator.mesh.size == 2
+    assert [r["tokens"] for r in split.generate(TEXTS, [t.name for t in (tasks[0], tasks[1], tasks[1])],
+                                                 max_new_tokens=6)] == [r["tokens"] for r in served]
