@@ -311,6 +311,31 @@ def test_first_argmax_is_jnp_argmax_with_ties_nans_and_infinities():
         int(np.argmax(logits[0])), 7, 3, 0, 299, 0]
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_no_model_step_runs_after_the_last_token(strategy):
+    """n new tokens take the prefill's logits and n - 1 steps; rows that all stop early take fewer."""
+    from ptjax.generation.search import beam_search, decode
+
+    vocab, rows, beams = 16, 3, 1  # one beam: the search ends when it meets the stop token
+    calls = []
+
+    def step(cache, context, tokens, t):  # next token (t + 2) mod vocab, far ahead of the rest
+        jax.debug.callback(lambda: calls.append(1))
+        return jax.nn.one_hot((t + 2) % vocab, vocab)[None].repeat(tokens.shape[0], 0) * 10.0, cache
+
+    for stop, expected_steps in (((), 4), ((3,), 2)):  # token t + 1 comes at t: stop token 3 is the third
+        calls.clear()
+        settings = DecodeSettings(max_new_tokens=5, strategy=strategy, num_beams=beams, stop_tokens=stop)
+        first = jax.nn.one_hot(jnp.ones((rows * settings.rows_per_example,), jnp.int32), vocab) * 10.0
+        if strategy == "beam":
+            tokens, _, _ = jax.jit(lambda f: beam_search(step, None, None, f, settings, lambda c, x, r: (c, x)))(first)
+        else:
+            tokens, _ = jax.jit(lambda f: decode(step, None, None, f, settings, jax.random.PRNGKey(0)))(first)
+        jax.effects_barrier()
+        assert len(calls) == expected_steps, (stop, len(calls))
+        assert np.asarray(tokens)[0, :expected_steps + 1].tolist() == list(range(1, expected_steps + 2))
+
+
 def test_sampling_filters_and_seeds(tiny):
     probs = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
     kept = np.isfinite(np.asarray(filter_logits(jnp.asarray(probs), DecodeSettings(strategy="sample", top_p=0.7))))

@@ -172,15 +172,16 @@ def beam_search(step: Step, cache, context, first_logits: Array, settings: Decod
     done_scores = jnp.full((batch, beams), _NEG, jnp.float32)
     done_flags = jnp.zeros((batch, beams), bool)
     improvable = jnp.ones((batch, 1), bool)
-    all_stopped = jnp.zeros((), bool)
 
     def cond(state):
         t, done_flags, improvable, all_stopped = state[0], state[6][2], state[7], state[8]
         open_beams = ~(jnp.all(done_flags) & (settings.early_stopping is True))
         return (t < new) & jnp.any(improvable) & ~all_stopped & open_beams
 
-    def body(state):
-        t, logits, cache, context, running, running_scores, (done, done_scores, done_flags), improvable, _ = state
+    def select(t, logits, running, running_scores, finished_beams, improvable):
+        """Token t of every beam from the logits after token t - 1 -> (running, running_scores,
+        finished (done, done_scores, done_flags), improvable, all_stopped, parent rows)."""
+        done, done_scores, done_flags = finished_beams
         vocab = logits.shape[-1]
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, beams, vocab)
         total = (log_probs + running_scores[:, :, None]).reshape(batch, beams * vocab)
@@ -217,15 +218,22 @@ def beam_search(step: Step, cache, context, first_logits: Array, settings: Decod
         worst_done = jnp.where(done_flags, jnp.min(done_scores, axis=1, keepdims=True), _NEG)
         improvable = improvable & jnp.any(best_running > worst_done, axis=-1, keepdims=True)
         all_stopped = jnp.all(hits)  # every candidate of every example ended: nothing can go on
-
         rows = (parents + jnp.arange(batch)[:, None] * beams).reshape(-1)
-        cache, context = reorder(cache, context, rows)
-        logits, cache = step(cache, context, running[:, :, t].reshape(-1), t)
-        return (t + 1, logits, cache, context, running, running_scores, (done, done_scores, done_flags),
-                improvable, all_stopped)
+        return running, running_scores, (done, done_scores, done_flags), improvable, all_stopped, rows
 
-    state = (jnp.zeros((), jnp.int32), first_logits.astype(jnp.float32), cache, context, running, running_scores,
-             (done, done_scores, done_flags), improvable, all_stopped)
+    def body(state):  # a step for the tokens chosen last, then the next choice: no step after the last token
+        t, rows, cache, context, running, running_scores, finished_beams, improvable, _ = state
+        cache, context = reorder(cache, context, rows)
+        logits, cache = step(cache, context, running[:, :, t - 1].reshape(-1), t - 1)
+        running, running_scores, finished_beams, improvable, all_stopped, rows = select(
+            t, logits, running, running_scores, finished_beams, improvable)
+        return t + 1, rows, cache, context, running, running_scores, finished_beams, improvable, all_stopped
+
+    running, running_scores, finished_beams, improvable, all_stopped, rows = select(
+        jnp.zeros((), jnp.int32), first_logits.astype(jnp.float32), running, running_scores,
+        (done, done_scores, done_flags), improvable)
+    state = (jnp.ones((), jnp.int32), rows, cache, context, running, running_scores, finished_beams, improvable,
+             all_stopped)
     state = jax.lax.while_loop(cond, body, state)
     done, done_scores, _ = state[6]
     tokens = done[:, 0]
