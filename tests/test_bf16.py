@@ -110,6 +110,29 @@ def test_every_product_of_the_train_step_takes_bf16(pair):
         assert (lhs, rhs, out) == ("bf16", "bf16", "f32"), (family, contracting, lhs, rhs, out)
 
 
+def test_compiled_step_keeps_the_attention_products_bf16(pair):
+    """What XLA:CPU compiles, not only what JAX lowers: a batched product whose operand reaches XLA
+    as a transpose (heads-first views of the projections) was rewritten to float32 (no bf16 kernel
+    for that layout). The attention kernel merges the batch and head axes of bf16 operands, so the
+    compiled step keeps every product bf16 x bf16 -> float32 except dK / dV (rank 4, float32 on
+    purpose)."""
+    family, _, bf16 = pair
+    mask, embeds, keys, values, decoder_ids = _inputs(bf16)
+    text = _loss_fn(bf16, mask, decoder_ids)[0].lower(bf16.params, embeds, keys, values).compile().as_text()
+    products = []
+    for computation in re.split(r"\n(?=\S)", text):
+        types = dict(re.findall(r"([\w.\-]+): (\w+)\[", computation.split("\n")[0]))
+        types.update(re.findall(r"%([\w.\-]+) = (\w+)\[", computation))
+        for out, dims, lhs, rhs in re.findall(r"= (\w+)\[([\d,]*)\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)", computation):
+            products.append((out, len(dims.split(",")), types.get(lhs), types.get(rhs)))
+    assert any(rank == 3 for _, rank, _, _ in products), (family, "no merged attention product")
+    for out, rank, lhs, rhs in products:
+        if rank == 4:
+            assert (lhs, rhs, out) == ("f32", "f32", "f32"), family  # dK / dV
+        else:
+            assert (lhs, rhs, out) == ("bf16", "bf16", "f32"), (family, rank, lhs, rhs, out)
+
+
 def test_attention_kernel_bf16_backward_matches_float32():
     """The hand-written backward pass in bf16: gradients of q, k, v and of deep-prompt keys and
     values against the float32 kernel, with grouped-query heads, padding and a causal mask."""

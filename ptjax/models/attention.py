@@ -185,8 +185,21 @@ def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: s
 # float32 already; only dO and q are widened.
 
 
+def _product(spec: str, x: Array, y: Array, dtype) -> Array:
+    """einsum(spec) over operands [b, h, ...] whose products take `dtype` and accumulate in float32.
+    With bf16 operands, the two batch axes are first merged into one: a batched product whose
+    operand XLA sees as a transpose (the heads-first view of [batch, length, heads, head_dim]
+    arrays) gets no bf16 kernel on XLA:CPU (its layout is not row-major) and runs in float32, while
+    the merge makes XLA write the operands out row-major (BENCHMARKS.md, "bf16 compute")."""
+    if jnp.dtype(dtype) == _F32:
+        return einsum(spec, x, y, dtype)
+    merged = spec.replace("bh", "n")
+    out = einsum(merged, x.reshape((-1,) + x.shape[2:]), y.reshape((-1,) + y.shape[2:]), dtype)
+    return out.reshape(x.shape[:2] + out.shape[1:])
+
+
 def _probabilities(q, k, mask, bias, scale):
-    scores = einsum("bhqd,bhkd->bhqk", q, k, q.dtype) * scale
+    scores = _product("bhqd,bhkd->bhqk", q, k, q.dtype) * scale
     if bias is not None:
         scores = scores + bias
     scores = jnp.where(mask, scores, jnp.finfo(_F32).min)
@@ -198,7 +211,7 @@ def _dropped(x, keep, keep_scale):
 
 
 def _weigh_values(probs, keep, keep_scale, v):
-    return einsum("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, v.dtype).astype(v.dtype)
+    return _product("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, v.dtype).astype(v.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
@@ -216,12 +229,12 @@ def _attention_backward(scale, keep_scale, residuals, d_out):
     q, k, v, bias, keep, probs, out = residuals
     dropped = _dropped(probs, keep, keep_scale)
     d_v = einsum("bhqk,bhqd->bhdk", dropped, d_out, _F32).astype(v.dtype)
-    d_probs = _dropped(einsum("bhqd,bhkd->bhqk", d_out, v, v.dtype), keep, keep_scale)
+    d_probs = _dropped(_product("bhqd,bhkd->bhqk", d_out, v, v.dtype), keep, keep_scale)
     # sum_k P'[q, k] dP'[q, k] = dO[q] . O[q]: the softmax Jacobian's row term without a
     # reduction over keys (P' = dropped probabilities).
     row = jnp.sum(d_out.astype(_F32) * out.astype(_F32), axis=-1, keepdims=True)
     d_scores = probs * (d_probs - row)
-    d_q = einsum("bhqk,bhkd->bhqd", d_scores * scale, k, q.dtype).astype(q.dtype)
+    d_q = _product("bhqk,bhkd->bhqd", d_scores * scale, k, q.dtype).astype(q.dtype)
     d_k = einsum("bhqk,bhqd->bhdk", d_scores * scale, q, _F32).astype(k.dtype)
     d_bias = None
     if bias is not None:
