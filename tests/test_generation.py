@@ -328,9 +328,11 @@ def test_no_model_step_runs_after_the_last_token(strategy):
         settings = DecodeSettings(max_new_tokens=5, strategy=strategy, num_beams=beams, stop_tokens=stop)
         first = jax.nn.one_hot(jnp.ones((rows * settings.rows_per_example,), jnp.int32), vocab) * 10.0
         if strategy == "beam":
-            tokens, _, _ = jax.jit(lambda f: beam_search(step, None, None, f, settings, lambda c, x, r: (c, x)))(first)
+            search = functools.partial(beam_search, step, None, None, settings=settings, reorder=lambda c, x, r: (c, x))
+            tokens, _, _ = jax.jit(search)(first)
         else:
-            tokens, _ = jax.jit(lambda f: decode(step, None, None, f, settings, jax.random.PRNGKey(0)))(first)
+            search = functools.partial(decode, step, None, None, settings=settings, rng=jax.random.PRNGKey(0))
+            tokens, _ = jax.jit(search)(first)
         jax.effects_barrier()
         assert len(calls) == expected_steps, (stop, len(calls))
         assert np.asarray(tokens)[0, :expected_steps + 1].tolist() == list(range(1, expected_steps + 2))

@@ -32,7 +32,8 @@ folder = tempfile.mkdtemp()
 jax.profiler.start_trace(folder, create_perfetto_trace=True)
 side.run(steps)
 jax.profiler.stop_trace()
-events = json.load(gzip.open(glob.glob(folder + "/**/*perfetto_trace.json.gz", recursive=True)[0]))
+with gzip.open(glob.glob(folder + "/**/*perfetto_trace.json.gz", recursive=True)[0]) as trace:
+    events = json.load(trace)
 events = events["traceEvents"] if isinstance(events, dict) else events
 thunk_ms = collections.defaultdict(float)
 for event in events:
@@ -51,8 +52,10 @@ for name, ms in thunk_ms.items():
     if name not in instructions:
         continue
     shape, opcode, calls = instructions[name]
-    if opcode == "dot" or " dot(" in computations.get(calls, ""):
-        kinds["dense products" if shape.count(",") == 1 else f"batched products {shape}"] += ms
+    body = computations.get(calls, "") if calls else ""
+    if opcode == "dot" or " dot(" in body:
+        batched = opcode == "dot" or "lhs_batch_dims" in body  # a plain dot thunk is XLA's own (batched) kernel
+        kinds[f"batched products {shape}" if batched else "dense products"] += ms
     else:
         kinds[f"{opcode}: " + re.sub(r"[\d.]+$", "", name) if opcode == "fusion" else opcode] += ms
 for kind, ms in sorted(kinds.items(), key=lambda item: -item[1])[:20]:

@@ -113,7 +113,8 @@ class KVCache:
         if self.cross_keys is None:
             return None
         if isinstance(self.cross_keys, tuple):
-            return PerLayer(tuple(LayerCache(k, v, None, heads_first=True) for k, v in zip(self.cross_keys, self.cross_values)))
+            return PerLayer(tuple(LayerCache(k, v, None, heads_first=True)
+                                  for k, v in zip(self.cross_keys, self.cross_values)))
         return self.cross_keys, self.cross_values
 
     def with_cross(self, cross: tuple[Array, Array] | PerLayer) -> KVCache:
