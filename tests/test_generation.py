@@ -21,6 +21,7 @@ from ptjax.generation.backbones import Batch, decoder_for
 from ptjax.generation.bank import PromptBank
 from ptjax.generation.generator import Generator, strip_padding
 from ptjax.generation.search import DecodeSettings, filter_logits, first_argmax
+from ptjax.models.kv_cache import KVCache
 from ptjax.models.layers import PrefixKV
 from ptjax.models.loading import load_backbone
 
@@ -437,6 +438,11 @@ def test_per_layer_cache_is_written_in_place(tiny, family):
     body = hlo[hlo.index(f"%{body_name} ("):]
     body = body[:body.index("\n}\n")]
     carried = re.search(r"ROOT %\S+ = \(([^)]*)\)", body).group(1)
+    if family == "llama":  # a scanned stack would slice the per-layer arrays' batch axis: refused
+        cache = KVCache.empty(layers, 4, 16, cfg.num_kv_heads, cfg.head_dim, jnp.float32, per_layer=True)
+        with pytest.raises(ValueError, match="per-layer"):
+            backbone.module.apply({"params": backbone.params}, jnp.zeros((4, 1), jnp.int32),
+                                  position_ids=jnp.zeros((4, 1), jnp.int32), cache=cache)
     for shape in shapes:
         assert carried.count(shape) == 2 * layers, shape  # keys and values, per layer
         copies = [line for line in body.splitlines() if " copy(" in line and shape in line.split("=")[1][:40]]

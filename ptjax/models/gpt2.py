@@ -159,7 +159,7 @@ class GPT2Model(nn.Module):
             per_layer_params=self.per_layer_params,
         )(cfg, dtype=self.dtype, deterministic=deterministic, return_hidden=output_hidden_states,
           name="layers")
-        layer_cache = None if cache is None else cache.per_layer()
+        layer_cache = None if cache is None else cache.per_layer(self.per_layer_params)
         last, (per_layer, new_kv) = stack(hidden, prefix_kv, mask, layer_cache,
                                           None if cache is None else cache.index)
         last = self.final_norm(last)

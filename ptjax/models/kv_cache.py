@@ -78,9 +78,12 @@ class KVCache:
     def slots(self) -> int:
         return self.mask.shape[2]
 
-    def per_layer(self) -> LayerCache | PerLayer:
+    def per_layer(self, per_layer_params: bool) -> LayerCache | PerLayer:
         """What the layer stack takes: a LayerCache with the leading layer axis (stacked), or one
-        heads-first LayerCache per layer."""
+        heads-first LayerCache per layer (only for an unrolled stack, per_layer_params: a scanned
+        one would slice the arrays' batch axis)."""
+        if self.is_per_layer and not per_layer_params:
+            raise ValueError("a per-layer KV cache needs the model's per-layer weights (per_layer_params=True)")
         if self.is_per_layer:
             return PerLayer(tuple(LayerCache(k, v, self.mask[i], heads_first=True)
                                   for i, (k, v) in enumerate(zip(self.keys, self.values))))

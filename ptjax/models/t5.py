@@ -265,7 +265,7 @@ class T5Stack(nn.Module):
         prefix_kv = None if prefix is None else prefix.for_layers()
         layer_cache = cross_kv = index = None
         if cache is not None:
-            layer_cache, index, cross_kv = cache.per_layer(), cache.index, cache.cross_per_layer()
+            layer_cache, index, cross_kv = cache.per_layer(self.per_layer_params), cache.index, cache.cross_per_layer()
         last, (per_layer, self_kv, new_cross) = stack(hidden, prefix_kv, self_mask, position_bias, encoder_hidden,
                                                       cross_mask, layer_cache, index, cross_kv)
         if cache is not None:
