@@ -4,6 +4,7 @@ system time, minor page faults (getrusage around each step); BENCHMARKS.md "Roun
     python benchmarks/scripts/step_page_faults.py               # huge pages and kept memory, as the commands
     HOSTMEM=0 python benchmarks/scripts/step_page_faults.py     # neither
     CASE=smollm2_lester STEPS=8 python benchmarks/scripts/step_page_faults.py
+    SCAN=0 CASE=smollm2_lester STEPS=14 ...                    # layers unrolled, as the benchmark runs them
 """
 
 import sys as _sys, pathlib as _pathlib
@@ -18,7 +19,7 @@ case = sides.CASES[os.environ.get("CASE", "minilm_lester")]
 from ptjax.models.loading import open_backbone
 tok = open_backbone(case.backbone).tokenizer
 inputs = sides.make_inputs(case, tok, 30522 if "minilm" in case.backbone else 49152, 4)
-side = sides.PtjaxSide(case, case.backbone, inputs, scan_layers=True)
+side = sides.PtjaxSide(case, case.backbone, inputs, scan_layers=os.environ.get("SCAN", "1") == "1")
 def faults():
     r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_minflt, r.ru_majflt, r.ru_utime, r.ru_stime, r.ru_nivcsw
 for i in range(int(os.environ.get("STEPS", 14))):
