@@ -21,33 +21,26 @@ def reduce_attn(q, k, v, mask):
     p = jax.nn.softmax(s, axis=1)
     o = jnp.sum(p[..., None] * v[:, :, :, None, :], axis=1)  # [b, kv, g, d]
     return o.reshape(b, 1, h, d)
-def einsum_attn(q, k, v, mask):
+def grouped_einsum_attn(q, k, v, mask, key_axes="skd"):
+    """key_axes: the layout of k and v, "skd" ([b, slots, kv, d]) or "ksd" (heads first)."""
     b, _, h, d = q.shape
     qg = q.reshape(b, KV, G, d)
-    s = jnp.einsum('bkgd,bskd->bkgs', qg, k) * d ** -0.5
+    s = jnp.einsum(f'bkgd,b{key_axes}->bkgs', qg, k) * d ** -0.5
     s = jnp.where(mask[:, 0, 0][:, None, None, :], s, -1e30)
     p = jax.nn.softmax(s, axis=-1)
-    o = jnp.einsum('bkgs,bskd->bkgd', p, v)
+    o = jnp.einsum(f'bkgs,b{key_axes}->bkgd', p, v)
     return o.reshape(b, 1, h, d)
-ref = lambda q, k, v, m: dot_product_attention(q, k, v, m, causal=True)
-for name, f in [("current", ref), ("reduce", reduce_attn), ("einsum", einsum_attn)]:
+def median_ms(f, k, v):
     g = jax.jit(lambda q, k, v: [f(q[i], k[i], v[i], mask) for i in range(L)])
     out = g(q, k, v); jax.block_until_ready(out); ts = []
     for _ in range(50):
         t = time.perf_counter(); jax.block_until_ready(g(q, k, v)); ts.append(time.perf_counter() - t)
-    print(name, f"{np.median(ts)*1e3:.2f} ms for {L} layers", float(jnp.abs(out[3] - ref(q[3], k[3], v[3], mask)).max()))
+    return np.median(ts) * 1e3, out
+ref = lambda q, k, v, m: dot_product_attention(q, k, v, m, causal=True)
+for name, f in [("current", ref), ("reduce", reduce_attn), ("einsum", grouped_einsum_attn)]:
+    ms, out = median_ms(f, k, v)
+    print(name, f"{ms:.2f} ms for {L} layers", float(jnp.abs(out[3] - ref(q[3], k[3], v[3], mask)).max()))
 kh = jnp.swapaxes(k, 2, 3).copy()  # [L, B, KV, S, D]
 vh = jnp.swapaxes(v, 2, 3).copy()
-def heads_first(q, k, v, mask):
-    b, _, h, d = q.shape
-    qg = q.reshape(b, KV, G, d)
-    s = jnp.einsum('bkgd,bksd->bkgs', qg, k) * d ** -0.5
-    s = jnp.where(mask[:, 0, 0][:, None, None, :], s, -1e30)
-    p = jax.nn.softmax(s, axis=-1)
-    o = jnp.einsum('bkgs,bksd->bkgd', p, v)
-    return o.reshape(b, 1, h, d)
-g = jax.jit(lambda q, k, v: [heads_first(q[i], k[i], v[i], mask) for i in range(L)])
-out = g(q, kh, vh); jax.block_until_ready(out); ts = []
-for _ in range(50):
-    t = time.perf_counter(); jax.block_until_ready(g(q, kh, vh)); ts.append(time.perf_counter() - t)
-print("heads_first", f"{np.median(ts)*1e3:.2f} ms", float(jnp.abs(out[3] - ref(q[3], k[3], v[3], mask)).max()))
+ms, out = median_ms(lambda q, k, v, m: grouped_einsum_attn(q, k, v, m, "ksd"), kh, vh)
+print("heads_first", f"{ms:.2f} ms", float(jnp.abs(out[3] - ref(q[3], k[3], v[3], mask)).max()))

@@ -196,8 +196,6 @@ class Seq2SeqLM(_Decoder):
         return cache.take_rows(rows), context
 
 
-
-
 def decoder_for(backbone, per_layer_params: bool = False, weights_first: bool = False):
     """CausalLM or Seq2SeqLM for a loaded ptjax Backbone (ptjax.models.loading). per_layer_params:
     its module takes decoding_params(backbone, ...) instead of backbone.params; weights_first: the LM
