@@ -10,30 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 import ml_collections
 
 from ptjax.formulations import ppt
 from ptjax.formulations.base import Experiment, FormulatedTask
 from ptjax.formulations.sentence_tasks import build_formulation
 from ptjax.methods.methods import build_prompt_model, get_method
-from ptjax.models.layers import native_bf16_products
 from ptjax.models.loading import Backbone, open_backbone
 from ptjax.prompts.rendering import Renderer
 from ptjax.tasks.sources import configured_task
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from ptjax.training.config import DTYPES, compute_dtype
 
 
 def backbone_options(config: ml_collections.ConfigDict) -> dict:
     """config.model's storage/compute dtypes, layer layout and kernels as the keyword arguments
     of open_backbone and architectures.open_architecture (one list, so no opener drops a knob)."""
     model = config.model
-    compute = model.compute_dtype
-    if compute == "auto":  # bf16 where the hardware multiplies it natively (configs/base.py)
-        compute = "bfloat16" if native_bf16_products() else "float32"
     return dict(
-        dtype=DTYPES[model.dtype], compute_dtype=DTYPES[compute] if compute else None,
+        dtype=DTYPES[model.dtype], compute_dtype=compute_dtype(config),
         scan_layers=model.scan_layers, remat_policy=model.remat_policy, attention_impl=model.attention_impl,
     )
 

@@ -1,6 +1,8 @@
 """The train step: trainable-only gradients, the optimizer guard, clipping, schedules,
 gradient accumulation, reproducible dropout, mixed precision."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ import toy_experiment
 
 from configs import base
 from ptjax.training.optimizer import FROZEN, build_optimizer, label_tree, make_schedule
-from ptjax.training.step import merge_params, microbatches, split_params, step_rng
+from ptjax.training.step import CPU_BF16_COMPILER_OPTIONS, merge_params, microbatches, split_params, step_rng
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +209,33 @@ def test_every_optimizer_lowers_the_loss_on_one_batch(name):
         updates, state = opt.update(jax.grad(loss)(params), state, params)
         params = optax.apply_updates(params, updates)
     assert loss(params) < start
+
+
+def _library_kernel_ops(step, trainable, frozen, opt_state, batch, engine) -> set:
+    """The HLO ops inside the compiled step's YNNPACK kernels (XLA:CPU's "__ynn_fusion")."""
+    with engine.activate():
+        text = step.jitted.lower(trainable, frozen, opt_state, batch, jax.random.PRNGKey(0)).compile().as_text()
+    computations = {m.group(1): c for c in re.split(r"\n(?=\S)", text) if (m := re.match(r"%([\w.\-]+) ", c))}
+    ops = set()
+    for called in re.findall(r'calls=%([\w.\-]+), .*"__ynn_fusion"', text):
+        ops.update(re.findall(r"= \S+ ([a-z][\w\-]*)\(", computations[called]))
+    return ops
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
+def test_bf16_steps_keep_elementwise_work_out_of_the_product_kernels(bert_dir, tmp_path):
+    """A bf16 backbone's step compiles with XLA:CPU's library kernels limited to the products
+    (step_compiler_options: faster around bf16 products, BENCHMARKS.md "bf16 compute"); a float32
+    step keeps XLA's default, which also moves reductions and arithmetic into them."""
+    for dtype in ("bfloat16", "float32"):
+        config = toy_experiment.toy_config(bert_dir, tmp_path / dtype, **{"model.dtype": dtype})
+        model, data = toy_experiment.build(config)
+        engine, trainable, frozen, opt_state, step, batches = toy_experiment.prepared(
+            config, model, data, devices=one_device(), total_steps=1)
+        ops = _library_kernel_ops(step, trainable, frozen, opt_state, batches[0], engine)
+        if dtype == "bfloat16":
+            assert engine.compiler_options == CPU_BF16_COMPILER_OPTIONS
+            assert ops == {"parameter", "dot"}, ops
+        else:
+            assert engine.compiler_options is None
+            assert "dot" in ops and {"reduce", "multiply"} <= ops, ops

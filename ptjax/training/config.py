@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ptjax.errors import InputError
+from ptjax.models.layers import native_bf16_products
 
 MODES = ("train", "eval", "sweep", "plan", "lm_adapt")
 METHODS = ("fine_tune", "manual", "lester", "ptuning", "ptuning_v2")
@@ -85,6 +86,15 @@ def logical_axis_rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, tu
             _choice(axis, MESH_AXES, f"mesh.logical_axis_rules[{entry[0]!r}]")
         rules.append((entry[0], axes))
     return tuple(rules)
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+    """The dtype the backbone computes in: model.compute_dtype, "auto" resolved (bf16 where the
+    hardware multiplies it natively), "" meaning model.dtype."""
+    name = config.model.compute_dtype or config.model.dtype
+    if name == "auto":
+        name = "bfloat16" if native_bf16_products() else "float32"
+    return dtype(name, "model.compute_dtype")
 
 
 def data_parallel_size(config: ml_collections.ConfigDict, device_count: int) -> int:

@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from ptjax.data import pipeline
 from ptjax.errors import InputError
 from ptjax.training import sharding as shd
-from ptjax.training.config import logical_axis_rules
+from ptjax.training.config import compute_dtype, logical_axis_rules
 from ptjax.training.interfaces import Model
 from ptjax.training.step import (
     as_float32,
@@ -27,6 +27,7 @@ from ptjax.training.step import (
     make_eval_step,
     make_train_step,
     split_params,
+    step_compiler_options,
 )
 
 
@@ -46,6 +47,7 @@ class Engine:
         self.trainable_shardings, self.frozen_shardings = split_params(self.shardings, model.is_trainable)
         self.replicated = shd.replicated(self.mesh)
         self.batch_sharding = jax.sharding.NamedSharding(self.mesh, shd.batch_spec(self.rules, 1))
+        self.compiler_options = step_compiler_options(compute_dtype(config))
 
     # ---------------------------------------------------------------- parameters
 
@@ -111,11 +113,12 @@ class Engine:
         )
         return self._activated(jit_train_step(
             step, trainable=self.trainable_shardings, frozen=self.frozen_shardings, opt_state=opt_shardings,
-            batch=self.batch_sharding, replicated=self.replicated))
+            batch=self.batch_sharding, replicated=self.replicated, compiler_options=self.compiler_options))
 
     def compile_eval_step(self):
         return self._activated(jit_eval_step(make_eval_step(self.model), trainable=self.trainable_shardings,
-                                             frozen=self.frozen_shardings, batch=self.batch_sharding))
+                                             frozen=self.frozen_shardings, batch=self.batch_sharding,
+                                             compiler_options=self.compiler_options))
 
     def _activated(self, jitted):
         """Call `jitted` with the mesh and rules active, so that tracing (on the first call per
