@@ -234,8 +234,8 @@ def test_bf16_steps_keep_elementwise_work_out_of_the_product_kernels(bert_dir, t
             config, model, data, devices=one_device(), total_steps=1)
         ops = _library_kernel_ops(step, trainable, frozen, opt_state, batches[0], engine)
         if dtype == "bfloat16":
-            assert engine.compiler_options == CPU_BF16_COMPILER_OPTIONS
+            assert engine.train_compiler_options == CPU_BF16_COMPILER_OPTIONS
             assert ops == {"parameter", "dot"}, ops
         else:
-            assert engine.compiler_options is None
+            assert engine.train_compiler_options is None
             assert "dot" in ops and {"reduce", "multiply"} <= ops, ops

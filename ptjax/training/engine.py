@@ -47,7 +47,7 @@ class Engine:
         self.trainable_shardings, self.frozen_shardings = split_params(self.shardings, model.is_trainable)
         self.replicated = shd.replicated(self.mesh)
         self.batch_sharding = jax.sharding.NamedSharding(self.mesh, shd.batch_spec(self.rules, 1))
-        self.compiler_options = step_compiler_options(compute_dtype(config))
+        self.train_compiler_options = step_compiler_options(compute_dtype(config))
 
     # ---------------------------------------------------------------- parameters
 
@@ -113,12 +113,11 @@ class Engine:
         )
         return self._activated(jit_train_step(
             step, trainable=self.trainable_shardings, frozen=self.frozen_shardings, opt_state=opt_shardings,
-            batch=self.batch_sharding, replicated=self.replicated, compiler_options=self.compiler_options))
+            batch=self.batch_sharding, replicated=self.replicated, compiler_options=self.train_compiler_options))
 
     def compile_eval_step(self):
         return self._activated(jit_eval_step(make_eval_step(self.model), trainable=self.trainable_shardings,
-                                             frozen=self.frozen_shardings, batch=self.batch_sharding,
-                                             compiler_options=self.compiler_options))
+                                             frozen=self.frozen_shardings, batch=self.batch_sharding))
 
     def _activated(self, jitted):
         """Call `jitted` with the mesh and rules active, so that tracing (on the first call per

@@ -140,13 +140,15 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
 # XLA:CPU by default pulls the elementwise work around a product (the GELU and LayerNorm
 # gradients, dtype conversions) into the YNNPACK kernel that runs the product, which then gets
 # broadcast constants as whole tensors and makes a pass over memory per operation. Around bf16
-# products its own loop fusions do that work faster: MiniLM Lester bf16 steps 1.30 against 1.42 s
-# (BENCHMARKS.md "bf16 compute"). Float32 steps measured 4% slower with it, so they keep the default.
+# products its own loop fusions do that work faster: MiniLM Lester bf16 steps of 1.27-1.31 s
+# against 1.40-1.43 on a 2-core EPYC (BENCHMARKS.md "bf16 compute"). Float32 train steps measured
+# 4% slower with it, and bf16 forward passes (eval) the same or 5% slower: those keep the default.
 CPU_BF16_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
 def step_compiler_options(compute_dtype) -> dict | None:
-    """XLA options for the steps of a backbone computing in `compute_dtype` on the default backend."""
+    """XLA options for the train step of a backbone computing in `compute_dtype` on the default
+    backend."""
     if jax.default_backend() == "cpu" and jnp.dtype(compute_dtype) == jnp.bfloat16:
         return CPU_BF16_COMPILER_OPTIONS
     return None
@@ -172,9 +174,8 @@ def make_eval_step(model: Model):
     return predict
 
 
-def jit_eval_step(predict, *, trainable: dict, frozen: dict, batch: NamedSharding | dict,
-                  compiler_options: dict | None = None):
-    return jax.jit(predict, in_shardings=(trainable, frozen, batch), compiler_options=compiler_options)
+def jit_eval_step(predict, *, trainable: dict, frozen: dict, batch: NamedSharding | dict):
+    return jax.jit(predict, in_shardings=(trainable, frozen, batch))
 
 
 def step_rng(base: jax.Array, step: int) -> jax.Array:
