@@ -181,6 +181,9 @@ CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-mot
 
 
 def compiler_options() -> dict | None:
+    """Options for the plan's compile. Given at compile time, they replace the jitted step's own
+    (ptjax.training.step.step_compiler_options, CPU kernel choices for training on a CPU, which
+    say nothing of the accelerator the plan stands in for)."""
     return CPU_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None
 
 

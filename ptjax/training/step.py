@@ -143,7 +143,16 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
 # products its own loop fusions do that work faster: MiniLM Lester bf16 steps of 1.27-1.31 s
 # against 1.40-1.43 on a 2-core EPYC (BENCHMARKS.md "bf16 compute"). Float32 train steps measured
 # 4% slower with it, and bf16 forward passes (eval) the same or 5% slower: those keep the default.
-CPU_BF16_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# XLA:CPU also splits each reduction longer than 32 into windows of 32 and a reduction of their
+# sums (its tree reduction rewriter), for the accuracy of long float sums; those window loops cost
+# the bf16 MiniLM step 6-10% (1.06-1.14 against 1.17-1.21 s). A bf16 step's reductions are
+# float32: norm statistics and softmax rows (hundreds of terms) and at most a vocabulary-size
+# softmax (LAMA's loss: a float32 sum of 49,152 terms measured 4e-5 relative off), all below the
+# bf16 rounding of the products that feed them.
+CPU_BF16_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+    "xla_disable_hlo_passes": "tree_reduction_rewriter",  # float32 steps: 1.85 vs 1.88 s, not applied
+}
 
 
 def step_compiler_options(compute_dtype) -> dict | None:
