@@ -182,7 +182,10 @@ def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: s
 # layout no bf16 kernel (it goes to its generic dot, 3-4x slower in bf16 than in float32 at
 # MiniLM's shapes; BENCHMARKS.md, "bf16 compute"), and transposing an operand first was slower
 # still, so those two run in float32. Their large operands (probabilities, score gradients) are
-# float32 already; only dO and q are widened.
+# float32 already; only dO and q are widened. The probabilities also multiply the values in
+# float32 (v widened), as a fused attention kernel keeps them: rounded to bf16 first, they moved
+# SmolLM2's bf16 prompt gradient further from the float32 one (cosine 0.974 against 0.987;
+# ptjax.models.layers.RESIDUAL_DTYPE has the rest).
 
 
 def _product(spec: str, x: Array, y: Array, dtype) -> Array:
@@ -211,7 +214,7 @@ def _dropped(x, keep, keep_scale):
 
 
 def _weigh_values(probs, keep, keep_scale, v):
-    return _product("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, v.dtype).astype(v.dtype)
+    return _product("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, _F32).astype(v.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))

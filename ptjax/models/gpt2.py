@@ -25,6 +25,7 @@ from ptjax.models.layers import (
     Embed,
     LayerNorm,
     PrefixKV,
+    RESIDUAL_DTYPE,
     constrain,
     layer_stack,
 )
@@ -147,7 +148,7 @@ class GPT2Model(nn.Module):
         length = inputs_embeds.shape[1]
         if position_ids is None:
             position_ids = jnp.arange(length)[None]
-        hidden = inputs_embeds.astype(self.dtype) + self.position_embeddings(position_ids)
+        hidden = inputs_embeds.astype(RESIDUAL_DTYPE) + self.position_embeddings(position_ids)
         hidden = self.embeddings_dropout(hidden, deterministic=deterministic)
         hidden = constrain(hidden, ("batch", "length", "embed"))
 

@@ -118,6 +118,16 @@ class BackboneOutput:
     cache: Any = None  # ptjax.models.kv_cache.KVCache after a cached call (decoding)
 
 
+# The residual stream of the pre-norm stacks (Llama, GPT-2, T5: the hidden state every layer adds
+# its outputs to) stays float32 whatever the compute dtype, as under torch.autocast (a bf16 layer
+# output added to a float32 stream gives float32). Kept in bf16, 30 layers of rounded sums on top
+# of SmolLM2's large activations turned the bf16 prompt gradient away from the float32 one
+# (cosine 0.65, norm 3.3x); with a float32 stream, rotary tables and attention probabilities, the
+# cosine is 0.987 (BENCHMARKS.md "bf16 compute"). The post-norm encoders (BERT, ALBERT, DeBERTa)
+# carry their LayerNorm outputs in the compute dtype: MiniLM's bf16 gradient has cosine 0.99997.
+RESIDUAL_DTYPE = jnp.float32
+
+
 # --------------------------------------------------------------------------------------------
 # Products in the compute dtype.
 
@@ -300,7 +310,7 @@ class RMSNorm(nn.Module):
                            (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + self.epsilon)
-        return normed.astype(self.dtype) * scale.astype(self.dtype)
+        return (normed * scale.astype(jnp.float32)).astype(self.dtype)
 
 
 class Embed(nn.Module):

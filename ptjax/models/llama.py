@@ -26,6 +26,7 @@ from ptjax.models.layers import (
     Dense,
     Embed,
     PrefixKV,
+    RESIDUAL_DTYPE,
     RMSNorm,
     constrain,
     layer_stack,
@@ -86,18 +87,21 @@ class LlamaConfig:
     attention_impl: str = ""
 
 
-def rotary_tables(position_ids, inv_freq: np.ndarray, dtype):
-    """position_ids [batch or 1, length] -> (cos, sin), each [batch or 1, length, 1, head_dim]."""
+def rotary_tables(position_ids, inv_freq: np.ndarray):
+    """position_ids [batch or 1, length] -> float32 (cos, sin), each [batch or 1, length, 1, head_dim]."""
     angles = position_ids.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rotary(x, cos, sin):
     """Rotate [batch, length, heads, head_dim] by position: the first half of head_dim pairs with
-    the second half (transformers' layout, not llama.cpp's interleaved one)."""
+    the second half (transformers' layout, not llama.cpp's interleaved one). Computed in float32
+    and returned in x's dtype, one rounding (as transformers under autocast, whose tables are
+    float32); bf16 tables and products moved SmolLM2's bf16 gradients (ptjax.models.layers,
+    RESIDUAL_DTYPE)."""
     first, second = jnp.split(x, 2, axis=-1)
-    return x * cos + jnp.concatenate([-second, first], axis=-1) * sin
+    return (x * cos + jnp.concatenate([-second, first], axis=-1) * sin).astype(x.dtype)
 
 
 class LlamaLayer(nn.Module):
@@ -209,8 +213,8 @@ class LlamaModel(nn.Module):
                              "which ptjax does not implement")
         if position_ids is None:
             position_ids = jnp.arange(length)[None]
-        cos, sin = rotary_tables(position_ids, cfg.rope.inverse_frequencies(cfg.head_dim), self.dtype)
-        hidden = constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
+        cos, sin = rotary_tables(position_ids, cfg.rope.inverse_frequencies(cfg.head_dim))
+        hidden = constrain(inputs_embeds.astype(RESIDUAL_DTYPE), ("batch", "length", "embed"))
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=True)
         prefix_kv = None if prefix is None else prefix.for_layers()

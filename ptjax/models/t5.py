@@ -39,6 +39,7 @@ from ptjax.models.layers import (
     Embed,
     PerLayer,
     PrefixKV,
+    RESIDUAL_DTYPE,
     RMSNorm,
     constrain,
     layer_stack,
@@ -254,7 +255,7 @@ class T5Stack(nn.Module):
                                              key_length=encoder_hidden.shape[1], causal=False)
             encoder_hidden = encoder_hidden.astype(self.dtype)
 
-        hidden = Dropout(cfg.dropout_rate)(embeds.astype(self.dtype), deterministic=deterministic)
+        hidden = Dropout(cfg.dropout_rate)(embeds.astype(RESIDUAL_DTYPE), deterministic=deterministic)
         hidden = constrain(hidden, ("batch", "length", "embed"))
         stack = layer_stack(
             T5Block, num_layers=self.num_layers, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
