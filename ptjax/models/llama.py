@@ -83,7 +83,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     attention_dropout: float = 0.0
     sliding_window: int | None = None
-    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "auto", "xla" or "cudnn".
     attention_impl: str = ""
 
 

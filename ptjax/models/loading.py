@@ -347,13 +347,14 @@ def open_backbone(
     compute_dtype=None,
     scan_layers: bool = True,
     remat_policy: str = "none",
-    attention_impl: str = "",
+    attention_impl: str = "auto",
     with_tokenizer: bool = True,
 ) -> Backbone:
     """Config, tokenizer, module and abstract params of a checkpoint, without reading weights.
     dtype: storage dtype of the weights (bf16 halves memory); compute_dtype: activations
-    (defaults to dtype); attention_impl: the attention kernel ("" ptjax's, "xla" or "cudnn"
-    jax.nn.dot_product_attention's; see ptjax.models.attention)."""
+    (defaults to dtype); attention_impl: the attention kernel ("auto": cuDNN's on a GPU where it takes the call,
+    else ptjax's; "" ptjax's; "xla" or "cudnn" jax.nn.dot_product_attention's; see
+    ptjax.models.attention.resolve_implementation)."""
     files = resolve_checkpoint(name_or_path)
     hf_config, tokenizer = load_hf_config_and_tokenizer(files, with_tokenizer=with_tokenizer)
     family = family_for(getattr(hf_config, "model_type", None), where=str(files.folder / "config.json"))
@@ -376,7 +377,7 @@ def tensor_names(files: CheckpointFiles, family: Family) -> frozenset[str]:
 def backbone_from_config(name: str, hf_config: Any, tokenizer: Any, tensor_names: frozenset[str],
                          files: CheckpointFiles | None, *, dtype=jnp.float32, compute_dtype=None,
                          scan_layers: bool = True, remat_policy: str = "none",
-                         attention_impl: str = "") -> Backbone:
+                         attention_impl: str = "auto") -> Backbone:
     """A Backbone from a transformers config and the checkpoint's tensor names (prefixes
     stripped; they say which optional parts exist). files=None: an architecture without a
     checkpoint (ptjax.planning), whose weights cannot be loaded."""

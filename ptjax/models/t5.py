@@ -75,7 +75,7 @@ class T5Config:
     untied_lm_head: bool = False
     pad_token_id: int = 0
     decoder_start_token_id: int = 0
-    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "xla" or "cudnn".
+    # Attention kernel (ptjax.models.attention.dot_product_attention): "" (ptjax's), "auto", "xla" or "cudnn".
     attention_impl: str = ""
 
     def __post_init__(self):

@@ -27,7 +27,7 @@ PROMPT_INITS = ("random", "vocab", "text", "label_words", "frequent_words", "tas
 LABEL_INIT_FILLS = ("cycle", "vocab")
 PROMPT_PATTERNS = ("task", "format", "hybrid", "unified")
 HEADS = ("auto", "verbalizer", "cls", "token", "span", "choice")
-ATTENTION_IMPLS = ("", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "", "xla", "cudnn")
 
 
 def _choice(value, allowed, key):
