@@ -57,8 +57,10 @@ def get_config() -> ml_collections.ConfigDict:
     # backend multiplies bf16 natively: TPU, GPUs of compute capability 8+, CPUs with AVX512-BF16
     # or AMX; float32 elsewhere). With bfloat16, every backbone product takes bf16 operands and
     # accumulates in float32 (ptjax/models/layers.py: einsum); softmax, norm statistics, losses,
-    # prompts, heads and optimizer state stay float32. On CPU a bf16 train step also compiles with
-    # XLA's library kernels limited to the products (ptjax/training/step.py). The default stays
+    # prompts, heads and optimizer state stay float32, and so do the residual stream of the
+    # pre-norm stacks (Llama, GPT-2, T5: RESIDUAL_DTYPE), rotary positions and probabilities x
+    # values. On CPU a bf16 train step also compiles with XLA's library kernels limited to the
+    # products and without its tree reduction rewriter (ptjax/training/step.py). The default stays
     # float32 (""): see BENCHMARKS.md, "bf16 compute", for the measurements behind that choice.
     model.compute_dtype = ""
     # Stack transformer layers with a scan (one compiled layer body; fast compiles for deep
