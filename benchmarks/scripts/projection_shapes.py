@@ -35,6 +35,6 @@ for inner, outer in [(384, 384), (384, 1152), (1152, 384), (384, 1536), (1536, 3
         a = jax.random.normal(key, (ROWS, inner)).astype(dtype)
         for rhs_contracting in (0, 1):
             b = jax.random.normal(key, (inner, outer) if rhs_contracting == 0 else (outer, inner)).astype(dtype)
-            ms = median_ms(lambda a, b: product(a, b, rhs_contracting), a, b)
+            ms = median_ms(lambda a, b, rhs=rhs_contracting: product(a, b, rhs), a, b)
             print(f"{ROWS}x{inner}x{outer} {jnp.dtype(dtype).name:8s} rhs contracting {rhs_contracting}: "
                   f"{ms:6.2f} ms {2 * ROWS * inner * outer / ms / 1e6:5.0f} GFLOP/s", flush=True)

@@ -19,13 +19,13 @@ from ptjax.models.attention import dot_product_attention, make_attention_mask, p
 from ptjax.models.kv_cache import KVCache, extend_layer_cache
 from ptjax.models.layers import (
     ACTIVATIONS,
+    RESIDUAL_DTYPE,
     BackboneOutput,
     Dense,
     Dropout,
     Embed,
     LayerNorm,
     PrefixKV,
-    RESIDUAL_DTYPE,
     constrain,
     layer_stack,
 )

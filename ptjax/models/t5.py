@@ -33,13 +33,13 @@ from ptjax.models.attention import dot_product_attention, make_attention_mask, p
 from ptjax.models.kv_cache import KVCache, LayerCache, extend_layer_cache
 from ptjax.models.layers import (
     ACTIVATIONS,
+    RESIDUAL_DTYPE,
     BackboneOutput,
     Dense,
     Dropout,
     Embed,
     PerLayer,
     PrefixKV,
-    RESIDUAL_DTYPE,
     RMSNorm,
     constrain,
     layer_stack,
