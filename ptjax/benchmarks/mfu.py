@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "preset": args.preset, "params": int(backbone.num_params()), "dtype": args.dtype, "batch": args.batch,
         "text_length": args.length, "prompt_length": args.prompt_length, "remat": args.remat,
-        "attention": attention_kernel(backbone.config, args.attention, dtype, args.length + args.prompt_length), "device": jax.devices()[0].device_kind,
+        "attention": attention_kernel(backbone.config, args.attention, dtype, args.length + args.prompt_length),
+        "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(), "step_s": step, "step_s_min": min(times), "compile_and_warmup_s": compile_s,
         "tokens_per_s": args.batch * (args.length + args.prompt_length) / step,
         "flops_per_step": side.flops, "flops_convention": "XLA cost analysis of the compiled step, multiply-add = 2",

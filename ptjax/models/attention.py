@@ -208,9 +208,9 @@ def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: s
 # MiniLM's shapes; BENCHMARKS.md, "bf16 compute"), and transposing an operand first was slower
 # still, so those two run in float32. Their large operands (probabilities, score gradients) are
 # float32 already; only dO and q are widened. The probabilities also multiply the values in
-# float32 (v widened), as a fused attention kernel keeps them: rounded to bf16 first, they moved
-# SmolLM2's bf16 prompt gradient further from the float32 one (cosine 0.974 against 0.987;
-# ptjax.models.layers.RESIDUAL_DTYPE has the rest).
+# float32 (v widened), part of the change that keeps SmolLM2's bf16 prompt gradient near the
+# float32 one (ptjax.models.layers.RESIDUAL_DTYPE; this part's own effect was measured in a script
+# that was not kept: BENCHMARKS.md, the correction under "bf16 accuracy on SmolLM2").
 
 
 def _product(spec: str, x: Array, y: Array, dtype) -> Array:
