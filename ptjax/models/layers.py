@@ -343,6 +343,22 @@ class Embed(nn.Module):
         return einsum("...d,vd->...v", x, self.embedding, self.dtype)
 
 
+def computed_once(fn: Callable[[Array], Any], operand: Array) -> Any:
+    """fn(operand), computed once into buffers of its own, for a value that many fusions read.
+
+    XLA:CPU fuses an elementwise producer into each of its consumers and evaluates it again for
+    every element a consumer writes: a rotary table's cos and sin once per batch row and head, in
+    every layer's query and key and again in the backward pass (14% of SmolLM2's bf16 train step,
+    all of it transcendentals), a dropout mask's hash once per backward fusion that reads it.
+    jax.lax.optimization_barrier does not prevent that (XLA:CPU removes barriers before fusion);
+    the result of a conditional is a buffer on every backend. Both branches are fn, so whichever
+    the predicate (read from `operand`, so that XLA cannot fold the conditional away) picks, the
+    value is the same. BENCHMARKS.md, "bf16 compute".
+    """
+    pick = jnp.ravel(operand)[0] != 0
+    return jax.lax.cond(pick, fn, fn, operand)
+
+
 # --------------------------------------------------------------------------------------------
 # Dropout.
 
@@ -366,6 +382,10 @@ def dropout_mask(rng: Array, shape: tuple[int, ...], keep_prob: float) -> Array:
     global, so a sharded mask equals the unsharded one.
     """
     seeds = jax.random.bits(rng, (3,), jnp.uint32)
+    return computed_once(functools.partial(_hashed_mask, shape=tuple(shape), keep_prob=keep_prob), seeds)
+
+
+def _hashed_mask(seeds: Array, shape: tuple[int, ...], keep_prob: float) -> Array:
     inner = 1
     split = len(shape)
     while split > 0 and inner * shape[split - 1] < 2**32:  # trailing axes whose flat index fits 32 bits

@@ -28,6 +28,7 @@ from ptjax.models.layers import (
     Embed,
     PrefixKV,
     RMSNorm,
+    computed_once,
     constrain,
     layer_stack,
 )
@@ -89,9 +90,12 @@ class LlamaConfig:
 
 def rotary_tables(position_ids, inv_freq: np.ndarray):
     """position_ids [batch or 1, length] -> float32 (cos, sin), each [batch or 1, length, 1, head_dim]."""
-    angles = position_ids.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    return jnp.cos(angles), jnp.sin(angles)
+    def tables(positions):
+        angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+        angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+        return jnp.cos(angles), jnp.sin(angles)
+
+    return computed_once(tables, position_ids)
 
 
 def apply_rotary(x, cos, sin):
