@@ -43,6 +43,6 @@ for name, tables in (("computed_once (ptjax)", lambda p: rotary_tables(p, inv_fr
     f = layers(tables)
     trig = len(re.findall(r" (?:cosine|sine)\(", f.lower(x, positions).compile().as_text()))
     jax.block_until_ready(f(x, positions))
-    ms = statistics.median(timeit.timeit(lambda: jax.block_until_ready(f(x, positions)), number=5) / 5
+    ms = statistics.median(timeit.timeit(lambda f=f: jax.block_until_ready(f(x, positions)), number=5) / 5
                            for _ in range(7)) * 1000
     print(f"{name:32s} trigonometric ops {trig:3d}   {ms:6.1f} ms")
