@@ -202,15 +202,16 @@ def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: s
 # keep_scale = 1 / keep probability.
 #
 # Products take q, k, v (and the cotangent dO) in their dtype, the compute dtype, and accumulate
-# in float32 (ptjax.models.layers.einsum); scores, probabilities and their gradients stay float32.
-# dV and dK contract the query axis, the second-to-last of both operands: XLA:CPU gives that
-# layout no bf16 kernel (it goes to its generic dot, 3-4x slower in bf16 than in float32 at
-# MiniLM's shapes; BENCHMARKS.md, "bf16 compute"), and transposing an operand first was slower
-# still, so those two run in float32. Their large operands (probabilities, score gradients) are
-# float32 already; only dO and q are widened. The probabilities also multiply the values in
-# float32 (v widened), part of the change that keeps SmolLM2's bf16 prompt gradient near the
-# float32 one (ptjax.models.layers.RESIDUAL_DTYPE; this part's own effect was measured in a script
-# that was not kept: BENCHMARKS.md, the correction under "bf16 accuracy on SmolLM2").
+# in float32 (ptjax.models.layers.einsum); scores, probabilities and their gradients stay float32
+# and are rounded to the compute dtype only as a product's operand. dV and dK contract the query
+# axis: written as P^T dO or dS^T q, XLA:CPU has no bf16 kernel for that layout (its generic dot,
+# 3-4x slower than float32), so they are dO^T P and q^T dS (_key_side_product): the small
+# operand transposed, both row-major, bf16 (BENCHMARKS.md, "bf16 compute": SmolLM2's bf16 step
+# 8.5% faster than with float32 dK/dV, prompt-gradient cosine with float32 0.9959-0.9952 against
+# 0.9966-0.9941). The probabilities multiply the values in float32 (v widened), part of the change
+# that keeps SmolLM2's bf16 prompt gradient near the float32 one (ptjax.models.layers.
+# RESIDUAL_DTYPE; this part's own effect was measured in a script that was not kept: BENCHMARKS.md,
+# the correction under "bf16 accuracy on SmolLM2").
 
 
 def _product(spec: str, x: Array, y: Array, dtype) -> Array:
@@ -224,6 +225,15 @@ def _product(spec: str, x: Array, y: Array, dtype) -> Array:
     merged = spec.replace("bh", "n")
     out = einsum(merged, x.reshape((-1,) + x.shape[2:]), y.reshape((-1,) + y.shape[2:]), dtype)
     return out.reshape(x.shape[:2] + out.shape[1:])
+
+
+def _key_side_product(weights: Array, x: Array) -> Array:
+    """sum over queries of weights[q, k] x[q, d] -> [b, h, d, k] (dV from the dropped
+    probabilities and dO, dK from the score gradients and q), float32. With bf16 x the product
+    is x^T [d, q] . weights [q, k] in bf16: both operands row-major, the small one transposed."""
+    if jnp.dtype(x.dtype) == _F32:
+        return einsum("bhqk,bhqd->bhdk", weights, x, _F32)
+    return _product("bhdq,bhqk->bhdk", jnp.swapaxes(x, -1, -2), weights, x.dtype)
 
 
 def _probabilities(q, k, mask, bias, scale):
@@ -256,14 +266,14 @@ def _attention_forward(q, k, v, mask, bias, keep, scale, keep_scale):
 def _attention_backward(scale, keep_scale, residuals, d_out):
     q, k, v, bias, keep, probs, out = residuals
     dropped = _dropped(probs, keep, keep_scale)
-    d_v = einsum("bhqk,bhqd->bhdk", dropped, d_out, _F32).astype(v.dtype)
+    d_v = _key_side_product(dropped, d_out).astype(v.dtype)
     d_probs = _dropped(_product("bhqd,bhkd->bhqk", d_out, v, v.dtype), keep, keep_scale)
     # sum_k P'[q, k] dP'[q, k] = dO[q] . O[q]: the softmax Jacobian's row term without a
     # reduction over keys (P' = dropped probabilities).
     row = jnp.sum(d_out.astype(_F32) * out.astype(_F32), axis=-1, keepdims=True)
     d_scores = probs * (d_probs - row)
     d_q = _product("bhqk,bhkd->bhqd", d_scores * scale, k, q.dtype).astype(q.dtype)
-    d_k = einsum("bhqk,bhqd->bhdk", d_scores * scale, q, _F32).astype(k.dtype)
+    d_k = _key_side_product(d_scores * scale, q).astype(k.dtype)
     d_bias = None
     if bias is not None:
         summed = tuple(i for i, (b, s) in enumerate(zip(bias.shape, d_scores.shape)) if b == 1 and s != 1)
