@@ -14,12 +14,19 @@ prompts or tasks. Batch fields (leading dimension `batch`; the input pipeline ad
     example_weight    [batch] float32  optional, training: the loss is the sum of the rows'
                       losses times these weights instead of their mean (a prompt bank trained
                       entry by entry weighs a row 1 / its entry's rows: ptjax.prompts.banks)
+
+A head that reads the last hidden state at fixed positions only (one per example) says which in
+`read_positions(batch) -> int32 [batch, n]`, and reads them with `hidden_at`; the backbone may
+then compute its last layer at those rows only (ptjax.models.layers.stack_computing_rows).
+Heads without the method, or returning None, get every position.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from ptjax.models.layers import BackboneOutput
 
 IGNORE = -100
 # Score of a class that does not exist (padded labels, excluded positions): finite, so that no
@@ -70,6 +77,15 @@ def gather_positions(hidden: jax.Array, index: jax.Array) -> jax.Array:
     """hidden [batch, length, ...] at index [batch] -> [batch, ...]."""
     index = jnp.clip(index, 0, hidden.shape[1] - 1)
     return jnp.take_along_axis(hidden, index.reshape((-1, 1) + (1,) * (hidden.ndim - 2)), axis=1)[:, 0]
+
+
+def hidden_at(outputs: BackboneOutput, index: jax.Array) -> jax.Array:
+    """outputs.last_hidden_state at position index [batch] -> [batch, embed], whether the
+    backbone computed every position or only outputs.positions (a head's read_positions)."""
+    if outputs.positions is None:
+        return gather_positions(outputs.last_hidden_state, index)
+    column = jnp.argmax(outputs.positions == index[:, None], axis=1)
+    return gather_positions(outputs.last_hidden_state, column)
 
 
 def last_real_position(attention_mask: jax.Array) -> jax.Array:

@@ -15,7 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ptjax.heads.base import IGNORE, NEG_INF, cross_entropy, example_weights, last_real_position, valid_mask
+from ptjax.heads.base import (
+    IGNORE, NEG_INF, cross_entropy, example_weights, hidden_at, last_real_position, valid_mask,
+)
 from ptjax.models.layers import BackboneOutput
 
 POOLINGS = ("pooler", "first", "last", "mean")
@@ -87,17 +89,26 @@ class SequenceClassifier(_LinearHead):
     pooling: str = "first"
     name: str = "sequence"
 
+    def read_positions(self, batch: dict) -> jax.Array | None:
+        """[batch, 1]: the one position pooling reads ([CLS] for the pooler and "first", the last
+        real token for "last"); None for "mean", which reads them all."""
+        if self.pooling in ("pooler", "first"):
+            return jnp.zeros((batch["input_ids"].shape[0], 1), jnp.int32)
+        if self.pooling == "last":
+            return last_real_position(batch["attention_mask"])[:, None]
+        return None
+
     def pool(self, outputs: BackboneOutput, batch: dict) -> jax.Array:
-        hidden = outputs.last_hidden_state
         if self.pooling == "pooler":
             if outputs.pooled is None:
                 raise ValueError("pooling='pooler' needs a backbone with a pooler; use 'first' or 'last'")
             return outputs.pooled
+        hidden = outputs.last_hidden_state
         if self.pooling == "first":
-            return hidden[:, 0]
+            return hidden_at(outputs, jnp.zeros((hidden.shape[0],), jnp.int32))
         mask = batch["attention_mask"]
         if self.pooling == "last":
-            return jnp.take_along_axis(hidden, last_real_position(mask)[:, None, None], axis=1)[:, 0]
+            return hidden_at(outputs, last_real_position(mask))
         weights = mask.astype(jnp.float32)[..., None]
         return jnp.sum(hidden.astype(jnp.float32) * weights, 1) / jnp.maximum(weights.sum(1), 1.0)
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.heads.base import NEG_INF, cross_entropy, example_weights, gather_positions, valid_mask
+from ptjax.heads.base import NEG_INF, cross_entropy, example_weights, hidden_at, valid_mask
 from ptjax.models.layers import BackboneOutput
 
 
@@ -49,9 +49,14 @@ class VerbalizerHead:
             return jnp.broadcast_to(ids, (batch["target_index"].shape[0], ids.shape[0]))
         return ids[batch["task_id"]]
 
+    def read_positions(self, batch: dict) -> jax.Array:
+        """[batch, 1]: target_index, the one position scored (of the sequence the backbone reads:
+        the input of an encoder or a decoder-only model)."""
+        return jnp.clip(batch["target_index"], 0, batch["input_ids"].shape[1] - 1)[:, None]
+
     def logits(self, outputs: BackboneOutput, lm_logits: Callable, batch: dict) -> tuple:
         """-> (label scores [batch, labels], vocab logits [batch, vocab]) at batch["target_index"]."""
-        target_hidden = gather_positions(outputs.last_hidden_state, batch["target_index"])
+        target_hidden = hidden_at(outputs, batch["target_index"])
         vocab_logits = lm_logits(target_hidden).astype(jnp.float32)
         label_ids = self._label_ids(batch)
         scores = jnp.take_along_axis(vocab_logits, jnp.maximum(label_ids, 0), axis=-1)

@@ -202,6 +202,7 @@ def build_prompt_model(config: ml_collections.ConfigDict, backbone: Backbone, he
     return PromptModel(
         backbone=backbone, head=head, soft_prompt=soft, deep_prompt=deep, decoder_deep_prompt=decoder_deep,
         trainable=frozenset(trains), metadata=metadata, shift_positions=shift_positions,
+        prune_last_layer=config.model.prune_last_layer,
         soft_prompt_init=(_soft_prompt_init(config, soft.num_tokens, metadata.get("prompt_source", ""),
                                             metadata.get("label_words")) if soft is not None else None),
     )

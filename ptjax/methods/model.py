@@ -60,6 +60,9 @@ class PromptModel:
     soft_prompt_init: Callable[[Backbone], tuple[Callable, tuple]] | None = None
     # Deep prompts shift the position ids of the real tokens by the prefix length.
     shift_positions: bool = False
+    # The backbone's last layer computes only the positions the head reads, where both allow it
+    # (config.model.prune_last_layer; `read_positions`).
+    prune_last_layer: bool = True
 
     # ------------------------------------------------------------------------------------
     # Parameters.
@@ -179,6 +182,9 @@ class PromptModel:
         if self.backbone.kind == "seq2seq":
             kwargs["decoder_input_ids"] = batch["decoder_input_ids"]
             kwargs["decoder_attention_mask"] = batch.get("decoder_attention_mask")
+        positions = self.read_positions(batch)
+        if positions is not None:
+            kwargs["query_positions"] = positions
         rngs = {"dropout": dropout_rng} if train and dropout_rng is not None else {}
         outputs = module.apply(
             variables, attention_mask=batch["attention_mask"], inputs_embeds=embeds, compute_logits=False,
@@ -189,6 +195,15 @@ class PromptModel:
             return module.apply(variables, hidden, method="lm_logits")
 
         return outputs, lm_logits, batch
+
+    def read_positions(self, batch: dict) -> jax.Array | None:
+        """int32 [batch, n]: the positions of the backbone's output the head reads, when the last
+        layer may compute only those (the head says so, the family supports it, the model asks
+        for no hidden states); None: every position."""
+        read = getattr(self.head, "read_positions", None)
+        if not (self.prune_last_layer and read is not None and self.backbone.family.query_positions):
+            return None
+        return read(batch)
 
     def loss(self, params, batch, rng, *, train: bool):
         head_rng = None if rng is None else jax.random.fold_in(rng, 1)

@@ -15,7 +15,8 @@ import numpy as np
 
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
-    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, layer_stack,
+    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, layer_stack, pooled_at_first,
+    query_rows, rows_only, stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -56,12 +57,17 @@ class BertLayer(nn.Module):
     feed_forward_dropout: bool = True
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, mask):
+    def __call__(self, hidden, prefix_kv, mask, query_index=None):
+        """query_index [batch, n]: compute the output at these positions only (keys and values
+        still from every position; layers.stack_computing_rows)."""
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim
+        keys_from = hidden
+        if query_index is not None:
+            hidden, mask = query_rows(hidden, query_index), query_rows(mask, query_index, axis=2)
         q = Dense((heads, head_dim), ("embed",), ("heads", "kv"), dtype=dt, name="query")(hidden)
-        k = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="key")(hidden)
-        v = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(hidden)
+        k = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="key")(keys_from)
+        v = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(keys_from)
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -138,7 +144,11 @@ class BertModel(nn.Module):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         deterministic: bool = True,
+        query_positions=None,
     ) -> BackboneOutput:
+        """query_positions [batch, n] int32: the caller reads the output at these positions
+        only; with unrolled layers (scan_layers=False) the last layer computes just those rows
+        (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -154,16 +164,32 @@ class BertModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
+        layer_kwargs = dict(dtype=self.dtype, deterministic=deterministic, name="layers")
+        if rows_only(query_positions, self.scan_layers, output_hidden_states):
+            stack = stack_computing_rows(BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                         in_axes=(0, nn.broadcast))(cfg, **layer_kwargs)
+            last = stack(hidden, prefix_kv, mask, query_index=query_positions)
+            logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
+            return BackboneOutput(last_hidden_state=last, logits=logits, positions=query_positions,
+                                  pooled=self._pooled(last, query_positions))
         stack = layer_stack(
             BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
             scan_layers=self.scan_layers, in_axes=(0, nn.broadcast),
-        )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
+        )(cfg, **layer_kwargs)
         last, per_layer = stack(hidden, prefix_kv, mask)
 
         all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
-        pooled = jnp.tanh(self.pooler(last[:, 0])) if cfg.has_pooler else None
         logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits,
+                              pooled=self._pooled(last, None))
+
+    def _pooled(self, last, positions):
+        """The pooler over position 0 ([CLS]); NaN where `positions` (rows computed) lack it."""
+        if not self.config.has_pooler:
+            return None
+        if positions is None:
+            return jnp.tanh(self.pooler(last[:, 0]))
+        return pooled_at_first(lambda x: jnp.tanh(self.pooler(x)), last, positions)
 
     def _position_ids(self, mask, batch, length):
         if not self.config.position_offset_from_padding:
@@ -262,6 +288,7 @@ BERT = Family(
     example_inputs=_example_inputs,
     kind=_kind,
     checkpoint_prefixes=("bert.",),
+    query_positions=True,
 )
 
 ROBERTA = Family(
@@ -273,6 +300,7 @@ ROBERTA = Family(
     example_inputs=_example_inputs,
     kind=_kind,
     checkpoint_prefixes=("roberta.",),
+    query_positions=True,
 )
 
 FAMILIES = (BERT, ROBERTA)

@@ -28,6 +28,9 @@ from ptjax.models.layers import (
     PrefixKV,
     constrain,
     layer_stack,
+    query_rows,
+    rows_only,
+    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -63,11 +66,16 @@ class GPT2Layer(nn.Module):
     return_hidden: bool = False
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, mask, layer_cache=None, cache_index=None):
+    def __call__(self, hidden, prefix_kv, mask, layer_cache=None, cache_index=None, query_index=None):
+        """query_index [batch, n]: compute the output at these positions only (keys and values
+        still from every position; layers.stack_computing_rows)."""
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim
         x = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(hidden)
-        q = Dense((heads, head_dim), ("embed",), ("heads", "kv"), dtype=dt, name="query")(x)
+        x_q = x
+        if query_index is not None:
+            hidden, x_q, mask = query_rows(hidden, query_index), query_rows(x, query_index), query_rows(mask, query_index, 2)
+        q = Dense((heads, head_dim), ("embed",), ("heads", "kv"), dtype=dt, name="query")(x_q)
         k = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="key")(x)
         v = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(x)
         q = constrain(q, ("batch", "length", "heads", "kv"))
@@ -141,7 +149,11 @@ class GPT2Model(nn.Module):
         compute_logits: bool = True,
         deterministic: bool = True,
         cache: KVCache | None = None,
+        query_positions=None,
     ) -> BackboneOutput:
+        """query_positions [batch, n] int32: the caller reads the output at these positions
+        only; with unrolled layers (no cache, scan_layers=False) the last layer computes just
+        those rows (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -154,6 +166,15 @@ class GPT2Model(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=True)
         prefix_kv = None if prefix is None else prefix.for_layers()
+        layered = self.scan_layers or self.per_layer_params or cache is not None
+        if rows_only(query_positions, layered, output_hidden_states):
+            stack = stack_computing_rows(
+                GPT2Layer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                in_axes=(0, nn.broadcast, 0, nn.broadcast),
+            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
+            last = self.final_norm(stack(hidden, prefix_kv, mask, None, None, query_index=query_positions))
+            logits = constrain(self.lm_logits(last), ("batch", "length", "vocab")) if compute_logits else None
+            return BackboneOutput(last_hidden_state=last, logits=logits, positions=query_positions)
         stack = layer_stack(
             GPT2Layer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
             scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, 0, nn.broadcast),
@@ -249,6 +270,7 @@ GPT2 = Family(
     example_inputs=_example_inputs,
     kind=lambda cfg: "causal_lm",
     checkpoint_prefixes=("transformer.",),
+    query_positions=True,
 )
 
 FAMILIES = (GPT2,)

@@ -31,6 +31,9 @@ from ptjax.models.layers import (
     computed_once,
     constrain,
     layer_stack,
+    query_rows,
+    rows_only,
+    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -117,16 +120,23 @@ class LlamaLayer(nn.Module):
     return_hidden: bool = False
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, mask, cos, sin, layer_cache=None, cache_index=None):
+    def __call__(self, hidden, prefix_kv, mask, cos, sin, layer_cache=None, cache_index=None, query_index=None):
+        """query_index [batch, n]: compute the output at these positions only (keys and values
+        still from every position; layers.stack_computing_rows)."""
         cfg, dt = self.config, self.dtype
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, name="attention_norm")(hidden)
+        q_cos, q_sin = cos, sin
+        x_q = x
+        if query_index is not None:
+            hidden, x_q, mask = query_rows(hidden, query_index), query_rows(x, query_index), query_rows(mask, query_index, 2)
+            q_cos, q_sin = query_rows(cos, query_index), query_rows(sin, query_index)
         q = Dense((cfg.num_heads, cfg.head_dim), ("embed",), ("heads", "kv"), use_bias=cfg.qkv_bias,
-                  dtype=dt, name="query")(x)
+                  dtype=dt, name="query")(x_q)
         k = Dense((cfg.num_kv_heads, cfg.head_dim), ("embed",), ("kv_heads", "kv"), use_bias=cfg.qkv_bias,
                   dtype=dt, name="key")(x)
         v = Dense((cfg.num_kv_heads, cfg.head_dim), ("embed",), ("kv_heads", "kv"), use_bias=cfg.qkv_bias,
                   dtype=dt, name="value")(x)
-        q = constrain(apply_rotary(q, cos, sin), ("batch", "length", "heads", "kv"))
+        q = constrain(apply_rotary(q, q_cos, q_sin), ("batch", "length", "heads", "kv"))
         k = constrain(apply_rotary(k, cos, sin), ("batch", "length", "kv_heads", "kv"))
         v = constrain(v, ("batch", "length", "kv_heads", "kv"))
         new_kv = (k, v)
@@ -206,7 +216,11 @@ class LlamaModel(nn.Module):
         compute_logits: bool = True,
         deterministic: bool = True,
         cache: KVCache | None = None,
+        query_positions=None,
     ) -> BackboneOutput:
+        """query_positions [batch, n] int32: the caller reads the output at these positions
+        only; with unrolled layers (no cache, scan_layers=False) the last layer computes just
+        those rows (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -222,6 +236,15 @@ class LlamaModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=True)
         prefix_kv = None if prefix is None else prefix.for_layers()
+        layered = self.scan_layers or self.per_layer_params or cache is not None
+        if rows_only(query_positions, layered, output_hidden_states):
+            stack = stack_computing_rows(
+                LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
+            last = self.final_norm(stack(hidden, prefix_kv, mask, cos, sin, None, None, query_index=query_positions))
+            logits = constrain(self.lm_logits(last), ("batch", "length", "vocab")) if compute_logits else None
+            return BackboneOutput(last_hidden_state=last, logits=logits, positions=query_positions)
         stack = layer_stack(
             LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
             scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
@@ -343,6 +366,7 @@ LLAMA = Family(
     example_inputs=_example_inputs,
     kind=lambda cfg: "causal_lm",
     checkpoint_prefixes=("model.",),
+    query_positions=True,
 )
 
 FAMILIES = (LLAMA,)

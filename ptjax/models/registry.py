@@ -56,6 +56,8 @@ class Family:
     checkpoint_prefixes: prefixes a checkpoint may put before the rule names ("bert.", "model.").
     shared_layer: top-level parameter group that every layer applies (ALBERT's one layer), so a
       token meets it config.num_layers times (plan's FLOPs estimate); "" when layers own theirs.
+    query_positions: the module's __call__ takes query_positions [batch, n] and then computes its
+      last layer at those rows only when its layers are unrolled (layers.stack_computing_rows).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Family:
     kind: Callable[[Any], str]
     checkpoint_prefixes: tuple[str, ...] = ()
     shared_layer: str = ""
+    query_positions: bool = False
 
 
 # Modules under ptjax/models/ that each define FAMILIES, a tuple of Family.

