@@ -43,6 +43,10 @@ from ptjax.models.layers import (
     PrefixKV,
     constrain,
     layer_stack,
+    pooled_at_first,
+    query_rows,
+    rows_only,
+    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -106,16 +110,23 @@ class DebertaLayer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, hidden, prefix_kv, layer_index, context):
+    def __call__(self, hidden, prefix_kv, layer_index, context, query_index=None):
+        """query_index [batch, n]: compute the output at these positions only (keys and values
+        still from every position; layers.stack_computing_rows). Not for layer 0 of a model with
+        v2's convolution, which reads every position."""
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim
         dense = functools.partial(Dense, (heads, head_dim), ("embed",), ("heads", "kv"), dtype=dt)
         query_proj = dense(name="query")
         key_proj = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), use_bias=cfg.version == 2, dtype=dt,
                          name="key")
-        query, key = query_proj(hidden), key_proj(hidden)
-        value = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(hidden)
-        mask, bias = context["mask"], None
+        keys_from, mask, rel_index = hidden, context["mask"], context.get("rel_index")
+        if query_index is not None:
+            hidden, mask = query_rows(hidden, query_index), query_rows(mask, query_index, axis=2)
+            rel_index = None if rel_index is None else query_rows(jnp.asarray(rel_index)[None], query_index)
+        query, key = query_proj(hidden), key_proj(keys_from)
+        value = Dense((heads, head_dim), ("embed",), ("kv_heads", "kv"), dtype=dt, name="value")(keys_from)
+        bias = None
         if cfg.relative_attention and cfg.pos_att_type:
             table = Dropout(cfg.hidden_dropout)(context["rel_embeddings"], deterministic=self.deterministic)
             pos_key = pos_query = None
@@ -123,7 +134,7 @@ class DebertaLayer(nn.Module):
                 pos_key = key_proj(table) if cfg.share_att_key else dense(use_bias=cfg.version == 2, name="pos_key")(table)
             if "p2c" in cfg.pos_att_type:
                 pos_query = query_proj(table) if cfg.share_att_key else dense(name="pos_query")(table)
-            bias = disentangled_bias(query, key, pos_query, pos_key, context["rel_index"], dt) * cfg.score_scale
+            bias = disentangled_bias(query, key, pos_query, pos_key, rel_index, dt) * cfg.score_scale
         prefix_key = prefix_value = None
         if prefix_kv is not None:
             prefix_key, prefix_value, prefix_mask = prefix_kv
@@ -145,7 +156,7 @@ class DebertaLayer(nn.Module):
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
         out = Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="output_norm")(out + hidden)
-        if cfg.conv_kernel_size > 0:
+        if cfg.conv_kernel_size > 0 and query_index is None:
             conv_rng = None if self.deterministic or cfg.hidden_dropout == 0 else self.make_rng("dropout")
             hidden = jax.lax.cond(
                 layer_index == 0,
@@ -226,7 +237,12 @@ class DebertaModel(nn.Module):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         deterministic: bool = True,
+        query_positions=None,
     ) -> BackboneOutput:
+        """query_positions [batch, n] int32: the caller reads the output at these positions
+        only; with unrolled layers (scan_layers=False) the last layer computes just those rows
+        (BackboneOutput.positions says so), unless it is v2's first layer, which convolves every
+        position. Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -259,6 +275,16 @@ class DebertaModel(nn.Module):
                     "norm_bias": self.conv_norm_bias}
             context.update(conv=conv, embeddings=hidden, token_mask=token_mask)
         prefix_kv = None if prefix is None else prefix.for_layers()
+        one_convolved_layer = cfg.conv_kernel_size > 0 and cfg.num_layers == 1
+        if rows_only(query_positions, self.scan_layers or one_convolved_layer, output_hidden_states):
+            stack = stack_computing_rows(DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                         in_axes=(0, 0, nn.broadcast))(
+                cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
+            last = stack(hidden, prefix_kv, jnp.arange(cfg.num_layers), context, query_index=query_positions)
+            logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
+            pooled = pooled_at_first(lambda x: ACTIVATIONS[cfg.pooler_act](self.pooler(x)), last,
+                                     query_positions) if cfg.has_pooler else None
+            return BackboneOutput(last_hidden_state=last, logits=logits, pooled=pooled, positions=query_positions)
         stack = layer_stack(
             DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
             scan_layers=self.scan_layers, in_axes=(0, 0, nn.broadcast),
@@ -398,6 +424,7 @@ DEBERTA = Family(
     config_from_hf=lambda hf, names: _config_from_hf(hf, names, version=1),
     build=_build, weight_map=_weight_map, example_inputs=_example_inputs, kind=_kind,
     checkpoint_prefixes=("deberta.",),
+    query_positions=True,
 )
 
 DEBERTA_V2 = Family(
@@ -405,6 +432,7 @@ DEBERTA_V2 = Family(
     config_from_hf=lambda hf, names: _config_from_hf(hf, names, version=2),
     build=_build, weight_map=_weight_map, example_inputs=_example_inputs, kind=_kind,
     checkpoint_prefixes=("deberta.",),
+    query_positions=True,
 )
 
 FAMILIES = (DEBERTA, DEBERTA_V2)

@@ -44,13 +44,16 @@ def relative_index(cfg, length: int) -> np.ndarray:
 def disentangled_bias(query, key, pos_query, pos_key, index, dtype):
     """Relative terms of the scores, float32 [batch, heads, q, k] (not yet scaled).
 
-    query, key: [batch, length, heads, head_dim]; pos_query, pos_key: [2 * span, heads, head_dim]
-    (None for an absent term); index: int32 [length, length] from relative_index; dtype: the
+    query: [batch, q, heads, head_dim], key: [batch, k, heads, head_dim]; pos_query, pos_key:
+    [2 * span, heads, head_dim] (None for an absent term); index: int32 [q, k] from relative_index,
+    or [batch, q, k] (its rows at the queries computed, when they are a subset); dtype: the
     products' operand dtype (float32 accumulation).
     """
-    batch, length, heads = query.shape[0], query.shape[1], query.shape[2]
-    full = jnp.broadcast_to(jnp.asarray(index), (batch, heads, length, length))
-    bias = jnp.zeros((batch, heads, length, length), jnp.float32)
+    batch, heads = query.shape[0], query.shape[2]
+    index = jnp.asarray(index)
+    index = index[:, None] if index.ndim == 3 else index
+    full = jnp.broadcast_to(index, (batch, heads) + index.shape[-2:])
+    bias = jnp.zeros(full.shape, jnp.float32)
     if pos_key is not None:  # c2p: query i against the embedding of its distance to key j
         c2p = einsum("bqhd,rhd->bhqr", query, pos_key, dtype)
         bias = bias + jnp.take_along_axis(c2p, full, axis=-1)
