@@ -16,7 +16,7 @@ from ptjax.heads.verbalizer import VerbalizerHead
 from ptjax.models.layers import BackboneOutput, PrefixKV
 from ptjax.models.loading import load_backbone
 
-FAMILIES = ("bert", "roberta", "gpt2", "llama", "deberta", "deberta_v2")
+FAMILIES = ("bert", "roberta", "albert", "gpt2", "llama", "deberta", "deberta_v2")
 # float32, the same arithmetic on fewer rows: measured differences are a few float32 roundings.
 TOLERANCE = 2e-5
 

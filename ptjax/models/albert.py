@@ -15,6 +15,7 @@ a P-tuning v2 prompt per depth is not).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -34,6 +35,9 @@ from ptjax.models.layers import (
     LayerNorm,
     PrefixKV,
     constrain,
+    pooled_at_first,
+    rows_only,
+    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -135,7 +139,11 @@ class AlbertModel(nn.Module):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         deterministic: bool = True,
+        query_positions=None,
     ) -> BackboneOutput:
+        """query_positions [batch, n] int32: the caller reads the output at these positions
+        only; with unrolled layers (scan_layers=False) the last application of the shared layer
+        computes just those rows (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -151,6 +159,16 @@ class AlbertModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
+        if rows_only(query_positions, self.scan_layers, output_hidden_states):
+            unrolled = functools.partial(shared_layer_stack, remat_policy=self.remat_policy, scan_layers=False)
+            stack = stack_computing_rows(
+                AlbertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy, in_axes=(0, nn.broadcast),
+                shared_stack=lambda n: unrolled(num_layers=n),
+            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")
+            last = stack(hidden, prefix_kv, mask, query_index=query_positions)
+            logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
+            pooled = pooled_at_first(lambda x: jnp.tanh(self.pooler(x)), last, query_positions) if cfg.has_pooler else None
+            return BackboneOutput(last_hidden_state=last, logits=logits, pooled=pooled, positions=query_positions)
         stack = shared_layer_stack(num_layers=cfg.num_layers, remat_policy=self.remat_policy,
                                    scan_layers=self.scan_layers)
         last, per_layer = stack(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")(
@@ -233,7 +251,7 @@ ALBERT = Family(
     name="albert", model_types=("albert",), config_from_hf=_config_from_hf, build=_build,
     weight_map=_weight_map, example_inputs=_example_inputs,
     kind=lambda cfg: "masked_lm" if cfg.has_mlm_head else "encoder", checkpoint_prefixes=("albert.",),
-    shared_layer="layer",
+    shared_layer="layer", query_positions=True,
 )
 
 FAMILIES = (ALBERT,)

@@ -502,6 +502,7 @@ def pooled_at_first(pool: Callable[[Array], Array], last: Array, positions: Arra
 
 def stack_computing_rows(
     layer_cls: type[nn.Module], *, num_layers: int, remat_policy: str = "none", in_axes: tuple = (),
+    shared_stack: Callable[[int], type[nn.Module]] | None = None,
 ) -> Callable[..., nn.Module]:
     """layer_stack's unrolled stack (the same parameters, stacked on `layers`) whose last layer
     computes only some rows: build(*args, name=..., **kwargs)(hidden, *layer_args,
@@ -514,7 +515,8 @@ def stack_computing_rows(
     Its dropout draws differ from the full stack's (other random streams, fewer rows), so a
     training run is another draw of the same computation; without dropout the outputs equal the
     full stack's rows up to float rounding. Unrolled only: splitting a scanned stack would copy
-    its weights every step.
+    its weights every step. shared_stack(n): the unrolled stack of n layers for a model whose
+    layers share one parameter set (ALBERT), which then goes whole to both parts.
     """
     if remat_policy not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
@@ -523,6 +525,8 @@ def stack_computing_rows(
 
     def split(variables):
         params = variables["params"]
+        if shared_stack is not None:
+            return {"params": {"first": params, "last": params}}
         return {"params": {"first": jax.tree.map(lambda x: x[:-1], params),
                            "last": jax.tree.map(lambda x: x[-1], params)}}
 
@@ -533,8 +537,8 @@ def stack_computing_rows(
         @nn.compact
         def __call__(self, hidden, *args, query_index):
             kwargs = dict(self.layer_kwargs)
-            first = layer_stack(layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy,
-                                scan_layers=False, in_axes=in_axes)
+            first = shared_stack(num_layers - 1) if shared_stack is not None else layer_stack(
+                layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy, scan_layers=False, in_axes=in_axes)
             head_args = [a if axis is nn.broadcast else jax.tree.map(lambda x: x[:-1], a) for a, axis in zip(args, in_axes)]
             last_args = [a if axis is nn.broadcast else jax.tree.map(lambda x: x[-1], a) for a, axis in zip(args, in_axes)]
             if num_layers > 1:
