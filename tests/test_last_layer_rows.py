@@ -1,4 +1,4 @@
-"""The last layer computed at the positions a head reads (ptjax.models.layers.stack_computing_rows):
+"""The last layer computed at the positions a head reads (ptjax.models.last_layer_rows.stack_computing_rows):
 the same outputs and prompt gradients as the full stack, on every family that supports it, and
 through PromptModel with the heads that declare read_positions; less work in the compiled step."""
 

@@ -17,7 +17,7 @@ prompts or tasks. Batch fields (leading dimension `batch`; the input pipeline ad
 
 A head that reads the last hidden state at fixed positions only (one per example) says which in
 `read_positions(batch) -> int32 [batch, n]`, and reads them with `hidden_at`; the backbone may
-then compute its last layer at those rows only (ptjax.models.layers.stack_computing_rows).
+then compute its last layer at those rows only (ptjax.models.last_layer_rows.stack_computing_rows).
 Heads without the method, or returning None, get every position.
 """
 

@@ -25,6 +25,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import make_attention_mask
 from ptjax.models.bert import BertLayer
+from ptjax.models.last_layer_rows import pooled_at_first, rows_only, stack_computing_rows
 from ptjax.models.layers import (
     ACTIVATIONS,
     REMAT_POLICIES,
@@ -35,9 +36,6 @@ from ptjax.models.layers import (
     LayerNorm,
     PrefixKV,
     constrain,
-    pooled_at_first,
-    rows_only,
-    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
+from ptjax.models.last_layer_rows import pooled_at_first, query_rows, rows_only, stack_computing_rows
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -24,10 +25,6 @@ from ptjax.models.layers import (
     PrefixKV,
     constrain,
     layer_stack,
-    pooled_at_first,
-    query_rows,
-    rows_only,
-    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -70,7 +67,7 @@ class BertLayer(nn.Module):
     @nn.compact
     def __call__(self, hidden, prefix_kv, mask, query_index=None):
         """query_index [batch, n]: compute the output at these positions only (keys and values
-        still from every position; layers.stack_computing_rows)."""
+        still from every position; last_layer_rows.stack_computing_rows)."""
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim
         keys_from = hidden

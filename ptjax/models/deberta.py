@@ -33,6 +33,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.disentangled import conv_after_first_layer, disentangled_bias, relative_index
+from ptjax.models.last_layer_rows import pooled_at_first, query_rows, rows_only, stack_computing_rows
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -43,10 +44,6 @@ from ptjax.models.layers import (
     PrefixKV,
     constrain,
     layer_stack,
-    pooled_at_first,
-    query_rows,
-    rows_only,
-    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -112,7 +109,7 @@ class DebertaLayer(nn.Module):
     @nn.compact
     def __call__(self, hidden, prefix_kv, layer_index, context, query_index=None):
         """query_index [batch, n]: compute the output at these positions only (keys and values
-        still from every position; layers.stack_computing_rows). Not for layer 0 of a model with
+        still from every position; last_layer_rows.stack_computing_rows). Not for layer 0 of a model with
         v2's convolution, which reads every position."""
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim

@@ -17,6 +17,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.kv_cache import KVCache, extend_layer_cache
+from ptjax.models.last_layer_rows import query_rows, rows_only, stack_computing_rows
 from ptjax.models.layers import (
     ACTIVATIONS,
     RESIDUAL_DTYPE,
@@ -28,9 +29,6 @@ from ptjax.models.layers import (
     PrefixKV,
     constrain,
     layer_stack,
-    query_rows,
-    rows_only,
-    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -68,7 +66,7 @@ class GPT2Layer(nn.Module):
     @nn.compact
     def __call__(self, hidden, prefix_kv, mask, layer_cache=None, cache_index=None, query_index=None):
         """query_index [batch, n]: compute the output at these positions only (keys and values
-        still from every position; layers.stack_computing_rows)."""
+        still from every position; last_layer_rows.stack_computing_rows)."""
         cfg, dt = self.config, self.dtype
         heads, head_dim = cfg.num_heads, cfg.head_dim
         x = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(hidden)

@@ -20,6 +20,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.kv_cache import KVCache, extend_layer_cache
+from ptjax.models.last_layer_rows import query_rows, rows_only, stack_computing_rows
 from ptjax.models.layers import (
     ACTIVATIONS,
     RESIDUAL_DTYPE,
@@ -31,9 +32,6 @@ from ptjax.models.layers import (
     computed_once,
     constrain,
     layer_stack,
-    query_rows,
-    rows_only,
-    stack_computing_rows,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -122,7 +120,7 @@ class LlamaLayer(nn.Module):
     @nn.compact
     def __call__(self, hidden, prefix_kv, mask, cos, sin, layer_cache=None, cache_index=None, query_index=None):
         """query_index [batch, n]: compute the output at these positions only (keys and values
-        still from every position; layers.stack_computing_rows)."""
+        still from every position; last_layer_rows.stack_computing_rows)."""
         cfg, dt = self.config, self.dtype
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, name="attention_norm")(hidden)
         q_cos, q_sin = cos, sin
