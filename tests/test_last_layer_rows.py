@@ -138,3 +138,29 @@ def test_prompt_model_loss_and_prompt_gradient_are_unchanged(case, family, tiny_
     assert np.abs(flat - flat_full).max() <= 1e-4 * np.abs(flat_full).max(), case
     flops = [step.cost_analysis()["flops"] for step in (full, pruned)]
     assert flops[1] < flops[0] * 0.95, (case, flops)
+
+
+@pytest.mark.parametrize("remat_policy", ["none", "full"])
+def test_training_with_dropout_and_remat_runs_on_the_rows(tiny_model_dir, remat_policy):
+    """Train mode (dropout in the last layer's rows) and a remat policy (the last layer wrapped like
+    the others): finite, dropout active, and the remat variant equal to the plain one."""
+    path = tiny_model_dir("bert")
+    backbone = load_backbone(path, scan_layers=False, remat_policy=remat_policy)
+    mask, embeds, keys, values, prefix_mask, positions = _inputs(backbone)
+
+    def loss(embeds, deterministic, rng):
+        out = backbone.module.apply({"params": backbone.params}, attention_mask=mask, inputs_embeds=embeds,
+                                    prefix=PrefixKV(keys, values, jnp.asarray(prefix_mask)), compute_logits=False,
+                                    deterministic=deterministic, rngs={"dropout": rng}, query_positions=positions)
+        return jnp.sum(jnp.tanh(out.last_hidden_state.astype(jnp.float32)))
+
+    rng = jax.random.PRNGKey(0)
+    train = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    (value, grad), (value_eval, _) = train(embeds, False, rng), train(embeds, True, rng)
+    assert np.isfinite(value) and bool(jnp.all(jnp.isfinite(grad))) and value != value_eval
+    if remat_policy != "none":
+        plain = load_backbone(path, scan_layers=False)
+        reference = plain.module.apply({"params": plain.params}, attention_mask=mask, inputs_embeds=embeds,
+                                       prefix=PrefixKV(keys, values, jnp.asarray(prefix_mask)), compute_logits=False,
+                                       deterministic=False, rngs={"dropout": rng}, query_positions=positions)
+        np.testing.assert_allclose(value, jnp.sum(jnp.tanh(reference.last_hidden_state)), rtol=1e-5)
