@@ -15,7 +15,6 @@ a P-tuning v2 prompt per depth is not).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -157,25 +156,26 @@ class AlbertModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
-        if rows_only(query_positions, self.scan_layers, output_hidden_states):
-            unrolled = functools.partial(shared_layer_stack, remat_policy=self.remat_policy, scan_layers=False)
-            stack = stack_computing_rows(
+        positions = query_positions if rows_only(query_positions, self.scan_layers, output_hidden_states) else None
+        all_hidden = None
+        if positions is not None:
+            last = stack_computing_rows(
                 AlbertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy, in_axes=(0, nn.broadcast),
-                shared_stack=lambda n: unrolled(num_layers=n),
-            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")
-            last = stack(hidden, prefix_kv, mask, query_index=query_positions)
-            logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-            pooled = pooled_at_first(lambda x: jnp.tanh(self.pooler(x)), last, query_positions) if cfg.has_pooler else None
-            return BackboneOutput(last_hidden_state=last, logits=logits, pooled=pooled, positions=query_positions)
-        stack = shared_layer_stack(num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-                                   scan_layers=self.scan_layers)
-        last, per_layer = stack(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")(
-            hidden, prefix_kv, mask)
+                shared_stack=lambda n: shared_layer_stack(num_layers=n, remat_policy=self.remat_policy,
+                                                          scan_layers=False),
+            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")(
+                hidden, prefix_kv, mask, query_index=positions)
+        else:
+            stack = shared_layer_stack(num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                       scan_layers=self.scan_layers)
+            last, per_layer = stack(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")(
+                hidden, prefix_kv, mask)
+            all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
 
-        all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
-        pooled = jnp.tanh(self.pooler(last[:, 0])) if cfg.has_pooler else None
+        pooled = pooled_at_first(lambda x: jnp.tanh(self.pooler(x)), last, positions) if cfg.has_pooler else None
         logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled,
+                              positions=positions)
 
 
 # --------------------------------------------------------------------------------------------

@@ -173,31 +173,24 @@ class BertModel(nn.Module):
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
         layer_kwargs = {"dtype": self.dtype, "deterministic": deterministic, "name": "layers"}
-        if rows_only(query_positions, self.scan_layers, output_hidden_states):
-            stack = stack_computing_rows(BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-                                         in_axes=(0, nn.broadcast))(cfg, **layer_kwargs)
-            last = stack(hidden, prefix_kv, mask, query_index=query_positions)
-            logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-            return BackboneOutput(last_hidden_state=last, logits=logits, positions=query_positions,
-                                  pooled=self._pooled(last, query_positions))
-        stack = layer_stack(
-            BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-            scan_layers=self.scan_layers, in_axes=(0, nn.broadcast),
-        )(cfg, **layer_kwargs)
-        last, per_layer = stack(hidden, prefix_kv, mask)
+        positions = query_positions if rows_only(query_positions, self.scan_layers, output_hidden_states) else None
+        all_hidden = None
+        if positions is not None:
+            last = stack_computing_rows(BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                        in_axes=(0, nn.broadcast))(cfg, **layer_kwargs)(
+                hidden, prefix_kv, mask, query_index=positions)
+        else:
+            stack = layer_stack(
+                BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                scan_layers=self.scan_layers, in_axes=(0, nn.broadcast),
+            )(cfg, **layer_kwargs)
+            last, per_layer = stack(hidden, prefix_kv, mask)
+            all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
 
-        all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
+        pooled = pooled_at_first(lambda x: jnp.tanh(self.pooler(x)), last, positions) if cfg.has_pooler else None
         logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits,
-                              pooled=self._pooled(last, None))
-
-    def _pooled(self, last, positions):
-        """The pooler over position 0 ([CLS]); NaN where `positions` (rows computed) lack it."""
-        if not self.config.has_pooler:
-            return None
-        if positions is None:
-            return jnp.tanh(self.pooler(last[:, 0]))
-        return pooled_at_first(lambda x: jnp.tanh(self.pooler(x)), last, positions)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled,
+                              positions=positions)
 
     def _position_ids(self, mask, batch, length):
         if not self.config.position_offset_from_padding:

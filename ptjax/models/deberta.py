@@ -273,25 +273,27 @@ class DebertaModel(nn.Module):
             context.update(conv=conv, embeddings=hidden, token_mask=token_mask)
         prefix_kv = None if prefix is None else prefix.for_layers()
         one_convolved_layer = cfg.conv_kernel_size > 0 and cfg.num_layers == 1
-        if rows_only(query_positions, self.scan_layers or one_convolved_layer, output_hidden_states):
-            stack = stack_computing_rows(DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-                                         in_axes=(0, 0, nn.broadcast))(
-                cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
-            last = stack(hidden, prefix_kv, jnp.arange(cfg.num_layers), context, query_index=query_positions)
-            logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-            pooled = pooled_at_first(lambda x: ACTIVATIONS[cfg.pooler_act](self.pooler(x)), last,
-                                     query_positions) if cfg.has_pooler else None
-            return BackboneOutput(last_hidden_state=last, logits=logits, pooled=pooled, positions=query_positions)
-        stack = layer_stack(
-            DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-            scan_layers=self.scan_layers, in_axes=(0, 0, nn.broadcast),
-        )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
-        last, per_layer = stack(hidden, prefix_kv, jnp.arange(cfg.num_layers), context)
+        unrolled = not (self.scan_layers or one_convolved_layer)
+        positions = query_positions if rows_only(query_positions, not unrolled, output_hidden_states) else None
+        layer_kwargs = {"dtype": self.dtype, "deterministic": deterministic, "name": "layers"}
+        all_hidden = None
+        if positions is not None:
+            last = stack_computing_rows(DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                        in_axes=(0, 0, nn.broadcast))(cfg, **layer_kwargs)(
+                hidden, prefix_kv, jnp.arange(cfg.num_layers), context, query_index=positions)
+        else:
+            stack = layer_stack(
+                DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                scan_layers=self.scan_layers, in_axes=(0, 0, nn.broadcast),
+            )(cfg, **layer_kwargs)
+            last, per_layer = stack(hidden, prefix_kv, jnp.arange(cfg.num_layers), context)
+            all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
 
-        all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
-        pooled = ACTIVATIONS[cfg.pooler_act](self.pooler(last[:, 0])) if cfg.has_pooler else None
+        pool = lambda x: ACTIVATIONS[cfg.pooler_act](self.pooler(x))
+        pooled = pooled_at_first(pool, last, positions) if cfg.has_pooler else None
         logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled,
+                              positions=positions)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Family.query_positions; config.model.prune_last_layer)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -29,9 +29,12 @@ def rows_only(query_positions: Array | None, scan_layers: bool, output_hidden_st
     return query_positions is not None and not scan_layers and not output_hidden_states
 
 
-def pooled_at_first(pool: Callable[[Array], Array], last: Array, positions: Array) -> Array:
-    """pool(hidden at position 0) [batch, embed] from rows last [batch, n, embed] computed at
-    positions [batch, n]; NaN for an example whose rows lack position 0, so a misuse shows."""
+def pooled_at_first(pool: Callable[[Array], Array], last: Array, positions: Array | None) -> Array:
+    """pool(hidden at position 0) [batch, embed] ([CLS] poolers) from last [batch, length, embed],
+    or from rows last [batch, n, embed] computed at positions [batch, n]: NaN for an example whose
+    rows lack position 0, so a misuse shows."""
+    if positions is None:
+        return pool(last[:, 0])
     has_first = positions == 0
     column = jnp.argmax(has_first, axis=1)
     pooled = pool(jnp.take_along_axis(last, column[:, None, None], axis=1)[:, 0])

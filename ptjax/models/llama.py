@@ -235,26 +235,26 @@ class LlamaModel(nn.Module):
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=True)
         prefix_kv = None if prefix is None else prefix.for_layers()
         layered = self.scan_layers or self.per_layer_params or cache is not None
-        if rows_only(query_positions, layered, output_hidden_states):
-            stack = stack_computing_rows(
+        positions = query_positions if rows_only(query_positions, layered, output_hidden_states) else None
+        if positions is not None:
+            last = stack_computing_rows(
                 LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
-            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")
-            last = self.final_norm(stack(hidden, prefix_kv, mask, cos, sin, None, None, query_index=query_positions))
-            logits = constrain(self.lm_logits(last), ("batch", "length", "vocab")) if compute_logits else None
-            return BackboneOutput(last_hidden_state=last, logits=logits, positions=query_positions)
-        stack = layer_stack(
-            LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
-            scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
-            per_layer_params=self.per_layer_params,
-        )(cfg, dtype=self.dtype, deterministic=deterministic, return_hidden=output_hidden_states,
-          name="layers")
-        layer_cache = None if cache is None else cache.per_layer(self.per_layer_params)
-        last, (per_layer, new_kv) = stack(hidden, prefix_kv, mask, cos, sin, layer_cache,
-                                          None if cache is None else cache.index)
+            )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")(
+                hidden, prefix_kv, mask, cos, sin, None, None, query_index=positions)
+        else:
+            stack = layer_stack(
+                LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                scan_layers=self.scan_layers, in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                per_layer_params=self.per_layer_params,
+            )(cfg, dtype=self.dtype, deterministic=deterministic, return_hidden=output_hidden_states,
+              name="layers")
+            layer_cache = None if cache is None else cache.per_layer(self.per_layer_params)
+            last, (per_layer, new_kv) = stack(hidden, prefix_kv, mask, cos, sin, layer_cache,
+                                              None if cache is None else cache.index)
+            if cache is not None:
+                cache = cache.updated(new_kv)
         last = self.final_norm(last)
-        if cache is not None:
-            cache = cache.updated(new_kv)
 
         all_hidden = None
         if output_hidden_states:  # transformers' convention: the last entry is after the final norm
@@ -262,7 +262,8 @@ class LlamaModel(nn.Module):
         logits = None
         if compute_logits:
             logits = constrain(self.lm_logits(last), ("batch", "length", "vocab"))
-        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, cache=cache)
+        return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, cache=cache,
+                              positions=positions)
 
 
 # --------------------------------------------------------------------------------------------
