@@ -263,6 +263,15 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.data = -1
     mesh.fsdp = 1
     mesh.tensor = 1
+    # CPU devices JAX starts with on a host without accelerators (modes train, eval, sweep; the
+    # batch is split between them as across accelerators). 0: JAX's own (one device on all
+    # cores, or XLA_FLAGS=--xla_force_host_platform_device_count=N). N: N devices. "auto": one
+    # per physical core, the most that divide the train microbatch and the eval batch and whose
+    # copies of the frozen weights fit in half the available memory; default mesh only. Measured
+    # both ways (BENCHMARKS.md, "One device or several"): bf16 MiniLM steps 10-18% faster on two
+    # cores, the quickstart (SmolLM2, float32, batch 8) 32% slower, hence not the default.
+    # Another count sums gradients in another order: the same training up to float rounding.
+    mesh.cpu_devices = config_dict.FieldReference(0, field_type=object)  # a count or "auto"
     # Logical axis name -> mesh axes ("" for replicated). A dimension a mesh axis does not
     # divide stays replicated. Prompt parameters are always replicated.
     mesh.logical_axis_rules = (

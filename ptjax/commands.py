@@ -71,11 +71,14 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
 
     from ptjax.training.compilation_cache import enable as enable_compilation_cache
     from ptjax.training.config import check_names, validate
+    from ptjax.training.cpu_devices import start_cpu_devices
 
     if config.mode == "eval" and config.restore:
         from ptjax.training.export_config import config_for_export
 
         config = config_for_export(config, config.restore, explicit=explicit)
+    if config.mode in ("train", "eval", "sweep"):
+        start_cpu_devices(_run_configs(config, workdir))  # before JAX starts its backends
     validate(config, jax.device_count())
     check_names(config)  # what options name (files, splits, metrics), before any backbone loads
     enable_compilation_cache(config.compilation_cache_dir)
@@ -96,6 +99,17 @@ def run(config, workdir: str, build: Callable | None = None, *, explicit: tuple[
     elif build is None:
         from ptjax.experiment import build
     return MODES[config.mode](config, workdir, build(config))
+
+
+def _run_configs(config, workdir: str | None) -> list:
+    """The configs of the runs `config` makes (a sweep's every run), read before JAX starts."""
+    if config.mode != "sweep":
+        return [config]
+    from pathlib import Path
+
+    from ptjax.sweep import plan_runs, run_config
+
+    return [run_config(config, run) for run in plan_runs(config, Path(workdir or "."))]
 
 
 def run_reporting_errors(config, workdir: str | None, build: Callable | None = None, *,

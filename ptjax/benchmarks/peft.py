@@ -42,8 +42,10 @@ per peak matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb
 time (idle threads that spin count as busy, so it errs low). The load average goes with every
 line.
 
-`--host-devices N` runs the ptjax side data parallel over N CPU devices (the batch split across
-the cores as across accelerators), which overlaps work XLA:CPU runs on one core at a time.
+The ptjax side runs on one CPU device, as main.py does by default. `--host-devices N` runs it
+data parallel over N CPU devices (the batch split across the cores as across accelerators, so
+each core runs its own kernels); `--host-devices auto` picks the count as main.py's
+`config.mesh.cpu_devices="auto"` does (ptjax/training/cpu_devices.py).
 
 Prints one JSON line per case, then one line with the versions (as the sides report them), the
 best peak of the whole run and each case's MFU against it (`mfu_vs_run_peak`). Needs torch
@@ -129,7 +131,7 @@ def _emit(message: dict) -> None:
 class SideProcess:
     """The coordinator's handle on one side's process."""
 
-    def __init__(self, side: str, name: str, args):
+    def __init__(self, side: str, name: str, args, host_devices: int = 1):
         command = [sys.executable, "-m", "ptjax.benchmarks.peft", "--side", side, "--cases", name,
                    "--warmup", str(args.warmup), "--steps", str(args.steps), "--peak-size", str(args.peak_size),
                    "--threads", str(args.threads), "--dtype", args.dtype]
@@ -140,8 +142,8 @@ class SideProcess:
             command.append("--scan-layers")
         root = str(Path(__file__).resolve().parents[1])  # ptjax and configs
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        if side == "ptjax" and args.host_devices > 1:  # must be set before JAX starts
-            flag = f"--xla_force_host_platform_device_count={args.host_devices}"
+        if side == "ptjax" and host_devices > 1:  # must be set before JAX starts
+            flag = f"--xla_force_host_platform_device_count={host_devices}"
             env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), flag]))
         self.side = side
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -179,7 +181,7 @@ class SideProcess:
 
 def run_case(name: str, args) -> dict:
     case = _case(args, name)
-    ours = SideProcess("ptjax", name, args)
+    ours = SideProcess("ptjax", name, args, _host_devices(args, case))
     try:
         theirs = SideProcess("peft", name, args)
         try:
@@ -247,6 +249,17 @@ def _best_peak(jax_peak: dict, torch_peak: dict, size: int) -> dict:
             "peak_flops_per_cpu_s": max(jax_peak["flops_per_cpu_s"], torch_peak["flops_per_cpu_s"])}
 
 
+def _host_devices(args, case) -> int:
+    """--host-devices, "auto" chosen as main.py's config.mesh.cpu_devices="auto" chooses."""
+    if args.host_devices != "auto":
+        return int(args.host_devices)
+    from ptjax.training import cpu_devices
+
+    return cpu_devices.auto_count(cpu_devices.physical_cores(), (case.batch,),
+                                  cpu_devices.weight_bytes(args.model or case.backbone),
+                                  cpu_devices.available_memory_bytes())
+
+
 def _case(args, name: str):
     from ptjax.benchmarks.sides import CASES
 
@@ -269,9 +282,10 @@ def parse(argv):
     parser.add_argument("--length", type=int, default=0, help="replace every case's text length")
     parser.add_argument("--peak-size", type=int, default=4096, help="matmul size for the peak (0: skip)")
     parser.add_argument("--scan-layers", action="store_true", help="ptjax scans its layers (default: unrolled)")
-    parser.add_argument("--host-devices", type=int, default=1,
+    parser.add_argument("--host-devices", default="1",
                         help="ptjax runs data parallel over this many CPU devices (XLA_FLAGS "
-                             "--xla_force_host_platform_device_count; the batch must divide)")
+                             "--xla_force_host_platform_device_count; the batch must divide); "
+                             "auto: as config.mesh.cpu_devices=auto chooses (one per core)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: ptjax computes in bf16 (float32 accumulation), PEFT runs "
                              "under torch.autocast(\"cpu\", dtype=torch.bfloat16)")

@@ -1,0 +1,117 @@
+"""How many CPU devices JAX starts with for a run: `config.mesh.cpu_devices`.
+
+XLA:CPU runs one device's step on all cores: its dense products split across them, but its
+batched attention products and many small kernels run on one thread while another core waits,
+and a split product costs more core-time than one on a single core. One device per core, the
+batch split between them (data parallel, the default mesh), keeps every core on its own kernel:
+the bf16 MiniLM P-tuning v2 step ran 0.429 -> 0.351 s on a 2-core EPYC (BENCHMARKS.md, "bf16
+compute"). Each device holds its own copy of the frozen weights, and the batches must divide;
+with little work per step the split costs more than it gains: the quickstart's float32 SmolLM2
+steps (batch 8) ran 26.3 -> 17.9 examples/s on the same host. So one device stays the default
+(0), and "auto" or a count is the user's choice.
+
+On a host with an accelerator the CPU devices are not used (JAX's default backend is the
+accelerator), so the setting does nothing there. It must be applied before JAX starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from absl import logging
+
+AUTO = "auto"
+MEMORY_SHARE = 0.5  # the weight copies may take at most this share of the available memory
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyperthreads of one core once."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("", str(cpu)))
+    return max(len(cores), 1)
+
+
+def available_memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def weight_bytes(model_name: str) -> int | None:
+    """Bytes of the backbone's weight files (one device's copy, at most: a float32 checkpoint
+    loaded in bf16 takes half); None when the checkpoint cannot be found."""
+    from ptjax.errors import InputError
+    from ptjax.models.loading import resolve_checkpoint
+
+    try:
+        files = resolve_checkpoint(model_name)
+    except InputError:  # the run's own loading reports it
+        return None
+    if files.weights.is_file():
+        return files.weights.stat().st_size
+    patterns = ("*.safetensors", "*.bin", "*.gguf", "*.msgpack")
+    return sum(path.stat().st_size for pattern in patterns for path in files.weights.glob(pattern)) or None
+
+
+def auto_count(cores: int, batch_rows: tuple[int, ...], one_copy: int | None, memory: int | None) -> int:
+    """The most devices, at most one per core, that divide every batch and whose weight copies
+    fit in MEMORY_SHARE of the memory (unknown weights or memory: one device)."""
+    for count in range(cores, 1, -1):
+        if any(rows % count for rows in batch_rows):
+            continue
+        if one_copy is None or memory is None or count * one_copy > MEMORY_SHARE * memory:
+            continue
+        return count
+    return 1
+
+
+def default_mesh(mesh) -> bool:
+    return (int(mesh.data), int(mesh.fsdp), int(mesh.tensor)) == (-1, 1, 1)
+
+
+def start_cpu_devices(configs: list) -> int:
+    """Apply config.mesh.cpu_devices before JAX starts, for the runs of `configs` (one run's
+    config, or every run of a sweep); returns the count requested (0: JAX's own devices left as
+    they are: set to 0, JAX already started, XLA_FLAGS or JAX_NUM_CPU_DEVICES name a count, or
+    "auto" with a mesh shape of the user's)."""
+    from jax._src import xla_bridge
+
+    from ptjax.errors import InputError
+
+    setting = str(configs[0].mesh.cpu_devices)
+    if setting != AUTO and not setting.isdigit():
+        raise InputError(f"config.mesh.cpu_devices={setting!r}: \"auto\" or a device count (0: JAX's own)")
+    if setting == "0" or xla_bridge.backends_are_initialized():
+        return 0
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or \
+            os.environ.get("JAX_NUM_CPU_DEVICES"):
+        return 0
+    if setting == AUTO:
+        if not all(default_mesh(config.mesh) for config in configs):
+            return 0
+        rows = set()
+        for config in configs:
+            rows.add(config.train.batch_size // max(int(config.optimizer.grad_accum_steps), 1))
+            rows.add(config.train.eval_batch_size)
+        copies = [weight_bytes(name) for name in sorted({config.model.name for config in configs})]
+        count = auto_count(physical_cores(), tuple(sorted(rows)),
+                           None if None in copies else max(copies), available_memory_bytes())
+    else:
+        count = int(setting)
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", count)
+    logging.info("JAX's CPU backend starts with %d device(s) (config.mesh.cpu_devices=%s)", count, setting)
+    return count

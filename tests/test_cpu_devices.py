@@ -1,0 +1,116 @@
+"""config.mesh.cpu_devices: how many CPU devices a run starts JAX with (ptjax/training/cpu_devices.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptjax.errors import InputError
+from ptjax.training import cpu_devices
+
+REPO = Path(__file__).resolve().parents[1]
+GIB = 2 ** 30
+
+
+@pytest.mark.parametrize("cores, rows, one_copy, memory, expected", [
+    (4, (32, 32), GIB, 16 * GIB, 4),
+    (4, (6, 32), GIB, 16 * GIB, 2),       # 4 and 3 do not divide both batches
+    (4, (6, 7), GIB, 16 * GIB, 1),
+    (8, (24,), 3 * GIB, 16 * GIB, 2),     # 3 x 3 GiB is already over half of 16 GiB
+    (8, (24,), None, 16 * GIB, 1),        # weights not found: one device
+    (2, (32,), GIB, None, 1),             # memory unknown
+    (1, (32,), GIB, 16 * GIB, 1),
+])
+def test_auto_count_divides_the_batches_and_fits_the_weight_copies(cores, rows, one_copy, memory, expected):
+    assert cpu_devices.auto_count(cores, rows, one_copy, memory) == expected
+
+
+def test_weight_bytes_of_a_checkpoint_folder(tiny_model_dir, tmp_path):
+    folder = Path(tiny_model_dir("bert"))
+    files = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")]
+    assert cpu_devices.weight_bytes(str(folder)) == sum(p.stat().st_size for p in files) > 0
+    assert cpu_devices.weight_bytes(str(tmp_path / "absent")) is None
+
+
+def test_physical_cores_is_within_the_allowed_cpus():
+    assert 1 <= cpu_devices.physical_cores() <= len(os.sched_getaffinity(0))
+
+
+SCRIPT = """
+import json, sys
+from configs.base import get_config
+from ptjax.training.cpu_devices import start_cpu_devices
+config = get_config()
+config.model.name, config.train.batch_size, config.train.eval_batch_size = sys.argv[1], 6, 4
+for key, value in json.loads(sys.argv[2]).items():
+    section, name = key.split(".")
+    config[section][name] = value
+requested = start_cpu_devices([config])
+import jax
+print(json.dumps({"requested": requested, "devices": jax.device_count(), "platform": jax.devices()[0].platform}))
+"""
+
+
+def start(model_dir, overrides: dict, xla_flags: str = ""):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env["XLA_FLAGS"] = (xla_flags + " --xla_backend_optimization_level=0").strip()
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(model_dir), json.dumps(overrides)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_jax_starts_with_the_count_the_setting_names(tiny_model_dir):
+    model = tiny_model_dir("bert")
+    expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (6, 4), cpu_devices.weight_bytes(model),
+                                      cpu_devices.available_memory_bytes())
+    assert start(model, {}) == {"requested": 0, "devices": 1, "platform": "cpu"}  # the default: JAX's own
+    auto = {"mesh.cpu_devices": "auto"}
+    assert start(model, auto) == {"requested": expected, "devices": expected, "platform": "cpu"}
+    assert start(model, {"mesh.cpu_devices": "3"})["devices"] == 3
+    # A mesh shape of the user's, or a count named in XLA_FLAGS, is left as it is.
+    assert start(model, {**auto, "mesh.data": 1})["requested"] == 0
+    flagged = start(model, auto, "--xla_force_host_platform_device_count=5")
+    assert (flagged["requested"], flagged["devices"]) == (0, 5)
+
+
+def test_a_bad_setting_is_refused():
+    from configs.base import get_config
+
+    config = get_config()
+    config.mesh.cpu_devices = "many"
+    with pytest.raises(InputError, match="config.mesh.cpu_devices='many'"):
+        cpu_devices.start_cpu_devices([config])
+
+
+RUN = """
+import dataclasses, json, sys
+sys.path.insert(0, "tests")
+import main, toy_experiment
+model_dir, workdir = sys.argv[1], sys.argv[2]
+
+@dataclasses.dataclass
+class Experiment:
+    model: object
+    data: object
+
+config = toy_experiment.toy_config(model_dir, workdir, **{"train.num_steps": 1, "train.batch_size": 4,
+                                                          "train.eval_batch_size": 4, "mesh.cpu_devices": "auto"})
+main.run(config, workdir + "/run", build=lambda cfg: Experiment(*toy_experiment.build(cfg)))
+"""
+
+
+def test_a_run_through_main_uses_one_device_per_core(tiny_model_dir, tmp_path):
+    """main.run with mesh.cpu_devices="auto": results.json records the devices the rule picked."""
+    model = tiny_model_dir("bert")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    proc = subprocess.run([sys.executable, "-c", RUN, str(model), str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (4,), cpu_devices.weight_bytes(model),
+                                      cpu_devices.available_memory_bytes())
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["devices"] == expected
