@@ -66,12 +66,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Stack transformer layers with a scan (one compiled layer body; fast compiles for deep
     # models) or unroll them.
     model.scan_layers = True
-    # With unrolled layers (scan_layers=False), the last layer computes only the positions the
-    # head reads (a [CLS] or last-token classifier, a verbalizer's target: its queries, attention
-    # output and feed-forward at one row per example; keys and values everywhere). Exact: without
-    # dropout the same outputs up to float rounding; with dropout another draw of its masks.
-    # BERT, RoBERTa, ALBERT, DeBERTa, GPT-2 and Llama (models/registry.py: query_positions); T5,
-    # scanned stacks and heads that read every position compute every position.
+    # The last layer computes only the positions the head reads (a [CLS] or last-token
+    # classifier, a verbalizer's target: its queries, attention output and feed-forward at one row
+    # per example; keys and values everywhere; scanned or unrolled). Exact: without dropout the
+    # same outputs up to float rounding; with dropout another draw of its masks. BERT, RoBERTa,
+    # ALBERT, DeBERTa, GPT-2 and Llama (models/registry.py: query_positions); T5 and heads that
+    # read every position compute every position.
     model.prune_last_layer = True
     # Rematerialization of each layer in the backward pass: "none", "full" (save nothing),
     # "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dimensions).

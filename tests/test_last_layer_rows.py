@@ -66,13 +66,34 @@ def test_rows_only_stack_matches_the_full_stack(unrolled):
         assert scale > 0 and float(jnp.max(jnp.abs(ours - full))) <= TOLERANCE * scale, (family, name)
 
 
-def test_a_scanned_stack_computes_every_position(unrolled):
-    """Splitting a scanned stack would copy its weights each step: it ignores query_positions."""
-    family, _, scanned = unrolled
-    mask, embeds, *_, positions = _inputs(scanned)
-    out = scanned.module.apply({"params": scanned.params}, attention_mask=mask, inputs_embeds=embeds,
-                               compute_logits=False, query_positions=positions)
-    assert out.positions is None and out.last_hidden_state.shape[:2] == mask.shape, family
+def test_a_scanned_stack_computes_the_rows_too(unrolled):
+    """Scanned layers (main.py's default): the same rows and gradients as the unrolled full stack."""
+    family, backbone, scanned = unrolled
+    mask, embeds, keys, values, prefix_mask, positions = _inputs(backbone)
+    (loss_full, (rows_full, _)), grads_full = _loss(backbone, mask, prefix_mask, positions, False)(embeds, keys, values)
+    (loss_rows, (rows, kept)), grads = _loss(scanned, mask, prefix_mask, positions, True)(embeds, keys, values)
+    assert kept.shape == positions.shape, family
+    np.testing.assert_allclose(rows, rows_full, atol=TOLERANCE, rtol=TOLERANCE, err_msg=family)
+    np.testing.assert_allclose(loss_rows, loss_full, rtol=TOLERANCE)
+    for name, ours, full in zip(("embeds", "prefix keys", "prefix values"), grads, grads_full):
+        scale = float(jnp.max(jnp.abs(full)))
+        assert float(jnp.max(jnp.abs(ours - full))) <= TOLERANCE * scale, (family, name)
+
+
+def test_a_scanned_stack_reads_its_weights_in_place(tiny_model_dir):
+    """The scan over the first L-1 layers reads each layer's weights out of the whole stack: no
+    buffer holding L-1 layers of a weight (a copy of the stack) in the compiled gradient, and
+    temporaries within one layer's weights of the full stack's."""
+    backbone = load_backbone(tiny_model_dir("bert"), scan_layers=True)
+    mask, embeds, keys, values, prefix_mask, positions = _inputs(backbone)
+    layers, ffn = backbone.config.num_layers, backbone.params["layers"]["intermediate"]["kernel"]
+    compiled = {rows: _loss(backbone, mask, prefix_mask, positions, rows).lower(embeds, keys, values).compile()
+                for rows in (False, True)}
+    shape = "f32[%d,%d,%d]" % (layers - 1, *ffn.shape[1:])
+    assert shape not in compiled[True].as_text() and f"f32[{layers}," in compiled[True].as_text()
+    one_layer = sum(x[0].nbytes for x in jax.tree.leaves(backbone.params["layers"]))
+    temps = [compiled[rows].memory_analysis().temp_size_in_bytes for rows in (False, True)]
+    assert temps[1] <= temps[0] + 2 * one_layer, (temps, one_layer)
 
 
 def test_pooler_reads_position_zero_and_flags_rows_without_it():
@@ -140,12 +161,12 @@ def test_prompt_model_loss_and_prompt_gradient_are_unchanged(case, family, tiny_
     assert flops[1] < flops[0] * 0.95, (case, flops)
 
 
-@pytest.mark.parametrize("remat_policy", ["none", "full"])
-def test_training_with_dropout_and_remat_runs_on_the_rows(tiny_model_dir, remat_policy):
+@pytest.mark.parametrize("remat_policy,scan_layers", [("none", False), ("full", False), ("full", True)])
+def test_training_with_dropout_and_remat_runs_on_the_rows(tiny_model_dir, remat_policy, scan_layers):
     """Train mode (dropout in the last layer's rows) and a remat policy (the last layer wrapped like
     the others): finite, dropout active, and the remat variant equal to the plain one."""
     path = tiny_model_dir("bert")
-    backbone = load_backbone(path, scan_layers=False, remat_policy=remat_policy)
+    backbone = load_backbone(path, scan_layers=scan_layers, remat_policy=remat_policy)
     mask, embeds, keys, values, prefix_mask, positions = _inputs(backbone)
 
     def loss(embeds, deterministic, rng):
@@ -159,7 +180,7 @@ def test_training_with_dropout_and_remat_runs_on_the_rows(tiny_model_dir, remat_
     (value, grad), (value_eval, _) = train(embeds, False, rng), train(embeds, True, rng)
     assert np.isfinite(value) and bool(jnp.all(jnp.isfinite(grad))) and value != value_eval
     if remat_policy != "none":
-        plain = load_backbone(path, scan_layers=False)
+        plain = load_backbone(path, scan_layers=scan_layers)
         reference = plain.module.apply({"params": plain.params}, attention_mask=mask, inputs_embeds=embeds,
                                        prefix=PrefixKV(keys, values, jnp.asarray(prefix_mask)), compute_logits=False,
                                        deterministic=False, rngs={"dropout": rng}, query_positions=positions)

@@ -139,7 +139,7 @@ class AlbertModel(nn.Module):
         query_positions=None,
     ) -> BackboneOutput:
         """query_positions [batch, n] int32: the caller reads the output at these positions
-        only; with unrolled layers (scan_layers=False) the last application of the shared layer
+        only; the last application of the shared layer
         computes just those rows (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
@@ -156,13 +156,13 @@ class AlbertModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
-        positions = query_positions if rows_only(query_positions, self.scan_layers, output_hidden_states) else None
+        positions = query_positions if rows_only(query_positions, False, output_hidden_states) else None
         all_hidden = None
         if positions is not None:
             last = stack_computing_rows(
                 AlbertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy, in_axes=(0, nn.broadcast),
                 shared_stack=lambda n: shared_layer_stack(num_layers=n, remat_policy=self.remat_policy,
-                                                          scan_layers=False),
+                                                          scan_layers=self.scan_layers),
             )(cfg, dtype=self.dtype, deterministic=deterministic, name="layer")(
                 hidden, prefix_kv, mask, query_index=positions)
         else:

@@ -155,7 +155,7 @@ class BertModel(nn.Module):
         query_positions=None,
     ) -> BackboneOutput:
         """query_positions [batch, n] int32: the caller reads the output at these positions
-        only; with unrolled layers (scan_layers=False) the last layer computes just those rows
+        only; the last layer computes just those rows
         (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
@@ -173,10 +173,11 @@ class BertModel(nn.Module):
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=False)
         prefix_kv = None if prefix is None else prefix.for_layers()
         layer_kwargs = {"dtype": self.dtype, "deterministic": deterministic, "name": "layers"}
-        positions = query_positions if rows_only(query_positions, self.scan_layers, output_hidden_states) else None
+        positions = query_positions if rows_only(query_positions, False, output_hidden_states) else None
         all_hidden = None
         if positions is not None:
             last = stack_computing_rows(BertLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                        scan_layers=self.scan_layers,
                                         in_axes=(0, nn.broadcast))(cfg, **layer_kwargs)(
                 hidden, prefix_kv, mask, query_index=positions)
         else:

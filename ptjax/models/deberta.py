@@ -237,7 +237,7 @@ class DebertaModel(nn.Module):
         query_positions=None,
     ) -> BackboneOutput:
         """query_positions [batch, n] int32: the caller reads the output at these positions
-        only; with unrolled layers (scan_layers=False) the last layer computes just those rows
+        only; the last layer computes just those rows
         (BackboneOutput.positions says so), unless it is v2's first layer, which convolves every
         position. Not with output_hidden_states."""
         cfg = self.config
@@ -273,12 +273,12 @@ class DebertaModel(nn.Module):
             context.update(conv=conv, embeddings=hidden, token_mask=token_mask)
         prefix_kv = None if prefix is None else prefix.for_layers()
         one_convolved_layer = cfg.conv_kernel_size > 0 and cfg.num_layers == 1
-        unrolled = not (self.scan_layers or one_convolved_layer)
-        positions = query_positions if rows_only(query_positions, not unrolled, output_hidden_states) else None
+        positions = query_positions if rows_only(query_positions, one_convolved_layer, output_hidden_states) else None
         layer_kwargs = {"dtype": self.dtype, "deterministic": deterministic, "name": "layers"}
         all_hidden = None
         if positions is not None:
             last = stack_computing_rows(DebertaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                                        scan_layers=self.scan_layers,
                                         in_axes=(0, 0, nn.broadcast))(cfg, **layer_kwargs)(
                 hidden, prefix_kv, jnp.arange(cfg.num_layers), context, query_index=positions)
         else:

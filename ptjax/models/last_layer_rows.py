@@ -5,6 +5,7 @@ Family.query_positions; config.model.prune_last_layer)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -23,10 +24,12 @@ def query_rows(x: Array, query_index: Array, axis: int = 1) -> Array:
     return jnp.take_along_axis(x, index, axis=axis)
 
 
-def rows_only(query_positions: Array | None, scan_layers: bool, output_hidden_states: bool = False) -> bool:
+def rows_only(query_positions: Array | None, other_stack: bool, output_hidden_states: bool = False) -> bool:
     """Whether a backbone call computes its last layer at query_positions only
-    (stack_computing_rows): asked for, layers unrolled, and no per-layer outputs wanted."""
-    return query_positions is not None and not scan_layers and not output_hidden_states
+    (stack_computing_rows): asked for, no per-layer outputs wanted, and none of the family's
+    stacks that compute every row (`other_stack`: decoding's per-layer parameters or cache, a
+    one-layer DeBERTa-v2 convolution)."""
+    return query_positions is not None and not other_stack and not output_hidden_states
 
 
 def pooled_at_first(pool: Callable[[Array], Array], last: Array, positions: Array | None) -> Array:
@@ -41,12 +44,52 @@ def pooled_at_first(pool: Callable[[Array], Array], last: Array, positions: Arra
     return jnp.where(jnp.any(has_first, axis=1)[:, None], pooled, jnp.nan)
 
 
+def _layer_at(index: Array, variables: dict) -> dict:
+    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False), variables)
+
+
+_RECOMPUTED = (jax.lax.dynamic_slice_p, jax.lax.squeeze_p, jax.lax.reshape_p)
+
+
+def _save_all_but_slices(primitive, *_, **__) -> bool:
+    """Remat policy of indexed_scan: every value is saved for the backward pass except slices and
+    reshapes, which are done again from their (saved or stacked) input. A layer's weights read out
+    of the stack are such a slice: saved, each iteration's would be stacked, a copy of the stack."""
+    return primitive not in _RECOMPUTED
+
+
+def indexed_scan(layer_cls: type[nn.Module], *, num_layers: int, in_axes: tuple = ()) -> Callable[..., nn.Module]:
+    """layer_cls scanned over the first `num_layers` entries of parameters stacked for more
+    layers: build(*args, name=..., **kwargs)(hidden, jnp.arange(num_layers), *layer_args). The
+    module's parameters are {"layer": the whole stack}; each iteration reads its layer's entries
+    by index, where slicing the stack to num_layers first would copy every weight of it each step
+    (XLA materializes the slice before the loop)."""
+
+    class _Indexed(nn.Module):
+        layer_args: tuple
+        layer_kwargs: tuple  # (name, value) pairs
+
+        @nn.compact
+        def __call__(self, hidden, index, *args):
+            layer = nn.map_variables(layer_cls, "params", trans_in_fn=functools.partial(_layer_at, index),
+                                     mutable=False)
+            return layer(*self.layer_args, name="layer", **dict(self.layer_kwargs))(hidden, *args)
+
+    body = nn.remat(_Indexed, policy=_save_all_but_slices, prevent_cse=False)  # a layer's own policy applies inside
+    scanned = nn.scan(body, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                      in_axes=(0,) + tuple(in_axes), length=num_layers)
+
+    def build(*args, name=None, **kwargs):
+        return scanned(tuple(args), tuple(sorted(kwargs.items())), name=name)
+    return build
+
+
 def stack_computing_rows(
     layer_cls: type[nn.Module], *, num_layers: int, remat_policy: str = "none", in_axes: tuple = (),
-    shared_stack: Callable[[int], type[nn.Module]] | None = None,
+    scan_layers: bool = False, shared_stack: Callable[[int], type[nn.Module]] | None = None,
 ) -> Callable[..., nn.Module]:
-    """layer_stack's unrolled stack (the same parameters, stacked on `layers`) whose last layer
-    computes only some rows: build(*args, name=..., **kwargs)(hidden, *layer_args,
+    """layer_stack's stack (the same parameters, stacked on `layers`) whose last layer computes
+    only some rows: build(*args, name=..., **kwargs)(hidden, *layer_args,
     query_index=[batch, n]) -> [batch, n, embed], the last layer's output at those positions.
 
     A head that reads one position per example ([CLS], a verbalizer's target) needs the last
@@ -55,9 +98,10 @@ def stack_computing_rows(
     nobody reads. `layer_cls.__call__` takes `query_index` (None: every row) for the last layer.
     Its dropout draws differ from the full stack's (other random streams, fewer rows), so a
     training run is another draw of the same computation; without dropout the outputs equal the
-    full stack's rows up to float rounding. Unrolled only: splitting a scanned stack would copy
-    its weights every step. shared_stack(n): the unrolled stack of n layers for a model whose
-    layers share one parameter set (ALBERT), which then goes whole to both parts.
+    full stack's rows up to float rounding. scan_layers: the first L-1 layers scanned
+    (indexed_scan: they read the stacked parameters in place), else unrolled. shared_stack(n):
+    the stack of n layers for a model whose layers share one parameter set (ALBERT), which then
+    goes whole to both parts.
     """
     if remat_policy not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
@@ -68,8 +112,8 @@ def stack_computing_rows(
         params = variables["params"]
         if shared_stack is not None:
             return {"params": {"first": params, "last": params}}
-        return {"params": {"first": jax.tree.map(lambda x: x[:-1], params),
-                           "last": jax.tree.map(lambda x: x[-1], params)}}
+        first = {"layer": params} if scan_layers else jax.tree.map(lambda x: x[:-1], params)
+        return {"params": {"first": first, "last": jax.tree.map(lambda x: x[-1], params)}}
 
     class _Rows(nn.Module):
         layer_args: tuple
@@ -78,12 +122,19 @@ def stack_computing_rows(
         @nn.compact
         def __call__(self, hidden, *args, query_index):
             kwargs = dict(self.layer_kwargs)
-            first = shared_stack(num_layers - 1) if shared_stack is not None else layer_stack(
-                layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy, scan_layers=False, in_axes=in_axes)
             head_args = [a if axis is nn.broadcast else jax.tree.map(lambda x: x[:-1], a) for a, axis in zip(args, in_axes)]
             last_args = [a if axis is nn.broadcast else jax.tree.map(lambda x: x[-1], a) for a, axis in zip(args, in_axes)]
+            if shared_stack is not None:
+                first = shared_stack(num_layers - 1)(*self.layer_args, name="first", **kwargs)
+            elif scan_layers:
+                first = indexed_scan(last_cls, num_layers=num_layers - 1, in_axes=in_axes)(
+                    *self.layer_args, name="first", **kwargs)
+                head_args = [jnp.arange(num_layers - 1), *head_args]
+            else:
+                first = layer_stack(layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy,
+                                    scan_layers=False, in_axes=in_axes)(*self.layer_args, name="first", **kwargs)
             if num_layers > 1:
-                hidden, _ = first(*self.layer_args, name="first", **kwargs)(hidden, *head_args)
+                hidden, _ = first(hidden, *head_args)
             out, _ = last_cls(*self.layer_args, name="last", **kwargs)(hidden, *last_args, query_index=query_index)
             return out
 

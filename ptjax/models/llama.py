@@ -217,7 +217,7 @@ class LlamaModel(nn.Module):
         query_positions=None,
     ) -> BackboneOutput:
         """query_positions [batch, n] int32: the caller reads the output at these positions
-        only; with unrolled layers (no cache, scan_layers=False) the last layer computes just
+        only; without a cache or per-layer parameters the last layer computes just
         those rows (BackboneOutput.positions says so). Not with output_hidden_states."""
         cfg = self.config
         if inputs_embeds is None:
@@ -234,11 +234,11 @@ class LlamaModel(nn.Module):
 
         mask = make_attention_mask(attention_mask, query_length=length, key_length=length, causal=True)
         prefix_kv = None if prefix is None else prefix.for_layers()
-        layered = self.scan_layers or self.per_layer_params or cache is not None
-        positions = query_positions if rows_only(query_positions, layered, output_hidden_states) else None
+        decoding = self.per_layer_params or cache is not None
+        positions = query_positions if rows_only(query_positions, decoding, output_hidden_states) else None
         if positions is not None:
             last = stack_computing_rows(
-                LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy,
+                LlamaLayer, num_layers=cfg.num_layers, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
             )(cfg, dtype=self.dtype, deterministic=deterministic, name="layers")(
                 hidden, prefix_kv, mask, cos, sin, None, None, query_index=positions)

@@ -57,7 +57,7 @@ class Family:
     shared_layer: top-level parameter group that every layer applies (ALBERT's one layer), so a
       token meets it config.num_layers times (plan's FLOPs estimate); "" when layers own theirs.
     query_positions: the module's __call__ takes query_positions [batch, n] and then computes its
-      last layer at those rows only when its layers are unrolled (last_layer_rows.stack_computing_rows).
+      last layer at those rows only (last_layer_rows.stack_computing_rows).
     """
 
     name: str
