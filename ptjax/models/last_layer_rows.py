@@ -51,19 +51,25 @@ def _layer_at(index: Array, variables: dict) -> dict:
 _RECOMPUTED = (jax.lax.dynamic_slice_p, jax.lax.squeeze_p, jax.lax.reshape_p)
 
 
-def _save_all_but_slices(primitive, *_, **__) -> bool:
-    """Remat policy of indexed_scan: every value is saved for the backward pass except slices and
-    reshapes, which are done again from their (saved or stacked) input. A layer's weights read out
-    of the stack are such a slice: saved, each iteration's would be stacked, a copy of the stack."""
-    return primitive not in _RECOMPUTED
+def _without_slices(policy: Callable | None) -> Callable:
+    """A remat policy (None: save everything) that also saves no slice or reshape, which are done
+    again from their (saved or stacked) input. A layer's weights read out of the stack are such a
+    slice: saved, each iteration's would be stacked, a copy of the stack."""
+    def saveable(primitive, *args, **params) -> bool:
+        if primitive in _RECOMPUTED:
+            return False
+        return True if policy is None else policy(primitive, *args, **params)
+    return saveable
 
 
-def indexed_scan(layer_cls: type[nn.Module], *, num_layers: int, in_axes: tuple = ()) -> Callable[..., nn.Module]:
+def indexed_scan(layer_cls: type[nn.Module], *, num_layers: int, remat_policy: str = "none",
+                 in_axes: tuple = ()) -> Callable[..., nn.Module]:
     """layer_cls scanned over the first `num_layers` entries of parameters stacked for more
     layers: build(*args, name=..., **kwargs)(hidden, jnp.arange(num_layers), *layer_args). The
     module's parameters are {"layer": the whole stack}; each iteration reads its layer's entries
     by index, where slicing the stack to num_layers first would copy every weight of it each step
-    (XLA materializes the slice before the loop)."""
+    (XLA materializes the slice before the loop). Each iteration is rematerialized with
+    `remat_policy`, and never saves a slice (_without_slices)."""
 
     class _Indexed(nn.Module):
         layer_args: tuple
@@ -75,7 +81,7 @@ def indexed_scan(layer_cls: type[nn.Module], *, num_layers: int, in_axes: tuple 
                                      mutable=False)
             return layer(*self.layer_args, name="layer", **dict(self.layer_kwargs))(hidden, *args)
 
-    body = nn.remat(_Indexed, policy=_save_all_but_slices, prevent_cse=False)  # a layer's own policy applies inside
+    body = nn.remat(_Indexed, policy=_without_slices(REMAT_POLICIES[remat_policy]), prevent_cse=False)
     scanned = nn.scan(body, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
                       in_axes=(0,) + tuple(in_axes), length=num_layers)
 
@@ -127,7 +133,8 @@ def stack_computing_rows(
             if shared_stack is not None:
                 first = shared_stack(num_layers - 1)(*self.layer_args, name="first", **kwargs)
             elif scan_layers:
-                first = indexed_scan(last_cls, num_layers=num_layers - 1, in_axes=in_axes)(
+                first = indexed_scan(layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy,
+                                     in_axes=in_axes)(
                     *self.layer_args, name="first", **kwargs)
                 head_args = [jnp.arange(num_layers - 1), *head_args]
             else:
