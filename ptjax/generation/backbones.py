@@ -27,7 +27,8 @@ from flax import struct
 
 from ptjax.generation.bank import PromptBank, gather_prefix
 from ptjax.models.kv_cache import KVCache
-from ptjax.models.layers import WEIGHTS_FIRST_KERNEL, Dense, PrefixKV, unstack_layer_params
+from ptjax.models.layer_stacks import unstack_layer_params
+from ptjax.models.layers import WEIGHTS_FIRST_KERNEL, Dense, PrefixKV
 from ptjax.prompts.insertion import insert_soft_prompts
 
 Array = jax.Array

@@ -25,9 +25,9 @@ from ptjax.errors import InputError
 from ptjax.models.attention import make_attention_mask
 from ptjax.models.bert import BertLayer
 from ptjax.models.last_layer_rows import pooled_at_first, rows_only, stack_computing_rows
+from ptjax.models.layer_stacks import REMAT_POLICIES
 from ptjax.models.layers import (
     ACTIVATIONS,
-    REMAT_POLICIES,
     BackboneOutput,
     Dense,
     Dropout,

@@ -15,6 +15,7 @@ import numpy as np
 
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.last_layer_rows import pooled_at_first, query_rows, rows_only, stack_computing_rows
+from ptjax.models.layer_stacks import layer_stack
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -24,7 +25,6 @@ from ptjax.models.layers import (
     LayerNorm,
     PrefixKV,
     constrain,
-    layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
 

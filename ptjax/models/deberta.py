@@ -34,6 +34,7 @@ from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.disentangled import conv_after_first_layer, disentangled_bias, relative_index
 from ptjax.models.last_layer_rows import pooled_at_first, query_rows, rows_only, stack_computing_rows
+from ptjax.models.layer_stacks import layer_stack
 from ptjax.models.layers import (
     ACTIVATIONS,
     BackboneOutput,
@@ -43,7 +44,6 @@ from ptjax.models.layers import (
     LayerNorm,
     PrefixKV,
     constrain,
-    layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
 

@@ -18,6 +18,7 @@ from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.kv_cache import KVCache, extend_layer_cache
 from ptjax.models.last_layer_rows import query_rows, rows_only, stack_computing_rows
+from ptjax.models.layer_stacks import layer_stack
 from ptjax.models.layers import (
     ACTIVATIONS,
     RESIDUAL_DTYPE,
@@ -28,7 +29,6 @@ from ptjax.models.layers import (
     LayerNorm,
     PrefixKV,
     constrain,
-    layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
 

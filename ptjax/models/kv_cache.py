@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ptjax.models.layers import PerLayer
+from ptjax.models.layer_stacks import PerLayer
 
 Array = jax.Array
 

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ptjax.models.layers import REMAT_POLICIES, Array, layer_stack
+from ptjax.models.layer_stacks import REMAT_POLICIES, layer_stack
+from ptjax.models.layers import Array
 
 
 def query_rows(x: Array, query_index: Array, axis: int = 1) -> Array:

@@ -21,6 +21,7 @@ from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.kv_cache import KVCache, extend_layer_cache
 from ptjax.models.last_layer_rows import query_rows, rows_only, stack_computing_rows
+from ptjax.models.layer_stacks import layer_stack
 from ptjax.models.layers import (
     ACTIVATIONS,
     RESIDUAL_DTYPE,
@@ -31,7 +32,6 @@ from ptjax.models.layers import (
     RMSNorm,
     computed_once,
     constrain,
-    layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
 

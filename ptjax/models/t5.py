@@ -31,6 +31,7 @@ import numpy as np
 from ptjax.errors import InputError
 from ptjax.models.attention import dot_product_attention, make_attention_mask, prepend_prefix_mask
 from ptjax.models.kv_cache import KVCache, LayerCache, extend_layer_cache
+from ptjax.models.layer_stacks import PerLayer, layer_stack
 from ptjax.models.layers import (
     ACTIVATIONS,
     RESIDUAL_DTYPE,
@@ -38,11 +39,9 @@ from ptjax.models.layers import (
     Dense,
     Dropout,
     Embed,
-    PerLayer,
     PrefixKV,
     RMSNorm,
     constrain,
-    layer_stack,
 )
 from ptjax.models.registry import Family, TensorRule
 from ptjax.models.relative_positions import relative_position_bias
