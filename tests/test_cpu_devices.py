@@ -114,3 +114,18 @@ def test_a_run_through_main_uses_one_device_per_core(tiny_model_dir, tmp_path):
     expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (4,), cpu_devices.weight_bytes(model),
                                       cpu_devices.available_memory_bytes())
     assert json.loads((tmp_path / "run" / "results.json").read_text())["devices"] == expected
+
+
+def test_a_sweep_counts_every_run_batch(tmp_path):
+    """Mode sweep: the device count is chosen once, for every run's batches (a grid over the batch
+    size included), before JAX starts."""
+    from configs.base import get_config
+    from ptjax.commands import _run_configs
+
+    config = get_config()
+    config.mode = "sweep"
+    config.sweep.grid = ("train.batch_size=6,4",)
+    config.sweep.seeds = (0, 1)
+    runs = _run_configs(config, str(tmp_path))
+    assert sorted({run.train.batch_size for run in runs}) == [4, 6] and len(runs) == 4
+    assert cpu_devices.auto_count(4, tuple(sorted({r.train.batch_size for r in runs} | {32})), GIB, 16 * GIB) == 2
