@@ -253,11 +253,9 @@ def _host_devices(args, case) -> int:
     """--host-devices, "auto" chosen as main.py's config.mesh.cpu_devices="auto" chooses."""
     if args.host_devices != "auto":
         return int(args.host_devices)
-    from ptjax.training import cpu_devices
+    from ptjax.training.cpu_devices import auto_devices
 
-    return cpu_devices.auto_count(cpu_devices.physical_cores(), (case.batch,),
-                                  cpu_devices.weight_bytes(args.model or case.backbone),
-                                  cpu_devices.available_memory_bytes())
+    return auto_devices((case.batch,), (args.model or case.backbone,))
 
 
 def _case(args, name: str):

@@ -77,6 +77,13 @@ def auto_count(cores: int, batch_rows: tuple[int, ...], one_copy: int | None, me
     return 1
 
 
+def auto_devices(batch_rows: tuple[int, ...], model_names: tuple[str, ...]) -> int:
+    """auto_count on this host, for these batches and backbones (the largest one's copies)."""
+    copies = [weight_bytes(name) for name in sorted(set(model_names))]
+    return auto_count(physical_cores(), tuple(sorted(set(batch_rows))),
+                      None if None in copies else max(copies), available_memory_bytes())
+
+
 def default_mesh(mesh) -> bool:
     return (int(mesh.data), int(mesh.fsdp), int(mesh.tensor)) == (-1, 1, 1)
 
@@ -101,17 +108,15 @@ def start_cpu_devices(configs: list) -> int:
     if setting == AUTO:
         if not all(default_mesh(config.mesh) for config in configs):
             return 0
-        rows = set()
+        rows = []
         for config in configs:
-            rows.add(config.train.batch_size // max(int(config.optimizer.grad_accum_steps), 1))
-            rows.add(config.train.eval_batch_size)
-        copies = [weight_bytes(name) for name in sorted({config.model.name for config in configs})]
-        count = auto_count(physical_cores(), tuple(sorted(rows)),
-                           None if None in copies else max(copies), available_memory_bytes())
+            rows += [config.train.batch_size // max(int(config.optimizer.grad_accum_steps), 1),
+                     config.train.eval_batch_size]
+        count = auto_devices(tuple(rows), tuple(config.model.name for config in configs))
     else:
         count = int(setting)
-    import jax
+    from ptjax.planning import request_cpu_devices
 
-    jax.config.update("jax_num_cpu_devices", count)
+    request_cpu_devices(count)
     logging.info("JAX's CPU backend starts with %d device(s) (config.mesh.cpu_devices=%s)", count, setting)
     return count
