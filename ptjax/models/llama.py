@@ -32,6 +32,7 @@ from ptjax.models.layers import (
     RMSNorm,
     computed_once,
     constrain,
+    gated_activate,
 )
 from ptjax.models.registry import Family, TensorRule
 
@@ -157,8 +158,8 @@ class LlamaLayer(nn.Module):
 
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, name="mlp_norm")(hidden)
         dense = lambda n, name: Dense(n, ("embed",), ("mlp",), use_bias=cfg.mlp_bias, dtype=dt, name=name)
-        inner = ACTIVATIONS[cfg.hidden_act](dense(cfg.intermediate_size, "gate")(x)) * dense(
-            cfg.intermediate_size, "up")(x)
+        inner = gated_activate(cfg.hidden_act, dense(cfg.intermediate_size, "gate")(x),
+                               dense(cfg.intermediate_size, "up")(x))
         inner = constrain(inner, ("batch", "length", "mlp"))
         out = Dense(cfg.hidden_size, ("mlp",), ("embed",), use_bias=cfg.mlp_bias, dtype=dt, name="down")(inner)
         hidden = constrain(hidden + out, ("batch", "length", "embed"))

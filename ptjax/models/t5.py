@@ -33,7 +33,6 @@ from ptjax.models.attention import dot_product_attention, make_attention_mask, p
 from ptjax.models.kv_cache import KVCache, LayerCache, extend_layer_cache
 from ptjax.models.layer_stacks import PerLayer, layer_stack
 from ptjax.models.layers import (
-    ACTIVATIONS,
     RESIDUAL_DTYPE,
     BackboneOutput,
     Dense,
@@ -41,7 +40,9 @@ from ptjax.models.layers import (
     Embed,
     PrefixKV,
     RMSNorm,
+    activate,
     constrain,
+    gated_activate,
 )
 from ptjax.models.registry import Family, TensorRule
 from ptjax.models.relative_positions import relative_position_bias
@@ -161,12 +162,11 @@ class T5FeedForward(nn.Module):
     def __call__(self, x):
         cfg, dt = self.config, self.dtype
         gated, activation = FEED_FORWARDS[cfg.feed_forward_proj]
-        act = ACTIVATIONS[activation]
         dense = functools.partial(Dense, cfg.d_ff, ("embed",), ("mlp",), use_bias=False, dtype=dt)
         if gated:
-            inner = act(dense(name="wi_0")(x)) * dense(name="wi_1")(x)
+            inner = gated_activate(activation, dense(name="wi_0")(x), dense(name="wi_1")(x))
         else:
-            inner = act(dense(name="wi")(x))
+            inner = activate(activation, dense(name="wi")(x))
         inner = constrain(inner, ("batch", "length", "mlp"))
         inner = Dropout(cfg.dropout_rate)(inner, deterministic=self.deterministic)
         return Dense(cfg.d_model, ("mlp",), ("embed",), use_bias=False, dtype=dt, name="wo")(inner)
