@@ -6,6 +6,7 @@ size, bytes in use, free bytes, the free top); BENCHMARKS.md "Round-to-round swi
     HOSTMEM=0 python benchmarks/scripts/step_page_faults.py     # neither
     CASE=smollm2_lester STEPS=8 python benchmarks/scripts/step_page_faults.py
     SCAN=0 CASE=smollm2_lester STEPS=14 ...                    # layers unrolled, as the benchmark runs them
+    DTYPE=bfloat16 SCAN=0 CASE=minilm_ptuning_v2 STEPS=50 ...  # the bf16 benchmark's step (default float32)
 """
 
 import sys as _sys, pathlib as _pathlib
@@ -20,7 +21,8 @@ case = sides.CASES[os.environ.get("CASE", "minilm_lester")]
 from ptjax.models.loading import open_backbone
 tok = open_backbone(case.backbone).tokenizer
 inputs = sides.make_inputs(case, tok, 30522 if "minilm" in case.backbone else 49152, 4)
-side = sides.PtjaxSide(case, case.backbone, inputs, scan_layers=os.environ.get("SCAN", "1") == "1")
+side = sides.PtjaxSide(case, case.backbone, inputs, scan_layers=os.environ.get("SCAN", "1") == "1",
+                       dtype=os.environ.get("DTYPE", "float32"))
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
