@@ -265,12 +265,15 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.tensor = 1
     # CPU devices JAX starts with on a host without accelerators (modes train, eval, sweep; the
     # batch is split between them as across accelerators). 0: JAX's own (one device on all
-    # cores, or XLA_FLAGS=--xla_force_host_platform_device_count=N). N: N devices. "auto": one
-    # per physical core, the most that divide the train microbatch and the eval batch and whose
-    # copies of the frozen weights fit in half the available memory; default mesh only. Measured
-    # both ways (BENCHMARKS.md, "One device or several"): bf16 MiniLM steps 10-18% faster on two
-    # cores, the quickstart (SmolLM2, float32, batch 8) 32% slower, hence not the default.
-    # Another count sums gradients in another order: the same training up to float rounding.
+    # cores, or XLA_FLAGS=--xla_force_host_platform_device_count=N). N: N devices. "auto": one per
+    # physical core where each gets at least 512 tokens (rows x task.max_length, or the longest
+    # length bucket) of every run's train step (the eval batch in mode eval), the batches divide
+    # and a copy of the frozen weights per device fits in half the available memory, else one;
+    # default mesh only (ptjax/training/cpu_devices.py). Measured on 2 cores (BENCHMARKS.md, "One
+    # device or several"): bf16 MiniLM steps of 32 x 128 tokens 10-18% faster on two devices,
+    # small steps slower; not the default, as max_length bounds a step's tokens from above only
+    # (SST-2's short sentences: 19% slower on two devices). Another count sums gradients in
+    # another order: the same training up to float rounding.
     mesh.cpu_devices = config_dict.FieldReference(0, field_type=object)  # a count or "auto"
     # Logical axis name -> mesh axes ("" for replicated). A dimension a mesh axis does not
     # divide stays replicated. Prompt parameters are always replicated.

@@ -15,17 +15,42 @@ REPO = Path(__file__).resolve().parents[1]
 GIB = 2 ** 30
 
 
-@pytest.mark.parametrize("cores, rows, one_copy, memory, expected", [
-    (4, (32, 32), GIB, 16 * GIB, 4),
-    (4, (6, 32), GIB, 16 * GIB, 2),       # 4 and 3 do not divide both batches
-    (4, (6, 7), GIB, 16 * GIB, 1),
-    (8, (24,), 3 * GIB, 16 * GIB, 2),     # 3 x 3 GiB is already over half of 16 GiB
-    (8, (24,), None, 16 * GIB, 1),        # weights not found: one device
-    (2, (32,), GIB, None, 1),             # memory unknown
-    (1, (32,), GIB, 16 * GIB, 1),
+BIG = 10 ** 6  # tokens a step: enough for any count here
+
+
+@pytest.mark.parametrize("cores, rows, tokens, one_copy, memory, expected", [
+    (4, (32, 32), BIG, GIB, 16 * GIB, 4),
+    (4, (6, 32), BIG, GIB, 16 * GIB, 2),       # 4 and 3 do not divide both batches
+    (4, (6, 7), BIG, GIB, 16 * GIB, 1),
+    (8, (24,), BIG, 3 * GIB, 16 * GIB, 2),     # 3 x 3 GiB is already over half of 16 GiB
+    (8, (24,), BIG, None, 16 * GIB, 1),        # weights not found: one device
+    (2, (32,), BIG, GIB, None, 1),             # memory unknown
+    (1, (32,), BIG, GIB, 16 * GIB, 1),
+    (2, (32,), 32 * 32, GIB, 16 * GIB, 2),     # 512 tokens a device: enough
+    (2, (8,), 8 * 64, GIB, 16 * GIB, 1),       # the quickstart's step: 256 a device, too few
+    (4, (32,), 32 * 48, GIB, 16 * GIB, 2),     # 4 devices would get 384 tokens each
 ])
-def test_auto_count_divides_the_batches_and_fits_the_weight_copies(cores, rows, one_copy, memory, expected):
-    assert cpu_devices.auto_count(cores, rows, one_copy, memory) == expected
+def test_auto_count_divides_the_batches_gives_each_device_work_and_fits_the_weights(cores, rows, tokens, one_copy,
+                                                                                     memory, expected):
+    assert cpu_devices.auto_count(cores, rows, tokens, one_copy, memory) == expected
+
+
+def test_a_step_is_as_long_as_the_longest_bucket_or_max_length():
+    from configs.base import get_config
+
+    task = get_config().task
+    task.max_length = 128
+    assert cpu_devices.longest_batch_length(task) == 128
+    task.length_buckets = (16, 64, 32)
+    assert cpu_devices.longest_batch_length(task) == 64
+    task.max_length = 48
+    assert cpu_devices.longest_batch_length(task) == 48
+
+
+@pytest.mark.parametrize("platforms, expected", [("cuda", True), ("tpu,cpu", True), ("cpu", False), ("CPU", False)])
+def test_auto_leaves_the_cpu_alone_where_jax_will_pick_an_accelerator(monkeypatch, platforms, expected):
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert cpu_devices.accelerator_expected() is expected
 
 
 def test_weight_bytes_of_a_checkpoint_folder(tiny_model_dir, tmp_path):
@@ -47,7 +72,7 @@ config = get_config()
 config.model.name, config.train.batch_size, config.train.eval_batch_size = sys.argv[1], 6, 4
 for key, value in json.loads(sys.argv[2]).items():
     section, name = key.split(".")
-    config[section][name] = value
+    config[section][name] = tuple(value) if isinstance(value, list) else value
 requested = start_cpu_devices([config])
 import jax
 print(json.dumps({"requested": requested, "devices": jax.device_count(), "platform": jax.devices()[0].platform}))
@@ -64,12 +89,17 @@ def start(model_dir, overrides: dict, xla_flags: str = ""):
 
 
 def test_jax_starts_with_the_count_the_setting_names(tiny_model_dir):
+    """"auto": batches of 8 x 128 tokens are enough for two devices (on 2 or more cores), 6 x 32
+    tokens are not; the default, 0, leaves JAX's own one device."""
     model = tiny_model_dir("bert")
-    expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (6, 4), cpu_devices.weight_bytes(model),
+    expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (8,), 8 * 128, cpu_devices.weight_bytes(model),
                                       cpu_devices.available_memory_bytes())
-    assert start(model, {}) == {"requested": 0, "devices": 1, "platform": "cpu"}  # the default: JAX's own
     auto = {"mesh.cpu_devices": "auto"}
-    assert start(model, auto) == {"requested": expected, "devices": expected, "platform": "cpu"}
+    batches = {"train.batch_size": 8, "train.eval_batch_size": 8}
+    assert start(model, {**auto, **batches}) == {"requested": expected, "devices": expected, "platform": "cpu"}
+    assert start(model, {**auto, "task.length_buckets": (16, 32)}) == {"requested": 1, "devices": 1,
+                                                                        "platform": "cpu"}
+    assert start(model, batches) == {"requested": 0, "devices": 1, "platform": "cpu"}  # the default
     assert start(model, {"mesh.cpu_devices": "3"})["devices"] == 3
     # A mesh shape of the user's, or a count named in XLA_FLAGS, is left as it is.
     assert start(model, {**auto, "mesh.data": 1})["requested"] == 0
@@ -98,20 +128,22 @@ class Experiment:
     data: object
 
 config = toy_experiment.toy_config(model_dir, workdir, **{"train.num_steps": 1, "train.batch_size": 4,
-                                                          "train.eval_batch_size": 4, "mesh.cpu_devices": "auto"})
+                                                          "train.eval_batch_size": 4, "task.length_buckets": (),
+                                                          "task.max_length": 256, "mesh.cpu_devices": "auto"})
 main.run(config, workdir + "/run", build=lambda cfg: Experiment(*toy_experiment.build(cfg)))
 """
 
 
 def test_a_run_through_main_uses_one_device_per_core(tiny_model_dir, tmp_path):
-    """main.run with mesh.cpu_devices="auto": results.json records the devices the rule picked."""
+    """main.run with mesh.cpu_devices="auto" (4 rows of up to 256 tokens: enough for two
+    devices): results.json records the devices the rule picked."""
     model = tiny_model_dir("bert")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
     proc = subprocess.run([sys.executable, "-c", RUN, str(model), str(tmp_path)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (4,), cpu_devices.weight_bytes(model),
+    expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (4,), 4 * 256, cpu_devices.weight_bytes(model),
                                       cpu_devices.available_memory_bytes())
     assert json.loads((tmp_path / "run" / "results.json").read_text())["devices"] == expected
 
@@ -128,4 +160,5 @@ def test_a_sweep_counts_every_run_batch(tmp_path):
     config.sweep.seeds = (0, 1)
     runs = _run_configs(config, str(tmp_path))
     assert sorted({run.train.batch_size for run in runs}) == [4, 6] and len(runs) == 4
-    assert cpu_devices.auto_count(4, tuple(sorted({r.train.batch_size for r in runs} | {32})), GIB, 16 * GIB) == 2
+    assert cpu_devices.auto_count(4, tuple(sorted({r.train.batch_size for r in runs} | {32})), BIG, GIB,
+                                  16 * GIB) == 2

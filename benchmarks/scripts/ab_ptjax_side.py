@@ -7,6 +7,8 @@ prints each arm's median and fastest seconds per step and every round.
 
 An ARM is a checkout of the repository (e.g. `git worktree add /tmp/before COMMIT`), optionally
 followed by @XLA_FLAGS for that arm's process: `/tmp/before@--xla_cpu_prefer_vector_width=512`.
+AB_ARGS adds options of `python -m ptjax.benchmarks.peft` to every arm, e.g. `AB_ARGS="--batch 8
+--length 32"` for a smaller step than the case's.
 """
 
 import json
@@ -34,7 +36,8 @@ def main() -> None:
         if flags:
             env["XLA_FLAGS"] = flags
         command = [sys.executable, "-m", "ptjax.benchmarks.peft", "--side", "ptjax", "--cases", case,
-                   "--warmup", "3", "--steps", str(steps), "--peak-size", "0", "--dtype", dtype]
+                   "--warmup", "3", "--steps", str(steps), "--peak-size", "0", "--dtype", dtype,
+                   *os.environ.get("AB_ARGS", "").split()]
         processes.append(subprocess.Popen(command, cwd=root, env=env, text=True,
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         reply(processes[-1])

@@ -45,7 +45,8 @@ line.
 The ptjax side runs on one CPU device, as main.py does by default. `--host-devices N` runs it
 data parallel over N CPU devices (the batch split across the cores as across accelerators, so
 each core runs its own kernels); `--host-devices auto` picks the count as main.py's
-`config.mesh.cpu_devices="auto"` does (ptjax/training/cpu_devices.py).
+`config.mesh.cpu_devices="auto"` does (ptjax/training/cpu_devices.py); `ptjax_devices` in the
+JSON says which ran.
 
 Prints one JSON line per case, then one line with the versions (as the sides report them), the
 best peak of the whole run and each case's MFU against it (`mfu_vs_run_peak`). Needs torch
@@ -250,12 +251,14 @@ def _best_peak(jax_peak: dict, torch_peak: dict, size: int) -> dict:
 
 
 def _host_devices(args, case) -> int:
-    """--host-devices, "auto" chosen as main.py's config.mesh.cpu_devices="auto" chooses."""
+    """--host-devices, "auto" chosen as main.py's config.mesh.cpu_devices="auto" chooses (its
+    task.max_length counts a Lester prompt's slots, as the case's sequence does)."""
     if args.host_devices != "auto":
         return int(args.host_devices)
     from ptjax.training.cpu_devices import auto_devices
 
-    return auto_devices((case.batch,), (args.model or case.backbone,))
+    length = case.length + (case.prompt_length if case.method == "lester" else 0)
+    return auto_devices((case.batch,), case.batch * length, (args.model or case.backbone,))
 
 
 def _case(args, name: str):
