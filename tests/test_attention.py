@@ -96,6 +96,39 @@ def test_prefix_keys_and_their_gradients():
     _assert_close(_value_and_grads(ours, args, d_out, every), _value_and_grads(plain, args, d_out, every), 2e-5)
 
 
+def test_only_the_prefix_gradient_is_computed_when_only_the_prefix_is_differentiated():
+    """P-tuning v2's first layer: queries, keys and values from frozen embeddings, a trainable
+    prefix. The backward pass works on the prefix's score columns alone (no product over every
+    key) and gives the formula's prefix gradients, with dropout and a frozen bias too."""
+    q, k, v, d_out, padding = _inputs(kv_heads=2)
+    prefix_k = jax.random.normal(jax.random.PRNGKey(5), (1, 3, 2, 8))
+    prefix_v = jax.random.normal(jax.random.PRNGKey(6), (1, 3, 2, 8))
+    mask = prepend_prefix_mask(make_attention_mask(padding, query_length=7, key_length=7, causal=False),
+                               jnp.array([[True, False, True]]))
+    bias = jax.random.normal(jax.random.PRNGKey(7), (1, 4, 7, 10))
+    rng, rate = jax.random.PRNGKey(11), 0.3
+    kept = dropout_mask(rng, (3, 2, 2 * 7, 10), 1.0 - rate).reshape(3, 4, 7, 10)
+    keep = jnp.where(kept, 1.0 / (1.0 - rate), 0.0)
+
+    def ours(pk, pv):
+        return dot_product_attention(q, k, v, mask, prefix_key=pk, prefix_value=pv, bias=bias, dropout_rate=rate,
+                                     dropout_rng=rng)
+
+    def plain(pk, pv):
+        full_k = jnp.concatenate([jnp.broadcast_to(pk, (3, 3, 2, 8)), k], axis=1)
+        full_v = jnp.concatenate([jnp.broadcast_to(pv, (3, 3, 2, 8)), v], axis=1)
+        return plain_attention(q, full_k, full_v, mask, bias=bias, keep=keep)
+
+    args = (prefix_k, prefix_v)
+    _assert_close(_value_and_grads(ours, args, d_out, (0, 1)), _value_and_grads(plain, args, d_out, (0, 1)), 2e-5)
+    hlo = jax.jit(lambda a, d: jax.vjp(ours, *a)[1](d)).lower(args, d_out).compile().as_text()
+    products = [line for line in hlo.split("\n") if " dot(" in line]
+    assert products and all("lhs_batch_dims" in line for line in products)
+    # Forward: scores [6, 14, 10] and output [6, 14, 8]; backward: over the 3 prefix keys only.
+    widths = sorted(int(line.split("]")[0].split(",")[-1]) for line in products)
+    assert widths.count(10) == 1 and 3 in widths, widths
+
+
 @pytest.mark.slow
 def test_bias_gradient_is_summed_over_its_broadcast_axes():
     q, k, v, d_out, padding = _inputs()

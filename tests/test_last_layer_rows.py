@@ -171,6 +171,11 @@ def test_prompt_model_loss_and_prompt_gradient_are_unchanged(case, family, scan_
     if not scan_layers:  # XLA counts a loop body once: FLOPs compare only unrolled
         flops = [step.cost_analysis()["flops"] for step in (full, pruned)]
         assert flops[1] < flops[0] * 0.95, (case, flops)
+    if case == "minilm_ptuning_v2" and not scan_layers:
+        # The first layer runs outside the loop, where autodiff sees that only its prefix carries
+        # a gradient: its attention's backward products span the prefix's keys alone.
+        widths = {line.split("]")[0].split(",")[-1] for line in pruned.as_text().split("\n") if " dot(" in line}
+        assert str(spec.prompt_length) in widths, widths
 
 
 @pytest.mark.parametrize("remat_policy,scan_layers", [("none", False), ("full", False), ("full", True)])
@@ -193,7 +198,13 @@ def test_training_with_dropout_and_remat_runs_on_the_rows(tiny_model_dir, remat_
     assert np.isfinite(value) and bool(jnp.all(jnp.isfinite(grad))) and value != value_eval
     if remat_policy != "none":
         plain = load_backbone(path, scan_layers=scan_layers)
-        reference = plain.module.apply({"params": plain.params}, attention_mask=mask, inputs_embeds=embeds,
-                                       prefix=PrefixKV(keys, values, jnp.asarray(prefix_mask)), compute_logits=False,
-                                       deterministic=False, rngs={"dropout": rng}, query_positions=positions)
-        np.testing.assert_allclose(value, jnp.sum(jnp.tanh(reference.last_hidden_state)), rtol=1e-5)
+
+        def rows(backbone):
+            out = backbone.module.apply({"params": backbone.params}, attention_mask=mask, inputs_embeds=embeds,
+                                        prefix=PrefixKV(keys, values, jnp.asarray(prefix_mask)), compute_logits=False,
+                                        deterministic=False, rngs={"dropout": rng}, query_positions=positions)
+            return out.last_hidden_state
+
+        # The same dropout draws: equal rows up to the rounding of XLA's other fusions (compared
+        # row by row: their sum cancels, and its relative error, 1.1e-5 once, measures nothing).
+        np.testing.assert_allclose(rows(backbone), rows(plain), rtol=1e-5, atol=1e-5 * float(jnp.abs(rows(plain)).max()))

@@ -15,7 +15,11 @@ dropout: `python -m ptjax.benchmarks.attention`, figures in BENCHMARKS.md):
     rowsum(dO * O) (FlashAttention's identity, valid with dropout too) instead of a reduction
     over the [length, length] gradient;
   - the attention-dropout mask is drawn once and kept (one byte per score) for the backward
-    pass, instead of being re-derived inside each fusion that needs it.
+    pass, instead of being re-derived inside each fusion that needs it;
+  - a deep prompt's prefix keys and values enter the kernel apart from the others, and the
+    backward pass computes gradients only for the inputs that carry one (JAX's symbolic zeros):
+    where only the prefix does (P-tuning v2's first layer), it works on the prefix's score
+    columns alone.
 """
 
 from __future__ import annotations
@@ -108,20 +112,24 @@ def dot_product_attention(
                                                 special=bias is not None or kv_heads_first)
     if kv_heads_first and (prefix_key is not None or implementation):
         key, value, kv_heads_first = jnp.swapaxes(key, 1, 2), jnp.swapaxes(value, 1, 2), False
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    dropout = dropout_rate > 0.0 and dropout_rng is not None
     if prefix_key is not None:
         batch = key.shape[0]
         prefix_key = jnp.broadcast_to(prefix_key, (batch,) + prefix_key.shape[1:]).astype(key.dtype)
         prefix_value = jnp.broadcast_to(prefix_value, (batch,) + prefix_value.shape[1:]).astype(value.dtype)
-        key = jnp.concatenate([prefix_key, key], axis=1)
-        value = jnp.concatenate([prefix_value, value], axis=1)
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
-    dropout = dropout_rate > 0.0 and dropout_rng is not None
+        if implementation and not dropout:
+            key = jnp.concatenate([prefix_key, key], axis=1)
+            value = jnp.concatenate([prefix_value, value], axis=1)
+            prefix_key = prefix_value = None
     if implementation and not dropout:
         return _jax_nn_attention(query, key, value, mask, None if bias is None else bias.astype(_F32),
                                  scale, implementation=implementation, causal=causal)
     k, v = (key, value) if kv_heads_first else (key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3))
+    prefix_kv = None if prefix_key is None else (prefix_key.transpose(0, 2, 1, 3), prefix_value.transpose(0, 2, 1, 3))
     batch, q_len, heads, head_dim = query.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
+    kv_heads = k.shape[1]
+    k_len = k.shape[2] + (0 if prefix_kv is None else prefix_kv[0].shape[2])
     group = heads // kv_heads
 
     def grouped(x: Array) -> Array:
@@ -138,7 +146,7 @@ def dot_product_attention(
     keep = dropout_mask(dropout_rng, (batch, kv_heads, group * q_len, k_len), 1.0 - dropout_rate) if dropout else None
     bias = None if bias is None else grouped(bias.astype(_F32))
     keep_scale = 1.0 / (1.0 - dropout_rate) if dropout_rate < 1.0 else 0.0  # rate 1: nothing is kept
-    out = _attention(q, k, v, grouped(mask.astype(bool)), bias, keep, float(scale), keep_scale)
+    out = _attention(q, prefix_kv, k, v, grouped(mask.astype(bool)), bias, keep, float(scale), keep_scale)
     out = out.reshape(batch, kv_heads, group, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, heads, head_dim)
 
@@ -252,19 +260,50 @@ def _weigh_values(probs, keep, keep_scale, v):
     return _product("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, _F32).astype(v.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _attention(q, k, v, mask, bias, keep, scale, keep_scale):
+def _with_prefix(prefix: Array | None, x: Array) -> Array:
+    return x if prefix is None else jnp.concatenate([prefix, x], axis=2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _attention(q, prefix_kv, k, v, mask, bias, keep, scale, keep_scale):
+    """prefix_kv: None or (prefix k, prefix v) [b, kv, prefix, d], the first keys; kept apart so
+    the backward pass sees which inputs carry a gradient (below)."""
+    k, v = (k, v) if prefix_kv is None else (_with_prefix(prefix_kv[0], k), _with_prefix(prefix_kv[1], v))
     return _weigh_values(_probabilities(q, k, mask, bias, scale), keep, keep_scale, v)
 
 
-def _attention_forward(q, k, v, mask, bias, keep, scale, keep_scale):
+def _attention_forward(q, prefix_kv, k, v, mask, bias, keep, scale, keep_scale):
+    """With symbolic zeros: each input arrives as (value, perturbed). An input that does not
+    depend on what is differentiated gets no gradient computed: P-tuning v2's first layer, whose
+    queries, keys and values come from the frozen embeddings, needs the key-side gradients of its
+    prefix only, so its backward pass works on the prefix's score columns alone."""
+    perturbed = {"q": q.perturbed, "k": k.perturbed or v.perturbed, "bias": bias is not None and bias.perturbed,
+                 "prefix": prefix_kv is not None and (prefix_kv[0].perturbed or prefix_kv[1].perturbed)}
+    q, k, v, mask, keep = q.value, k.value, v.value, mask.value, None if keep is None else keep.value
+    bias = None if bias is None else bias.value
+    prefix = None if prefix_kv is None else (prefix_kv[0].value, prefix_kv[1].value)
+    prefix_len = 0 if prefix is None else prefix[0].shape[2]
+    k, v = (k, v) if prefix is None else (_with_prefix(prefix[0], k), _with_prefix(prefix[1], v))
     probs = _probabilities(q, k, mask, bias, scale)
     out = _weigh_values(probs, keep, keep_scale, v)
-    return out, (q, k, v, bias, keep, probs, out)
+    # The prefix length and which gradients to compute travel as the shape of an empty residual:
+    # static, and part of what JAX caches the traced backward pass under (a structure-only flag
+    # is not: two layers that differ only in it would share one backward pass).
+    wanted = [int(perturbed[name]) for name in ("q", "k", "bias", "prefix")]
+    return out, (q, k, v, bias, keep, probs, out, jnp.zeros((0, prefix_len, *wanted), _F32))
 
 
 def _attention_backward(scale, keep_scale, residuals, d_out):
-    q, k, v, bias, keep, probs, out = residuals
+    q, k, v, bias, keep, probs, out, flags = residuals
+    prefix_len, want_q, want_k, want_bias, want_prefix = flags.shape[1], *(bool(n) for n in flags.shape[2:])
+    if isinstance(d_out, jax.custom_derivatives.SymbolicZero):
+        return None, None, None, None, None, None, None
+    # Score columns whose gradient is needed: every key's, or only the prefix's when nothing
+    # else (queries, the other keys, a bias) carries a gradient.
+    columns = k.shape[2] if (want_q or want_k or want_bias) else prefix_len
+    if columns < k.shape[2]:
+        k, v, probs = k[:, :, :columns], v[:, :, :columns], probs[..., :columns]
+        keep = None if keep is None else keep[..., :columns]
     dropped = _dropped(probs, keep, keep_scale)
     d_v = _key_side_product(dropped, d_out).astype(v.dtype)
     d_probs = _dropped(_product("bhqd,bhkd->bhqk", d_out, v, v.dtype), keep, keep_scale)
@@ -272,13 +311,18 @@ def _attention_backward(scale, keep_scale, residuals, d_out):
     # reduction over keys (P' = dropped probabilities).
     row = jnp.sum(d_out.astype(_F32) * out.astype(_F32), axis=-1, keepdims=True)
     d_scores = probs * (d_probs - row)
-    d_q = _product("bhqk,bhkd->bhqd", d_scores * scale, k, q.dtype).astype(q.dtype)
-    d_k = _key_side_product(d_scores * scale, q).astype(k.dtype)
+    d_q = _product("bhqk,bhkd->bhqd", d_scores * scale, k, q.dtype).astype(q.dtype) if want_q else None
+    d_k = jnp.swapaxes(_key_side_product(d_scores * scale, q).astype(k.dtype), -1, -2)
+    d_v = jnp.swapaxes(d_v, -1, -2)
     d_bias = None
-    if bias is not None:
+    if want_bias:
         summed = tuple(i for i, (b, s) in enumerate(zip(bias.shape, d_scores.shape)) if b == 1 and s != 1)
         d_bias = jnp.sum(d_scores, axis=summed, keepdims=True)
-    return d_q, jnp.swapaxes(d_k, -1, -2), jnp.swapaxes(d_v, -1, -2), None, d_bias, None
+    d_prefix = None
+    if want_prefix:
+        d_prefix = (d_k[:, :, :prefix_len], d_v[:, :, :prefix_len])
+    d_k, d_v = (d_k[:, :, prefix_len:], d_v[:, :, prefix_len:]) if want_k else (None, None)
+    return d_q, d_prefix, d_k, d_v, None, d_bias, None
 
 
-_attention.defvjp(_attention_forward, _attention_backward)
+_attention.defvjp(_attention_forward, _attention_backward, symbolic_zeros=True)

@@ -106,7 +106,8 @@ def stack_computing_rows(
     Its dropout draws differ from the full stack's (other random streams, fewer rows), so a
     training run is another draw of the same computation; without dropout the outputs equal the
     full stack's rows up to float rounding. scan_layers: the first L-1 layers scanned
-    (indexed_scan: they read the stacked parameters in place), else unrolled. shared_stack(n):
+    (indexed_scan: they read the stacked parameters in place), else unrolled, the first of them
+    outside the stack's loop (see below). shared_stack(n):
     the stack of n layers for a model whose layers share one parameter set (ALBERT), which then
     goes whole to both parts.
     """
@@ -119,8 +120,14 @@ def stack_computing_rows(
         params = variables["params"]
         if shared_stack is not None:
             return {"params": {"first": params, "last": params}}
-        first = {"layer": params} if scan_layers else jax.tree.map(lambda x: x[:-1], params)
-        return {"params": {"first": first, "last": jax.tree.map(lambda x: x[-1], params)}}
+        last = jax.tree.map(lambda x: x[-1], params)
+        if scan_layers:
+            return {"params": {"first": {"layer": params}, "last": last}}
+        return {"params": {"layer0": jax.tree.map(lambda x: x[0], params),
+                           "first": jax.tree.map(lambda x: x[1:-1], params), "last": last}}
+
+    def layers(args, part):
+        return [a if axis is nn.broadcast else jax.tree.map(lambda x: x[part], a) for a, axis in zip(args, in_axes)]
 
     class _Rows(nn.Module):
         layer_args: tuple
@@ -129,8 +136,7 @@ def stack_computing_rows(
         @nn.compact
         def __call__(self, hidden, *args, query_index):
             kwargs = dict(self.layer_kwargs)
-            head_args = [a if axis is nn.broadcast else jax.tree.map(lambda x: x[:-1], a) for a, axis in zip(args, in_axes)]
-            last_args = [a if axis is nn.broadcast else jax.tree.map(lambda x: x[-1], a) for a, axis in zip(args, in_axes)]
+            head_args, last_args = layers(args, slice(0, -1)), layers(args, -1)
             if shared_stack is not None:
                 first = shared_stack(num_layers - 1)(*self.layer_args, name="first", **kwargs)
             elif scan_layers:
@@ -139,9 +145,18 @@ def stack_computing_rows(
                     *self.layer_args, name="first", **kwargs)
                 head_args = [jnp.arange(num_layers - 1), *head_args]
             else:
-                first = layer_stack(layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy,
-                                    scan_layers=False, in_axes=in_axes)(*self.layer_args, name="first", **kwargs)
-            if num_layers > 1:
+                # Unrolled: the first layer on its own, outside the stack's loop, so that autodiff
+                # sees which of its inputs carry a gradient (inside a loop every layer's do if one
+                # layer's do). P-tuning v2's first layer reads only frozen embeddings and its
+                # prefix: the attention's backward pass there computes the prefix's gradients alone
+                # (ptjax.models.attention).
+                if num_layers > 1:
+                    hidden, _ = last_cls(*self.layer_args, name="layer0", **kwargs)(hidden, *layers(args, 0))
+                first, head_args = None, layers(args, slice(1, -1))
+                if num_layers > 2:
+                    first = layer_stack(layer_cls, num_layers=num_layers - 2, remat_policy=remat_policy,
+                                        scan_layers=False, in_axes=in_axes)(*self.layer_args, name="first", **kwargs)
+            if num_layers > 1 and first is not None:
                 hidden, _ = first(hidden, *head_args)
             out, _ = last_cls(*self.layer_args, name="last", **kwargs)(hidden, *last_args, query_index=query_index)
             return out
