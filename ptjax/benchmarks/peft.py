@@ -91,7 +91,7 @@ def serve_side(args) -> int:
         torch.set_num_threads(args.threads or os.cpu_count())
     library = "jax" if args.side == "ptjax" else "torch"
     dtypes = ("float32",) if args.dtype == "float32" else (args.dtype, "float32")
-    measure = lambda: {d: sides.matmul_peak(library, args.peak_size, dtype=d) for d in dtypes}  # noqa: E731
+    measure = lambda: {d: sides.matmul_peak(library, args.peak_size, dtype=d) for d in dtypes}
     peak = measure() if args.peak_size else {}
     hf_config, tokenizer = load_hf_config_and_tokenizer(resolve_checkpoint(model_name))
     inputs = sides.make_inputs(case, tokenizer, hf_config.vocab_size, max(args.steps, 1))
