@@ -207,4 +207,5 @@ def test_training_with_dropout_and_remat_runs_on_the_rows(tiny_model_dir, remat_
 
         # The same dropout draws: equal rows up to the rounding of XLA's other fusions (compared
         # row by row: their sum cancels, and its relative error, 1.1e-5 once, measures nothing).
-        np.testing.assert_allclose(rows(backbone), rows(plain), rtol=1e-5, atol=1e-5 * float(jnp.abs(rows(plain)).max()))
+        reference = rows(plain)
+        np.testing.assert_allclose(rows(backbone), reference, rtol=1e-5, atol=1e-5 * float(jnp.abs(reference).max()))

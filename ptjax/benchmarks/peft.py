@@ -257,8 +257,7 @@ def _host_devices(args, case) -> int:
         return int(args.host_devices)
     from ptjax.training.cpu_devices import auto_devices
 
-    length = case.length + (case.prompt_length if case.method == "lester" else 0)
-    return auto_devices((case.batch,), case.batch * length, (args.model or case.backbone,))
+    return auto_devices((case.batch,), case.batch * (case.length + case.soft_tokens), (args.model or case.backbone,))
 
 
 def _case(args, name: str):

