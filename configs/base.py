@@ -264,17 +264,19 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.fsdp = 1
     mesh.tensor = 1
     # CPU devices JAX starts with on a host without accelerators (modes train, eval, sweep; the
-    # batch is split between them as across accelerators). 0: JAX's own (one device on all
-    # cores, or XLA_FLAGS=--xla_force_host_platform_device_count=N). N: N devices. "auto": one per
-    # physical core where each gets at least 512 tokens (rows x task.max_length, or the longest
-    # length bucket) of every run's train step (the eval batch in mode eval), the batches divide
-    # and a copy of the frozen weights per device fits in half the available memory, else one;
-    # default mesh only (ptjax/training/cpu_devices.py). Measured on 2 cores (BENCHMARKS.md, "One
-    # device or several"): bf16 MiniLM steps of 32 x 128 tokens 10-18% faster on two devices,
-    # small steps slower; not the default, as max_length bounds a step's tokens from above only
-    # (SST-2's short sentences: 19% slower on two devices). Another count sums gradients in
-    # another order: the same training up to float rounding.
-    mesh.cpu_devices = config_dict.FieldReference(0, field_type=object)  # a count or "auto"
+    # batch is split between them as across accelerators). "auto": one per physical core where
+    # each gets at least 512 tokens of every run's step (the train microbatch; the eval batch in
+    # mode eval), counted on the data (random batches of the split's first 512 examples, padded
+    # as the run pads them, featurized in a child process before JAX starts), the batches divide
+    # and a copy of the frozen weights per device fits in half the available memory; else one.
+    # Default mesh only (ptjax/training/cpu_devices.py). 0: JAX's own (one device on all cores,
+    # or XLA_FLAGS=--xla_force_host_platform_device_count=N). N: N devices. Measured on 2 cores
+    # (BENCHMARKS.md, "One device or several"): the float32 RTE run of
+    # configs/superglue_minilm_compare.py 32 -> 42 examples/s, bf16 MiniLM steps of 32 x 128
+    # tokens 10-18% faster on two devices; small steps (SST-2's short sentences, the quickstart)
+    # slower, and "auto" keeps them on one. Another count sums gradients in another order: the
+    # same training up to float rounding.
+    mesh.cpu_devices = config_dict.FieldReference("auto", field_type=object)  # a count or "auto"
     # Logical axis name -> mesh axes ("" for replicated). A dimension a mesh axis does not
     # divide stays replicated. Prompt parameters are always replicated.
     mesh.logical_axis_rules = (

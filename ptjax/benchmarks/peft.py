@@ -42,11 +42,11 @@ per peak matmul: `*_mfu_cpu_time`), which other jobs on a shared machine disturb
 time (idle threads that spin count as busy, so it errs low). The load average goes with every
 line.
 
-The ptjax side runs on one CPU device, as main.py does by default. `--host-devices N` runs it
-data parallel over N CPU devices (the batch split across the cores as across accelerators, so
-each core runs its own kernels); `--host-devices auto` picks the count as main.py's
-`config.mesh.cpu_devices="auto"` does (ptjax/training/cpu_devices.py); `ptjax_devices` in the
-JSON says which ran.
+The ptjax side runs on the CPU devices main.py's default, `config.mesh.cpu_devices="auto"`,
+would start for the case's batch (ptjax/training/cpu_devices.py: one per core where each gets at
+least 512 tokens; the case's batches are full length, so their tokens are exact). `--host-devices
+N` runs it on N CPU devices instead (1: JAX's one device on all cores; N > 1: data parallel, the
+batch split across the cores as across accelerators); `ptjax_devices` in the JSON says which ran.
 
 Prints one JSON line per case, then one line with the versions (as the sides report them), the
 best peak of the whole run and each case's MFU against it (`mfu_vs_run_peak`). Needs torch
@@ -282,10 +282,11 @@ def parse(argv):
     parser.add_argument("--length", type=int, default=0, help="replace every case's text length")
     parser.add_argument("--peak-size", type=int, default=4096, help="matmul size for the peak (0: skip)")
     parser.add_argument("--scan-layers", action="store_true", help="ptjax scans its layers (default: unrolled)")
-    parser.add_argument("--host-devices", default="1",
-                        help="ptjax runs data parallel over this many CPU devices (XLA_FLAGS "
-                             "--xla_force_host_platform_device_count; the batch must divide); "
-                             "auto: as config.mesh.cpu_devices=auto chooses (one per core)")
+    parser.add_argument("--host-devices", default="auto",
+                        help="auto (default): the CPU devices main.py's config.mesh.cpu_devices=auto "
+                             "starts for the case (one per core where each gets 512 tokens or more); "
+                             "N: ptjax runs data parallel over N CPU devices (XLA_FLAGS "
+                             "--xla_force_host_platform_device_count; the batch must divide)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: ptjax computes in bf16 (float32 accumulation), PEFT runs "
                              "under torch.autocast(\"cpu\", dtype=torch.bfloat16)")

@@ -5,7 +5,8 @@
 
 Builds the experiment, compiles the train step for one batch shape (the bucket lengths that
 hold every benchmarked batch), runs warm-up steps, then times `steps` steps on real training
-batches and prints one JSON line:
+batches and prints one JSON line (on the CPU devices main.py would start the config on:
+config.mesh.cpu_devices; `devices` says how many):
 
   examples_per_s, tokens_per_s (real tokens), padded_tokens_per_s (what the device computes),
   flops_per_step (XLA's cost analysis of the lowered step before partitioning: the whole
@@ -152,6 +153,9 @@ def main(argv) -> None:
         cli.fail(f"unexpected arguments {argv[1:]}")
     config = cli.load_config()
     try:
+        from ptjax.training.cpu_devices import start_cpu_devices
+
+        start_cpu_devices([config])  # the CPU devices main.py would start (config.mesh.cpu_devices)
         validate(config, jax.device_count())
         from ptjax.experiment import build
 

@@ -4,15 +4,21 @@ XLA:CPU runs one device's step on all cores: its dense products split across the
 batched attention products and many small kernels run on one thread while another core waits,
 and a split product costs more core-time than one on a single core. One device per core, the
 batch split between them (data parallel, the default mesh), keeps every core on its own kernel:
-the bf16 MiniLM P-tuning v2 step (32 x 128 tokens) ran 0.405 -> 0.332 s on a 2-core EPYC. Where
-a step has little work the split costs more than it gains: MiniLM at 8 x 32 tokens 25 -> 29 ms,
-the quickstart's float32 SmolLM2 steps (8 short queries) 26.3 -> 17.9 examples/s (BENCHMARKS.md,
-"One device or several"). So "auto" starts one device per core only where each device gets at
-least MIN_TOKENS_PER_DEVICE tokens of every run's step, the batches divide and the copies of the
-frozen weights (one per device) fit in memory; otherwise JAX's one device. It is not the default
-(0): before JAX starts, a step's tokens are known only as rows x task.max_length (or the longest
-bucket), an upper bound; SST-2's sentences are far shorter than its max_length of 64, and its
-steps ran 19% slower on two devices.
+the bf16 MiniLM P-tuning v2 step (32 x 128 tokens) ran 0.405 -> 0.332 s on a 2-core EPYC, and
+the float32 RTE run of configs/superglue_minilm_compare.py 32 -> 42 examples/s. Where a step has
+little work the split costs more than it gains: MiniLM at 8 x 32 tokens 25 -> 29 ms, the
+quickstart's float32 SmolLM2 steps (8 short queries) 26.3 -> 17.9 examples/s, SST-2's short
+sentences 19% slower (BENCHMARKS.md, "One device or several").
+
+So "auto" (the default) starts one device per core only where each device gets at least
+MIN_TOKENS_PER_DEVICE tokens of every run's step, the batches divide and the copies of the
+frozen weights (one per device) fit in memory; otherwise JAX's one device. A step's tokens are
+its rows times the length its batch is padded to, a length bucket that depends on the examples
+drawn. Rows x task.max_length (or the longest bucket) bounds them from above; where that bound
+allows more than one device, the tokens are counted on the data: the median padded step over
+random batches of the split's first SAMPLE_EXAMPLES examples, featurized as the run does it
+(`sampled_step_tokens`). Featurizing builds the backbone's abstract shapes, which starts JAX, so
+it runs in a child process: this process's JAX must start after the count is known.
 
 On a host with an accelerator the CPU devices are not used (JAX's default backend is the
 accelerator), so the setting does nothing there. It must be applied before JAX starts.
@@ -20,7 +26,11 @@ accelerator), so the setting does nothing there. It must be applied before JAX s
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 from absl import logging
@@ -32,6 +42,9 @@ MEMORY_SHARE = 0.5  # the weight copies may take at most this share of the avail
 # -17%; SmolLM2 bf16 8 x 148: -13%), while 128-256 a device were (MiniLM 8 x 32: +16%; the
 # quickstart, at most 8 x 64: +32%).
 MIN_TOKENS_PER_DEVICE = 512
+SAMPLE_EXAMPLES = 512  # examples of the split featurized to count a step's tokens
+SAMPLE_BATCHES = 64  # random batches drawn from them
+SAMPLE_TIMEOUT_S = 600
 
 
 def physical_cores() -> int:
@@ -121,6 +134,67 @@ def default_mesh(mesh) -> bool:
     return (int(mesh.data), int(mesh.fsdp), int(mesh.tensor)) == (-1, 1, 1)
 
 
+def step_rows(config) -> int:
+    """Rows of the step a run repeats: the train microbatch, or the eval batch in mode eval."""
+    if config.mode == "eval":
+        return int(config.train.eval_batch_size)
+    return int(config.train.batch_size) // max(int(config.optimizer.grad_accum_steps), 1)
+
+
+def sampled_step_tokens(config) -> int:
+    """Median padded tokens (rows x the padded lengths of every length group) of a step of
+    `config`, over SAMPLE_BATCHES random batches of the first SAMPLE_EXAMPLES examples of the
+    split it steps through (the train split; the first eval split in mode eval), featurized as
+    the run does it, with the backbone's abstract shapes (ptjax.planning: no weight is read).
+    Starts JAX."""
+    import numpy as np
+
+    from ptjax.data import pipeline
+    from ptjax.experiment import build
+    from ptjax.planning import open_architecture
+
+    sampled = config.copy_and_resolve_references()
+    evaluating = config.mode == "eval"
+    split_name = config.task.eval_splits[0] if evaluating else config.task.train_split
+    limit_key = "max_eval_examples" if evaluating else "max_train_examples"
+    limit = int(sampled.task[limit_key])
+    sampled.task[limit_key] = min(limit, SAMPLE_EXAMPLES) if limit else SAMPLE_EXAMPLES
+    data = build(sampled, backbone=open_architecture(sampled)).data
+    split = pipeline.prepare_split(split_name, data.features(split_name), data.pad_values,
+                                   getattr(data, "length_groups", {}) or {}, tuple(config.task.length_buckets))
+    rows, rng = step_rows(config), np.random.default_rng(0)
+    tokens = [rows * sum(split.batch_lengths(rng.choice(len(split), rows, replace=len(split) < rows)).values())
+              for _ in range(SAMPLE_BATCHES)]
+    return int(np.median(tokens))
+
+
+def _sampling_key(config) -> str:
+    """What decides a run's featurized lengths and step rows (sweep runs that differ only in
+    their optimizer or seed share it)."""
+    parts = {name: config[name].to_dict() for name in ("model", "task", "method", "prompt", "head")}
+    return json.dumps([parts, config.data_dir, config.mode, step_rows(config)], sort_keys=True, default=str)
+
+
+def sampled_tokens_in_child(configs: list) -> list[int] | None:
+    """sampled_step_tokens of each config (once per _sampling_key), computed in a child process
+    so that this process's JAX starts later; None if the child fails (the run's own build then
+    reports any bad input)."""
+    unique = list({_sampling_key(config): config for config in configs}.values())
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    try:
+        child = subprocess.run([sys.executable, "-m", "ptjax.training.cpu_devices"], input=pickle.dumps(unique),
+                               capture_output=True, env=env, timeout=SAMPLE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        logging.warning("counting a step's tokens took over %d s; using the bound from task.max_length",
+                        SAMPLE_TIMEOUT_S)
+        return None
+    if child.returncode != 0:
+        last = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+        logging.info("could not count a step's tokens on the data (%s); using the bound from task.max_length", last)
+        return None
+    return json.loads(child.stdout.decode().strip().splitlines()[-1])
+
+
 def start_cpu_devices(configs: list) -> int:
     """Apply config.mesh.cpu_devices before JAX starts, for the runs of `configs` (one run's
     config, or every run of a sweep); returns the count requested (0: JAX's own devices left as
@@ -138,20 +212,27 @@ def start_cpu_devices(configs: list) -> int:
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or \
             os.environ.get("JAX_NUM_CPU_DEVICES"):
         return 0
+    how = ""
     if setting == AUTO:
         if accelerator_expected() or not all(default_mesh(config.mesh) for config in configs):
             return 0
-        rows, tokens = [], []
-        for config in configs:
-            micro = config.train.batch_size // max(int(config.optimizer.grad_accum_steps), 1)
-            rows += [micro, config.train.eval_batch_size]
-            step_rows = config.train.eval_batch_size if config.mode == "eval" else micro
-            tokens.append(step_rows * longest_batch_length(config.task))
-        count = auto_devices(tuple(rows), min(tokens), tuple(config.model.name for config in configs))
+        rows = tuple(r for config in configs for r in (step_rows(config), int(config.train.eval_batch_size)))
+        names = tuple(config.model.name for config in configs)
+        bound = min(step_rows(config) * longest_batch_length(config.task) for config in configs)
+        count, how = auto_devices(rows, bound, names), f"at most {bound} tokens a step"
+        if count > 1:
+            sampled = sampled_tokens_in_child(configs)
+            if sampled is not None:
+                count, how = auto_devices(rows, min(sampled), names), f"{min(sampled)} tokens a step on the data"
+        how = f", {how}"
     else:
         count = int(setting)
     from ptjax.planning import request_cpu_devices
 
     request_cpu_devices(count)
-    logging.info("JAX's CPU backend starts with %d device(s) (config.mesh.cpu_devices=%s)", count, setting)
+    logging.info("JAX's CPU backend starts with %d device(s) (config.mesh.cpu_devices=%s%s)", count, setting, how)
     return count
+
+
+if __name__ == "__main__":  # sampled_tokens_in_child's child: pickled configs in, token counts out
+    print(json.dumps([sampled_step_tokens(config) for config in pickle.load(sys.stdin.buffer)]))
