@@ -179,10 +179,20 @@ def sampled_tokens_in_child(configs: list) -> list[int] | None:
     """sampled_step_tokens of each config (once per _sampling_key), computed in a child process
     so that this process's JAX starts later; None if the child fails (the run's own build then
     reports any bad input)."""
+    import ptjax
+
     unique = list({_sampling_key(config): config for config in configs}.values())
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
     try:
-        child = subprocess.run([sys.executable, "-m", "ptjax.training.cpu_devices"], input=pickle.dumps(unique),
+        payload = pickle.dumps(unique)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:  # a config holding a callable
+        logging.info("could not count a step's tokens on the data (%s); using the bound from task.max_length", err)
+        return None
+    # The child imports this ptjax, installed or not (main.py run from another folder).
+    root = str(Path(ptjax.__file__).resolve().parents[1])
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")])))
+    try:
+        child = subprocess.run([sys.executable, "-m", "ptjax.training.cpu_devices"], input=payload,
                                capture_output=True, env=env, timeout=SAMPLE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         logging.warning("counting a step's tokens took over %d s; using the bound from task.max_length",
