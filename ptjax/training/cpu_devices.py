@@ -222,25 +222,22 @@ def start_cpu_devices(configs: list) -> int:
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or \
             os.environ.get("JAX_NUM_CPU_DEVICES"):
         return 0
-    how = ""
+    reason = ""
     if setting == AUTO:
         if accelerator_expected() or not all(default_mesh(config.mesh) for config in configs):
             return 0
         rows = tuple(r for config in configs for r in (step_rows(config), int(config.train.eval_batch_size)))
         names = tuple(config.model.name for config in configs)
         bound = min(step_rows(config) * longest_batch_length(config.task) for config in configs)
-        count, how = auto_devices(rows, bound, names), f"at most {bound} tokens a step"
-        if count > 1:
-            sampled = sampled_tokens_in_child(configs)
-            if sampled is not None:
-                count, how = auto_devices(rows, min(sampled), names), f"{min(sampled)} tokens a step on the data"
-        how = f", {how}"
+        count, reason = auto_devices(rows, bound, names), f", at most {bound} tokens a step"
+        if count > 1 and (sampled := sampled_tokens_in_child(configs)) is not None:
+            count, reason = auto_devices(rows, min(sampled), names), f", {min(sampled)} tokens a step on the data"
     else:
         count = int(setting)
     from ptjax.planning import request_cpu_devices
 
     request_cpu_devices(count)
-    logging.info("JAX's CPU backend starts with %d device(s) (config.mesh.cpu_devices=%s%s)", count, setting, how)
+    logging.info("JAX's CPU backend starts with %d device(s) (config.mesh.cpu_devices=%s%s)", count, setting, reason)
     return count
 
 
