@@ -139,6 +139,25 @@ eval batch on the first eval split."""
     assert cpu_devices.sampled_step_tokens(evaluating) == 32 * 64
 
 
+def test_a_hub_id_is_counted_on_its_downloaded_copy(monkeypatch, tiny_model_dir, data_dir):
+    """open_architecture downloads nothing: for a hub id the count reads the checkpoint the run
+    downloads anyway (here a fake hub serving a tiny BERT)."""
+    import huggingface_hub
+
+    asked = []
+
+    def fake_snapshot_download(repo_id, allow_patterns=None):
+        asked.append(repo_id)
+        return str(tiny_model_dir("bert"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    config = _compare_config("sst2", data_dir)
+    config.model.name = "some-org/tiny-bert"
+    tokens = cpu_devices.sampled_step_tokens(config)
+    assert asked == ["some-org/tiny-bert"]
+    assert tokens in (16 * 32, 16 * 64)  # the tiny tokenizer splits words its own way
+
+
 def test_a_bad_setting_is_refused():
     from configs.base import get_config
 

@@ -145,8 +145,8 @@ def sampled_step_tokens(config) -> int:
     """Median padded tokens (rows x the padded lengths of every length group) of a step of
     `config`, over SAMPLE_BATCHES random batches of the first SAMPLE_EXAMPLES examples of the
     split it steps through (the train split; the first eval split in mode eval), featurized as
-    the run does it, with the backbone's abstract shapes (ptjax.planning: no weight is read).
-    Starts JAX."""
+    the run does it, with the backbone's abstract shapes (ptjax.planning: no weight is read; a
+    hub id from its downloaded copy). Starts JAX."""
     import numpy as np
 
     from ptjax.data import pipeline
@@ -154,6 +154,7 @@ def sampled_step_tokens(config) -> int:
     from ptjax.planning import open_architecture
 
     sampled = config.copy_and_resolve_references()
+    sampled.model.name, sampled.plan.architecture = _local_backbone_name(config.model.name), ""
     evaluating = config.mode == "eval"
     split_name = config.task.eval_splits[0] if evaluating else config.task.train_split
     limit_key = "max_eval_examples" if evaluating else "max_train_examples"
@@ -166,6 +167,19 @@ def sampled_step_tokens(config) -> int:
     tokens = [rows * sum(split.batch_lengths(rng.choice(len(split), rows, replace=len(split) < rows)).values())
               for _ in range(SAMPLE_BATCHES)]
     return int(np.median(tokens))
+
+
+def _local_backbone_name(name: str) -> str:
+    """A hub id's local copy, which open_architecture reads (it downloads nothing itself; the run
+    downloads the checkpoint next in any case, and weight_bytes already has); other names as
+    they are."""
+    from ptjax.models.architectures import ARCHITECTURES
+    from ptjax.models.loading import WEIGHT_PACKAGES, resolve_checkpoint
+
+    if name in WEIGHT_PACKAGES or name in ARCHITECTURES or Path(name).expanduser().exists():
+        return name
+    files = resolve_checkpoint(name)
+    return str(files.weights if files.gguf_file else files.folder)
 
 
 def _sampling_key(config) -> str:
