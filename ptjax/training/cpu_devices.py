@@ -26,6 +26,7 @@ accelerator), so the setting does nothing there. It must be applied before JAX s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -71,6 +72,7 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+@functools.cache  # "auto" asks twice (the bound, then the count on the data); a hub id is looked up once
 def weight_bytes(model_name: str) -> int | None:
     """Bytes of the backbone's weight files (one device's copy, at most: a float32 checkpoint
     loaded in bf16 takes half); None when the checkpoint cannot be found."""
