@@ -18,8 +18,10 @@ of the key they set. A run applies its variant's overrides, then its grid point'
 Run directories: DIR/<variant>/[<key>=<value>,.../]seed_<seed>/ with the run's own metrics.jsonl,
 results.json, checkpoints and export. A rerun with the same DIR skips finished runs (results.json
 completed, early stopped or diverged), resumes unfinished ones from their checkpoints, and refuses a
-run directory made by a different config (sections sweep and logging aside: adding variants or
-seeds later keeps the finished runs). Then it writes
+run directory made by a config that would change its results, naming the keys (the sweep's own
+section, logging, devices and other keys of run_config.NOT_RESULTS aside: adding variants or seeds,
+or rerunning on another machine, keeps the finished runs; so does a key a newer ptjax added, at its
+default). Then it writes
   DIR/results.md    the summary table (one row per variant and grid point: metrics of each eval
                     split as mean ± std over seeds) and, for metrics reported per group
                     ("p_at_1/P19": LAMA's per-relation P@1), one table per such metric with rows =
@@ -57,6 +59,7 @@ import ml_collections
 
 from ptjax import sweep_plot
 from ptjax.errors import InputError
+from ptjax.training import run_config as recorded_config
 
 FINISHED = ("completed", "early_stopped", "diverged")
 RUN_RECORD = "sweep_run.json"
@@ -196,19 +199,21 @@ def _read_json(path: Path) -> dict | None:
 def _comparable(config: ml_collections.ConfigDict) -> dict:
     """The run's config as JSON, without the sections that do not change its results (the sweep
     itself: adding a variant or a seed keeps the finished runs; logging)."""
-    return _without_unrelated(json.loads(json.dumps(config.to_dict(), default=str)))
-
-
-def _without_unrelated(config_dict: dict) -> dict:
-    return {k: v for k, v in config_dict.items() if k not in ("sweep", "logging")}
+    return {k: v for k, v in recorded_config.as_json(config).items() if k not in ("sweep", "logging")}
 
 
 def _check_record(run: Run, config: ml_collections.ConfigDict) -> None:
+    """Refuse a run folder made with settings that change the run's results (named); a key added
+    to ptjax since, at its default, and the keys of NOT_RESULTS (devices, logging) may differ."""
     record = _read_json(run.path / RUN_RECORD)
-    if record is not None and _without_unrelated(record.get("config") or {}) != _comparable(config):
+    if record is None:
+        return
+    changed = recorded_config.changes(record.get("config") or {}, config,
+                                      ignored=recorded_config.NOT_RESULTS)
+    if changed:
         raise InputError(
             f"{run.path}: made by a different config than this sweep's run of variant {run.variant!r} "
-            "(changed overrides or base config); use another --workdir or delete that folder"
+            f"({recorded_config.describe(changed)}); use another --workdir, set these back, or delete that folder"
         )
 
 

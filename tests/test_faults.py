@@ -191,6 +191,21 @@ def test_a_change_of_the_saved_state_is_refused_by_name(bert, copy, overrides, n
     assert sorted(p.name for p in (workdir / "checkpoints" / "latest").iterdir()) == ["2", "3"]
 
 
+def test_a_workdir_recorded_before_a_key_existed_resumes(bert, copy, capsys):
+    """A key a newer ptjax added (here method.train_backbone, a state key) is missing from an older
+    workdir's record: at its default it is no change. Set otherwise, it is refused by name."""
+    workdir = copy()
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert recorded["method"].pop("train_backbone") is False
+    (workdir / "config.json").write_text(json.dumps(recorded))
+    capsys.readouterr()
+    with pytest.raises(InputError, match=r"method.train_backbone \(null -> true\)"):
+        train(configured(bert, **{"train.num_steps": 4, "method.train_backbone": True}), workdir)
+    assert train(configured(bert, **{"train.num_steps": 4}), workdir)["steps"] == 4
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "train_backbone" not in warnings[0]  # the one warning: num_steps
+
+
 def test_other_changes_are_warned_and_recorded(bert, copy, capsys):
     workdir = copy()
     capsys.readouterr()

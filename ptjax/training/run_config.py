@@ -9,12 +9,16 @@ is compared with the recorded one:
 - any other change (learning rate, seed, steps, batch size, ...) is allowed, named in one warning
   line and recorded in metrics.jsonl as {"kind": "config_change", "changed": {key: [old, new]}}.
 
+A key the record lacks and the config holds at configs/base.py's default is no change: a newer
+ptjax added it, with a default that keeps what the older one did, so its workdirs still resume.
+
     changed = compare(workdir, config, resuming=True)   # raises InputError; else {key: (old, new)}
     record(workdir, config)                              # written once, by a run that starts afresh
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,9 @@ ZERO_CHANGES_STATE = ("optimizer.momentum", "optimizer.clip_norm", "optimizer.we
 # Keys that never change what a resumed run computes (how often and how many checkpoints are
 # kept does not either: logging windows and the data position come from the checkpoint itself).
 IGNORED = ("mode", "restore", "logging.", "compilation_cache_dir", "sweep.", "plan.", "checkpoint.")
+# Keys that choose how a run executes or what it writes beside its results, never its metrics:
+# a sweep keeps its finished runs when they change (ptjax/sweep.py).
+NOT_RESULTS = ("logging.", "compilation_cache_dir", "sweep.", "plan.", "mesh.", "predictions.")
 
 
 def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -49,11 +56,22 @@ def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps(config.to_dict(), default=str))
 
 
-def changes(recorded: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
-    """{key: (recorded value, new value)} for every key that differs, ignored keys left out."""
+def changes(recorded: dict, config: ml_collections.ConfigDict,
+            ignored: tuple[str, ...] = IGNORED) -> dict[str, tuple[Any, Any]]:
+    """{key: (recorded value, new value)} for every key that differs, `ignored` keys and keys
+    added since the record (absent from it, at their default now) left out."""
     old, new = flatten(recorded), flatten(as_json(config))
+    defaults = _defaults()
     return {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key) and not _matches(key, IGNORED)}
+            if old.get(key) != new.get(key) and not _matches(key, ignored)
+            and not (key not in old and key in defaults and new[key] == defaults[key])}
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    from ptjax.configs import base
+
+    return flatten(as_json(base.get_config()))
 
 
 def changes_state(key: str, old: Any, new: Any, config: ml_collections.ConfigDict) -> bool:
