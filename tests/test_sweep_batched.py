@@ -391,6 +391,10 @@ def test_batched_sweep_equals_separate_runs(both_ways):
         assert evals[0] == evals[1]
         losses = [[r["loss"] for r in rs if r["kind"] == "train"] for rs in records]
         np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+        trains = [[r for r in rs if r["kind"] == "train"] for rs in records]
+        assert [sorted(r) for r in trains[1]] == [sorted(r) for r in trains[0]]  # grad_norm included
+        np.testing.assert_allclose([r["grad_norm"] for r in trains[1]], [r["grad_norm"] for r in trains[0]],
+                                   rtol=1e-5)
         # The evaluation's forward pass runs batched too (each eval batch once per variant): scores
         # (log-probabilities of order 1) differ by float noise (observed 1.5e-7), predictions not at all.
         predictions = [[json.loads(line) for line in (root / run / "predictions" / "validation.jsonl").open()]
@@ -438,7 +442,7 @@ def test_killed_batched_job_resumes_where_it_stopped(both_ways, tiny_model_dir, 
             np.testing.assert_array_equal(resumed[run][path], leaf, err_msg=f"{run} {path}")
         results = [json.loads((w / run / "results.json").read_text()) for w in (reference, workdir)]
         assert results[1]["metrics"] == results[0]["metrics"] and results[1]["steps"] == 4
-        logged = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "examples_per_s")}
+        logged = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "examples_per_s", "tokens_per_s")}
                    for line in (w / run / "metrics.jsonl").read_text().splitlines()] for w in (reference, workdir)]
         assert logged[1] == logged[0], run
 

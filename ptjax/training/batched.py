@@ -259,8 +259,9 @@ class _Job:
                 job["step"] = done = step + 1
                 for k in active:
                     job["progress"][k].step = done
-                    job["pending"][k].append([done, {name: float(np.float32(v[k])) for name, v in metrics.items()
-                                                     if np.ndim(v) == 1}])
+                    tokens, _ = pipeline.count_tokens(self.train_split, self.orders[k].rows(step), {})
+                    job["pending"][k].append([done, {"tokens": tokens} | {
+                        name: float(np.float32(v[k])) for name, v in metrics.items() if np.ndim(v) == 1}])
                     if done % self.configs[k].train.log_every == 0 or done == job["stops"][k]:
                         self._flush(k)
                 due = [k for k in active if self.eval_splits and (
@@ -293,14 +294,16 @@ class _Job:
         if not pending:
             return
         steps, values = [s for s, _ in pending], [v for _, v in pending]
+        tokens = sum(v.pop("tokens") for v in values)  # the variant's own real tokens, as its run counts them
         record = {name: float(np.mean(np.array([v[name] for v in values], np.float64))) for name in values[0]}
-        record["loss"] = record.pop("variant_loss")
+        record["loss"], record["grad_norm"] = record.pop("variant_loss"), record.pop("variant_grad_norm")
         config = self.configs[k]
         schedule = make_schedule(config, self.engine.model.bank.learning_rates[k], self.job["total"],
                                  self.orders[0].steps_per_epoch)
         record["learning_rate"] = {g: float(schedule(steps[-1] - 1)) for g in self.optimizer.schedules}
         elapsed = max(time.perf_counter() - self.windows[k], 1e-9)
         record["examples_per_s"] = len(steps) * config.train.batch_size / elapsed
+        record["tokens_per_s"] = tokens / elapsed
         record["epoch"] = steps[-1] / self.orders[k].steps_per_epoch
         self.reporters[k].log("train", steps[-1], record)
         pending.clear()

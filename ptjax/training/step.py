@@ -110,6 +110,8 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
         return loss * scale, {k: v * scale for k, v in aux.items()}, jax.tree.map(lambda g: g * scale, grads)
 
     bank = getattr(model, "bank", None)  # a prompt bank trained entry by entry (ptjax.prompts.banks)
+    # A batched sweep job's model (ptjax/training/variants.py) also logs each variant's own norm.
+    variant_grad_norms = getattr(model, "variant_grad_norms", None)
 
     def step(trainable, frozen, opt_state, batch, rng):
         extra = {}
@@ -132,6 +134,8 @@ def make_train_step(model: Model, optimizer: optax.GradientTransformation, *,
             "nonfinite": (~finite).astype(jnp.float32),
             **aux,
         }
+        if variant_grad_norms is not None:
+            metrics["variant_grad_norm"] = variant_grad_norms(grads)
         return new_trainable, new_opt_state, metrics
 
     return step

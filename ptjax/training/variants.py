@@ -167,6 +167,13 @@ class VariantModel:
         aux = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items() if k != "weight"}
         return jnp.sum(losses.astype(jnp.float32)), {**aux, "variant_loss": losses.astype(jnp.float32)}
 
+    def variant_grad_norms(self, grads: dict) -> jax.Array:
+        """float32 [num]: the global norm of each variant's own gradient (every trainable leaf has
+        the variant axis first), what its separate run logs as grad_norm."""
+        squares = [jnp.sum(jnp.square(g.astype(jnp.float32)).reshape(self.num, -1), axis=1)
+                   for g in jax.tree.leaves(grads)]
+        return jnp.sqrt(sum(squares))
+
     def predict(self, params, batch):
         trainable, frozen, blocks = self._blocks(params, batch)
         outputs = jax.vmap(lambda e, b: self.single.predict(merge_params(e, frozen), b))(trainable, blocks)
