@@ -10,7 +10,8 @@ little work the split costs more than it gains: MiniLM at 8 x 32 tokens 25 -> 29
 quickstart's float32 SmolLM2 steps (8 short queries) 26.3 -> 17.9 examples/s, SST-2's short
 sentences 19% slower (BENCHMARKS.md, "One device or several").
 
-So "auto" (the default) starts one device per core only where each device gets at least
+So "auto" (the default) starts one device per core (within a container's CPU quota and memory
+limit: ptjax/training/host_limits.py) only where each device gets at least
 MIN_TOKENS_PER_DEVICE tokens of every run's step, the batches divide and the copies of the
 frozen weights (one per device) fit in memory; otherwise JAX's one device. A step's tokens are
 its rows times the length its batch is padded to, a length bucket that depends on the examples
@@ -38,6 +39,8 @@ from pathlib import Path
 
 from absl import logging
 
+from ptjax.training.host_limits import available_memory_bytes, physical_cores
+
 AUTO = "auto"
 MEMORY_SHARE = 0.5  # the weight copies may take at most this share of the available memory
 # Tokens (rows x task.max_length) of a step each device must get. Measured on 2 cores, two devices
@@ -48,30 +51,6 @@ MIN_TOKENS_PER_DEVICE = 512
 SAMPLE_EXAMPLES = 512  # examples of the split featurized to count a step's tokens
 SAMPLE_BATCHES = 64  # random batches drawn from them
 SAMPLE_TIMEOUT_S = 600
-
-
-def physical_cores() -> int:
-    """Cores this process may run on, counting hyperthreads of one core once."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    cores = set()
-    for cpu in allowed:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text().strip(),
-                       (topology / "core_id").read_text().strip()))
-        except OSError:
-            cores.add(("", str(cpu)))
-    return max(len(cores), 1)
-
-
-def available_memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 @functools.cache  # "auto" asks twice (the bound, then the count on the data); a hub id is looked up once
