@@ -11,7 +11,8 @@ import pytest
 from test_lama import ONE_DEVICE, lama_config, write_lama
 
 from ptjax.errors import InputError
-from ptjax.sweep import mean_std, parse_grid, parse_variant, plan_runs, run_config, run_sweep, set_key
+from ptjax.eval.summary import mean_std
+from ptjax.sweep import parse_grid, parse_variant, plan_runs, run_config, run_sweep, set_key
 
 VARIANTS = ("manual: mode=eval; method.name=manual",
             "ptuning: method.name=ptuning; prompt.encoder=none; optimizer.learning_rate=0.1")
@@ -134,7 +135,7 @@ def test_plot_draws_lines_over_a_numeric_grid_key_and_bars_otherwise(tmp_path):
     import matplotlib.image
 
     from ptjax import sweep_plot
-    from ptjax.sweep import Row, write_tables
+    from ptjax.eval.summary import Row, write_tables
 
     lengths = [Row(variant, (("prompt.deep.length", n),), {"val/score": [0.5 + n / 100, 0.6], "val/accuracy": [0.5]},
                    2, ["completed"] * 2)
@@ -162,7 +163,7 @@ def test_plot_draws_lines_over_a_numeric_grid_key_and_bars_otherwise(tmp_path):
 def test_over_variants_reports_mean_std_best_and_the_dev32_pick(tmp_path):
     """PET's multi-pattern report: each variant's mean over seeds, then mean ± std over variants,
     the best variant on val and the one dev32 would pick (Table 6: not the same one)."""
-    from ptjax.sweep import Row, write_tables
+    from ptjax.eval.summary import Row, write_tables
 
     rows = [Row("p0", (), {"dev32/accuracy": [0.5, 0.6], "val/accuracy": [0.6, 0.6]}, 2, ["completed"] * 2),
             Row("p1", (), {"dev32/accuracy": [0.7, 0.7], "val/accuracy": [0.5, 0.55]}, 2, ["completed"] * 2),

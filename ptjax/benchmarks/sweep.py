@@ -133,7 +133,8 @@ def _install_hooks() -> None:
 
 def one_sweep(config, workdir: Path, batched: bool, devices: list | None = None) -> dict:
     """Run the sweep in `workdir` (which must not hold finished runs); timings and its rows."""
-    from ptjax.sweep import collect, plan_runs, run_sweep
+    from ptjax.eval.summary import collect
+    from ptjax.sweep import plan_runs, run_sweep
 
     config = config.copy_and_resolve_references()
     config.sweep.batched = batched
@@ -153,17 +154,17 @@ def one_sweep(config, workdir: Path, batched: bool, devices: list | None = None)
 
 def side_by_side(rows_one, rows_batched) -> str:
     """Markdown: per row (variant and grid point) and metric, one-by-one vs batched (mean ± std)."""
-    from ptjax.sweep import _cell, _md_row, _percent
+    from ptjax.eval.summary import cell, is_percent, md_row
 
     names = list(dict.fromkeys(n for row in rows_one for n in row.metrics if n.count("/") <= 1))
-    lines = [_md_row(["run", *(f"{n} ({w})" for n in names for w in ("one by one", "batched"))]),
-             _md_row(["---"] * (1 + 2 * len(names)))]
+    lines = [md_row(["run", *(f"{n} ({w})" for n in names for w in ("one by one", "batched"))]),
+             md_row(["---"] * (1 + 2 * len(names)))]
     for one, together in zip(rows_one, rows_batched):
         cells = []
         for name in names:
-            percent = _percent(one.metrics.get(name, []) + together.metrics.get(name, []))
-            cells += [_cell(one.metrics.get(name), percent), _cell(together.metrics.get(name), percent)]
-        lines.append(_md_row([one.label, *cells]))
+            percent = is_percent(one.metrics.get(name, []) + together.metrics.get(name, []))
+            cells += [cell(one.metrics.get(name), percent), cell(together.metrics.get(name), percent)]
+        lines.append(md_row([one.label, *cells]))
     return "".join(lines)
 
 
