@@ -19,7 +19,9 @@ cd "$HERE" || exit 1
 
 { lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket"; grep -o -w -E "amx_bf16|amx_tile|avx512_bf16" /proc/cpuinfo | sort -u;
   uptime; git -C "$HERE" log --oneline -1; } 2>&1 | tee "$OUT/host.txt"
-python3 "$HERE/../shared/tools/matmul_probe.py" 2>&1 | tee "$OUT/matmul_probe.txt" | head -6
+# The workplace's probe beside the checkout (PROBE=path for another place).
+PROBE=${PROBE:-$HERE/../shared/tools/matmul_probe.py}
+if [ -f "$PROBE" ]; then python3 "$PROBE" 2>&1 | tee "$OUT/matmul_probe.txt" | head -6; else echo "no $PROBE"; fi
 
 # The command: ptjax bf16 (float32 accumulation) against PEFT under torch.autocast, 3 cases.
 timeout 900 python3 -m ptjax.benchmarks.peft --dtype bfloat16 > "$OUT/bf16_default.jsonl" 2> "$OUT/bf16_default.log"
