@@ -514,3 +514,29 @@ def test_sweep_benchmark_times_both_ways_and_puts_the_tables_side_by_side(tiny_m
     assert cells[0::2] == cells[1::2]  # each metric: one by one, then batched, equal here
     with pytest.raises(SystemExit, match="not empty"):
         run_both("tiny", config, tmp_path / "bench", devices=ONE_DEVICE)
+
+
+def test_a_job_resumed_from_an_older_checkpoint_logs_the_metrics_its_steps_have():
+    """A job checkpointed before the train records held grad_norm and tokens_per_s resumes with
+    pending steps that lack them: the window is logged with what every step has."""
+    from types import SimpleNamespace
+
+    from ptjax.training.batched import _Job
+
+    logged = []
+    config = base.get_config()
+    old, new = {"variant_loss": 0.5, "accuracy": 1.0}, {"tokens": 30, "variant_loss": 0.7, "accuracy": 0.0,
+                                                        "variant_grad_norm": 2.0}
+    job = SimpleNamespace(
+        job={"pending": [[[1, dict(old)], [2, dict(new)]]], "total": 10}, configs=[config],
+        engine=SimpleNamespace(model=SimpleNamespace(bank=SimpleNamespace(learning_rates=(0.1,)))),
+        optimizer=SimpleNamespace(schedules={"prompt": None}), orders=[SimpleNamespace(steps_per_epoch=5)],
+        windows=[0.0], reporters=[SimpleNamespace(log=lambda kind, step, record: logged.append((kind, step, record)))])
+    _Job._flush(job, 0)
+    (kind, step, record), = logged
+    assert (kind, step, record["loss"], record["accuracy"]) == ("train", 2, 0.6, 0.5)
+    assert "grad_norm" not in record and record["tokens_per_s"] > 0
+    _Job._flush(job, 0)  # the window was emptied
+    job.job["pending"][0] = [[3, dict(new)]]
+    _Job._flush(job, 0)
+    assert logged[-1][2]["grad_norm"] == 2.0

@@ -294,9 +294,13 @@ class _Job:
         if not pending:
             return
         steps, values = [s for s, _ in pending], [v for _, v in pending]
-        tokens = sum(v.pop("tokens") for v in values)  # the variant's own real tokens, as its run counts them
-        record = {name: float(np.mean(np.array([v[name] for v in values], np.float64))) for name in values[0]}
-        record["loss"], record["grad_norm"] = record.pop("variant_loss"), record.pop("variant_grad_norm")
+        tokens = sum(v.pop("tokens", 0) for v in values)  # the variant's own real tokens, as its run counts them
+        # (A job checkpointed by an older ptjax resumes with steps that lack the newer metrics.)
+        names = [name for name in values[0] if all(name in v for v in values)]
+        record = {name: float(np.mean(np.array([v[name] for v in values], np.float64))) for name in names}
+        record["loss"] = record.pop("variant_loss")
+        if "variant_grad_norm" in record:
+            record["grad_norm"] = record.pop("variant_grad_norm")
         config = self.configs[k]
         schedule = make_schedule(config, self.engine.model.bank.learning_rates[k], self.job["total"],
                                  self.orders[0].steps_per_epoch)
