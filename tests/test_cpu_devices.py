@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,29 @@ def test_a_sweep_counts_every_run_batch(tmp_path):
     assert sorted({run.train.batch_size for run in runs}) == [4, 6] and len(runs) == 4
     assert cpu_devices.auto_count(4, tuple(sorted({r.train.batch_size for r in runs} | {32})), BIG, GIB,
                                   16 * GIB) == 2
+
+
+def test_the_counting_child_is_not_left_behind(monkeypatch):
+    """A count over its time limit falls back to the bound; an import of the parent's that fails
+    while the child counts propagates. Either way the child process is gone."""
+    from configs.base import get_config
+
+    started = []
+    popen = subprocess.Popen
+
+    def recording(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(cpu_devices.subprocess, "Popen", recording)
+    monkeypatch.setattr(cpu_devices, "SAMPLE_TIMEOUT_S", 0.01)
+    assert cpu_devices.sampled_tokens_in_child([get_config()]) is None
+    monkeypatch.setattr(cpu_devices, "SAMPLE_TIMEOUT_S", 600)
+
+    def failing():
+        raise RuntimeError("an import failed")
+
+    monkeypatch.setattr(cpu_devices, "_import_run_modules", failing)
+    with pytest.raises(RuntimeError, match="an import failed"):
+        cpu_devices.sampled_tokens_in_child([get_config()])
+    assert [child.wait(timeout=30) for child in started] == [-signal.SIGKILL] * 2  # killed, not left to finish

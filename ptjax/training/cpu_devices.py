@@ -194,10 +194,14 @@ def sampled_tokens_in_child(configs: list) -> list[int] | None:
     talk = threading.Thread(target=lambda: result.update(zip(("out", "err"), child.communicate(payload))),
                             daemon=True)
     talk.start()
-    _import_run_modules()  # meanwhile: the child spends most of its seconds importing too
-    talk.join(SAMPLE_TIMEOUT_S)
-    if talk.is_alive():
-        child.kill()
+    try:
+        _import_run_modules()  # meanwhile: the child spends most of its seconds importing too
+        talk.join(SAMPLE_TIMEOUT_S)
+    finally:  # a timeout, or an import that failed or was interrupted, leaves no child behind
+        timed_out = talk.is_alive()
+        if timed_out:
+            child.kill()
+    if timed_out:
         logging.warning("counting a step's tokens took over %d s; using the bound from task.max_length",
                         SAMPLE_TIMEOUT_S)
         return None
