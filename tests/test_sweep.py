@@ -106,11 +106,12 @@ def test_two_variants_two_seeds_tables_and_rerun(tmp_path, tiny_model_dir, capsy
     stamps = {key: (workdir / key[0] / f"seed_{key[1]}" / "results.json").stat().st_mtime_ns for key in results}
     (workdir / "ptuning" / "seed_1" / "results.json").unlink()
     # Folders recorded by an older ptjax (before model.attention_impl existed) on another device
-    # count: neither changes a run's results, so the runs are kept.
+    # count, checkpointing at another interval: none changes a run's results, so the runs are kept.
     for record_path in workdir.glob("*/seed_*/sweep_run.json"):
         record = json.loads(record_path.read_text())
         assert record["config"]["model"].pop("attention_impl") == "auto"
         record["config"]["mesh"]["cpu_devices"] = 7
+        record["config"]["checkpoint"]["every_steps"] = 1000
         record_path.write_text(json.dumps(record))
     config = sweep_config(tiny_model_dir("gpt2"), data_dir, variants=VARIANTS[::-1])
     config.logging.progress = True

@@ -43,8 +43,10 @@ ZERO_CHANGES_STATE = ("optimizer.momentum", "optimizer.clip_norm", "optimizer.we
 # kept does not either: logging windows and the data position come from the checkpoint itself).
 IGNORED = ("mode", "restore", "logging.", "compilation_cache_dir", "sweep.", "plan.", "checkpoint.")
 # Keys that choose how a run executes or what it writes beside its results, never its metrics:
-# a sweep keeps its finished runs when they change (ptjax/sweep.py).
-NOT_RESULTS = ("logging.", "compilation_cache_dir", "sweep.", "plan.", "mesh.", "predictions.")
+# a sweep keeps its finished runs when they change (ptjax/sweep.py). (checkpoint.keep_best and
+# checkpoint.export do count: which step's parameters the results report.)
+NOT_RESULTS = ("logging.", "compilation_cache_dir", "sweep.", "plan.", "mesh.", "predictions.",
+               "checkpoint.every_steps", "checkpoint.keep", "checkpoint.async_save")
 
 
 def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
