@@ -260,12 +260,14 @@ def execute(config: ml_collections.ConfigDict, workdir: Path, run: Run, backbone
 
 def _write_record(run: Run, config: ml_collections.ConfigDict, seconds: float) -> None:
     """DIR/<run>/sweep_run.json: the run's config and the seconds spent on it (all invocations)."""
+    from ptjax.training.reporting import write_json_atomic
+
     run.path.mkdir(parents=True, exist_ok=True)
     previous = read_json(run.path / RUN_RECORD) or {}
     record = {"variant": run.variant, "point": {k: repr(v) for k, v in run.point}, "seed": run.seed,
               "seconds": round(previous.get("seconds", 0.0) + seconds, 1),
               "config": _comparable(config)}
-    (run.path / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(run.path / RUN_RECORD, record)  # a kill or a full disk leaves the old record whole
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, build: Callable | None = None,
