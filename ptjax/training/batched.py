@@ -257,9 +257,10 @@ class _Job:
                         self._diverged(k, step)
                     continue
                 job["step"] = done = step + 1
+                rows_of = arrays[pipeline.INDEX].reshape(self.num, -1)  # block k: variant k's rows
                 for k in active:
                     job["progress"][k].step = done
-                    tokens, _ = pipeline.count_tokens(self.train_split, self.orders[k].rows(step), {})
+                    tokens, _ = pipeline.count_tokens(self.train_split, rows_of[k], {})
                     job["pending"][k].append([done, {"tokens": tokens} | {
                         name: float(np.float32(v[k])) for name, v in metrics.items() if np.ndim(v) == 1}])
                     if done % self.configs[k].train.log_every == 0 or done == job["stops"][k]:
