@@ -56,7 +56,7 @@ import ml_collections
 
 from ptjax import sweep_plot
 from ptjax.errors import InputError
-from ptjax.eval.summary import FINISHED, collect, read_json, slug, write_tables
+from ptjax.eval.summary import FINISHED, collect, read_json_or_none, slug, write_tables
 from ptjax.training import run_config as recorded_config
 
 RUN_RECORD = "sweep_run.json"
@@ -190,7 +190,7 @@ def _comparable(config: ml_collections.ConfigDict) -> dict:
 def _check_record(run: Run, config: ml_collections.ConfigDict) -> None:
     """Refuse a run folder made with settings that change the run's results (named); a key added
     to ptjax since, at its default, and the keys of NOT_RESULTS (devices, logging) may differ."""
-    record = read_json(run.path / RUN_RECORD)
+    record = read_json_or_none(run.path / RUN_RECORD)
     if record is None:
         return
     changed = recorded_config.changes(record.get("config") or {}, config,
@@ -203,7 +203,7 @@ def _check_record(run: Run, config: ml_collections.ConfigDict) -> None:
 
 
 def is_finished(path: Path) -> bool:
-    results = read_json(path / "results.json")
+    results = read_json_or_none(path / "results.json")
     return bool(results) and results.get("status") in FINISHED
 
 
@@ -263,7 +263,7 @@ def _write_record(run: Run, config: ml_collections.ConfigDict, seconds: float) -
     from ptjax.training.reporting import write_json_atomic
 
     run.path.mkdir(parents=True, exist_ok=True)
-    previous = read_json(run.path / RUN_RECORD) or {}
+    previous = read_json_or_none(run.path / RUN_RECORD) or {}
     record = {"variant": run.variant, "point": {k: repr(v) for k, v in run.point}, "seed": run.seed,
               "seconds": round(previous.get("seconds", 0.0) + seconds, 1),
               "config": _comparable(config)}

@@ -20,7 +20,9 @@ from typing import Any
 FINISHED = ("completed", "early_stopped", "diverged")  # results.json statuses of a run that is done
 
 
-def read_json(path: Path) -> dict | None:
+def read_json_or_none(path: Path) -> dict | None:
+    """A run's JSON record, None when it is missing or unreadable (ptjax.data.readers.read_json
+    is the strict reader of input data)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -53,7 +55,7 @@ def collect(runs: list) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for run in runs:
         row = rows.setdefault((run.variant, run.point), Row(run.variant, run.point, {}, 0, []))
-        results = read_json(run.path / "results.json") or {}
+        results = read_json_or_none(run.path / "results.json") or {}
         row.statuses.append(results.get("status", "missing"))
         metrics = results.get("metrics") or {}
         if not metrics:
