@@ -170,7 +170,7 @@ def test_auto_compute_dtype_follows_the_hardware(tmp_path):
     from ptjax.configs import base
     from ptjax.errors import InputError
     from ptjax.experiment import backbone_options
-    from ptjax.models.layers import native_bf16_products
+    from ptjax.models.products import native_bf16_products
     from ptjax.training.config import validate
 
     config = base.get_config()

@@ -59,7 +59,7 @@ class Generator:
     computed once per bank entry (they depend on nothing else: causal attention, positions
     counted from each example's first token), so the prefill runs the texts only.
     weights_first: with per-layer weights, store every dense kernel transposed and multiply the
-    weights first (ptjax.models.layers.weights_first_einsum; LM head too); None: on CPU with
+    weights first (ptjax.models.products.weights_first_einsum; LM head too); None: on CPU with
     float32 weights (measured there: BENCHMARKS.md, "Generation").
     devices: None (one device), a count (the first N local devices) or a list of devices to split
     each batch's rows over (batch_size is rounded up to a multiple of their number; the extra rows

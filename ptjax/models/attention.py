@@ -29,7 +29,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ptjax.models.layers import dropout_mask, einsum
+from ptjax.models.layers import dropout_mask
+from ptjax.models.products import einsum
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -210,7 +211,7 @@ def _jax_nn_attention(query, key, value, mask, bias, scale, *, implementation: s
 # keep_scale = 1 / keep probability.
 #
 # Products take q, k, v (and the cotangent dO) in their dtype, the compute dtype, and accumulate
-# in float32 (ptjax.models.layers.einsum); scores, probabilities and their gradients stay float32
+# in float32 (ptjax.models.products.einsum); scores, probabilities and their gradients stay float32
 # and are rounded to the compute dtype only as a product's operand. dV and dK contract the query
 # axis: written as P^T dO or dS^T q, XLA:CPU has no bf16 kernel for that layout (its generic dot,
 # 3-4x slower than float32), so they are dO^T P and q^T dS (_key_side_product): the small

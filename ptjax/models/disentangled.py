@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptjax.models.layers import activate, dropout_mask, einsum
+from ptjax.models.layers import activate, dropout_mask
+from ptjax.models.products import einsum
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ptjax.errors import InputError
-from ptjax.models.layers import native_bf16_products
+from ptjax.models.products import native_bf16_products
 
 MODES = ("train", "eval", "sweep", "plan", "lm_adapt")
 METHODS = ("fine_tune", "manual", "lester", "ptuning", "ptuning_v2")
