@@ -58,9 +58,9 @@ from ptjax.training import run_config
 from ptjax.training.config import validate
 from ptjax.training.engine import Engine
 from ptjax.training.export_config import recordable
-from ptjax.training.loop import Progress, StopRequests, _base_results, _prepare, cut_metrics
 from ptjax.training.optimizer import GROUPS, group_learning_rate, make_schedule
 from ptjax.training.reporting import Reporter, parameter_counts, write_json_atomic
+from ptjax.training.run_state import Progress, StopRequests, base_results, cut_metrics, prepare_split
 from ptjax.training.variants import VariantModel, entry_optimizer, stack_entries
 
 JOBS = "batched_jobs"  # DIR/batched_jobs/<job>/: checkpoints and best-entry copies of each job
@@ -122,7 +122,7 @@ def run_job(members: Sequence[Member], root: str | Path, backbone, *, devices: l
     data, base = experiments[widest].data, configs[widest]
     folder = job_folder(root, members)
     cache = folder / "cache"
-    train_split = _prepare(base, data, base.task.train_split, cache)
+    train_split = prepare_split(base, data, base.task.train_split, cache)
     if len(set(limits)) > 1 and len(data.examples(base.task.train_split)) != len(train_split):
         return "the task makes several features per example, so a prefix of examples is not a prefix of features"
     sizes = [min(n, len(train_split)) if n else len(train_split) for n in limits]
@@ -143,7 +143,7 @@ def run_job(members: Sequence[Member], root: str | Path, backbone, *, devices: l
     reason = reason or next((why for _, why in rates if why), None)
     if reason:
         return reason
-    eval_splits = {name: _prepare(base, data, name, cache) for name in base.task.eval_splits}
+    eval_splits = {name: prepare_split(base, data, name, cache) for name in base.task.eval_splits}
 
     num = len(members)
     model = VariantModel(single, num, tuple(rate for rate, _ in rates))
@@ -380,7 +380,7 @@ class _Job:
                 export = str(member.path / "export")
                 ckpt.write_export(export, final, metadata=model.export_metadata(), fingerprint=model.fingerprint,
                                   backbone=config.model.name, config=recordable(config))
-            results = _base_results(config, model, counts)
+            results = base_results(config, model, counts)
             results.update(
                 total_steps=config.train.num_steps or config.train.num_epochs * self.orders[k].steps_per_epoch,
                 steps_per_epoch=self.orders[k].steps_per_epoch, num_train_examples=self.orders[k].num_examples,

@@ -18,15 +18,10 @@ errors.WorkdirNotWritable. Checkpoints already written stay readable in every ca
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
 
 import jax
 import ml_collections
@@ -43,6 +38,7 @@ from ptjax.training.export_config import recordable
 from ptjax.training.interfaces import Model, TaskData
 from ptjax.training.optimizer import build_optimizer
 from ptjax.training.reporting import Reporter, describe_counts, parameter_counts, write_json_atomic
+from ptjax.training.run_state import Progress, StopRequests, base_results, cut_metrics, prepare_split
 from ptjax.training.step import step_rng
 
 Hook = Callable[[int], None]
@@ -50,42 +46,6 @@ Hook = Callable[[int], None]
 
 class Diverged(InputError):
     """The loss or the params became NaN/inf; the run stopped, earlier checkpoints are kept."""
-
-
-@dataclasses.dataclass
-class Progress:
-    """Run state beyond params and optimizer state; saved in every checkpoint's metadata."""
-
-    step: int = 0
-    best_value: float | None = None
-    best_step: int | None = None
-    best_metrics: dict | None = None
-    last_metrics: dict | None = None
-    evals_since_best: int = 0
-    stopped_early: bool = False
-
-    def improved(self, value: float, mode: str) -> bool:
-        if self.best_value is None:
-            return True
-        return value > self.best_value if mode == "max" else value < self.best_value
-
-
-def _prepare(config, data: TaskData, split: str, cache_dir: Path | None) -> pipeline.SplitData:
-    features = pipeline.load_features(data, split, cache_dir, pipeline.feature_cache_key(config, data))
-    return pipeline.prepare_split(split, features, data.pad_values, getattr(data, "length_groups", {}) or {},
-                                  tuple(config.task.length_buckets))
-
-
-def _base_results(config, model: Model, counts: dict) -> dict:
-    return {
-        "mode": config.mode,
-        "backbone": config.model.name,
-        "fingerprint": model.fingerprint,
-        "params": counts,
-        "config": config.to_dict(),
-        "devices": jax.device_count(),
-        "processes": jax.process_count(),
-    }
 
 
 def _evaluate_splits(engine: Engine, eval_step, trainable, frozen, data: TaskData,
@@ -150,53 +110,6 @@ def _say(primary: bool):
     return lambda message: print(message, file=sys.stderr, flush=True) if primary else None
 
 
-def cut_metrics(path: Path, step: int) -> None:
-    """Drop the records a resumed run logs again (steps after `step`, and the resume and
-    config-change records of `step` itself) and any line a crash left half-written; replaced
-    atomically."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("step", 0) < step or (record.get("step") == step and record.get("kind") not in (
-                "resume", "config_change")):
-            kept.append(line + "\n")
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
-
-
-class StopRequests:
-    """Ctrl-C (SIGINT) and SIGTERM while training: the first asks the loop to stop after the
-    current step, with a checkpoint of that step; a second one interrupts at once. Handlers are
-    installed from the main thread only (elsewhere Python refuses them) and restored on exit.
-    With several processes every process must get the signal, as SLURM and TPU pods send it."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.requested: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> Self:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _stop(done: int, trainable, opt_state, meta, checkpoints: ckpt.Checkpoints) -> None:
     """Save step `done` (unless just saved) and raise Interrupted. The checkpoint holds what a
     regular one holds, so the rerun continues exactly where this run stopped."""
@@ -211,8 +124,8 @@ def _train(config, workdir, engine: Engine, model, data, opened: list,
            checkpoints: ckpt.Checkpoints, hooks, primary, changed: dict):
     say = _say(primary)
     cache_dir = workdir / "cache"
-    train_split = _prepare(config, data, config.task.train_split, cache_dir)
-    eval_splits = {name: _prepare(config, data, name, cache_dir) for name in config.task.eval_splits}
+    train_split = prepare_split(config, data, config.task.train_split, cache_dir)
+    eval_splits = {name: prepare_split(config, data, name, cache_dir) for name in config.task.eval_splits}
     batch_size = config.train.batch_size
     order = pipeline.TrainOrder(len(train_split), batch_size, config.seed)
     if order.steps_per_epoch == 0:
@@ -273,7 +186,7 @@ def _train(config, workdir, engine: Engine, model, data, opened: list,
     train_step = engine.compile_train_step(optimizer.transform, opt_shardings)
     eval_step = engine.compile_eval_step()
     best_metric = config.train.best_metric or data.primary_metric
-    results = _base_results(config, model, counts)
+    results = base_results(config, model, counts)
     results.update(total_steps=total_steps, steps_per_epoch=order.steps_per_epoch,
                    num_train_examples=len(train_split))
 
@@ -445,7 +358,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, model: Mode
         if config.restore:
             trainable, export_info = ckpt.read_export(
                 config.restore, engine.trainable_target(), fingerprint=model.fingerprint)
-        splits = {name: _prepare(config, data, name, workdir / "cache") for name in config.task.eval_splits}
+        splits = {name: prepare_split(config, data, name, workdir / "cache") for name in config.task.eval_splits}
         outputs = {}
         metrics = _evaluate_splits(engine, engine.compile_eval_step(), trainable, frozen, data, splits,
                                    config.train.eval_batch_size, outputs)
@@ -454,7 +367,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | Path, model: Mode
         reporter.log("eval", 0, metrics)
         for split, values in metrics.items():
             reporter.print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
-        results = _base_results(config, model, counts)
+        results = base_results(config, model, counts)
         results.update(status="completed", metrics=metrics,
                        restore=str(ckpt.resolve_export(config.restore)) if config.restore else None,
                        export_method=export_info["method"] if export_info else None)
