@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ptjax.errors import InputError
-from ptjax.prompts.rendering import special_layout
+from ptjax.prompts.special_tokens import special_layout
 from ptjax.prompts.templates import Field, Mask, Sep, Soft, Template, Text, parse_template
 
 KINDS = ("encoder", "masked_lm", "causal_lm")

@@ -48,7 +48,7 @@ from ptjax.errors import InputError
 from ptjax.models.loading import Backbone, open_backbone
 from ptjax.prompts.deep import DeepPrompt
 from ptjax.prompts.encoders import PromptEncoder
-from ptjax.prompts.rendering import special_layout
+from ptjax.prompts.special_tokens import special_layout
 from ptjax.training import checkpoints as ckpt
 
 CONFIG_FILE = "adapter_config.json"
