@@ -15,14 +15,8 @@ from flax import traverse_util
 from configs import base
 from ptjax.errors import InputError
 from ptjax.experiment import build
-from ptjax.formulations.lama import (
-    FactProbe,
-    LamaTask,
-    has_context_before_slot,
-    manual_template,
-    probed_relations,
-    single_token_id,
-)
+from ptjax.formulations.lama import FactProbe, LamaTask, single_token_id
+from ptjax.formulations.lama_relations import has_context_before_slot, manual_template, probed_relations
 from ptjax.prompts.rendering import Renderer
 from ptjax.prompts.templates import parse_template
 from ptjax.tasks.base import Example, get_task

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -46,9 +45,16 @@ from ptjax.errors import InputError
 from ptjax.eval.metrics import precision_at_1_of_hits, task_score
 from ptjax.eval.scoring import p_at_1_metrics
 from ptjax.formulations.base import EXAMPLE_FIELD, FormulatedTask, rendered_features, sequence_pad_values
+from ptjax.formulations.lama_relations import (
+    exported_relations,
+    has_context_before_slot,
+    manual_template,
+    probed_relations,
+    within_bank,
+)
 from ptjax.heads.verbalizer import VerbalizerHead
 from ptjax.prompts.rendering import Renderer
-from ptjax.prompts.templates import Field, Mask, Soft, Template, Text, parse_template
+from ptjax.prompts.templates import Template
 from ptjax.prompts.verbalizers import tokenize_word
 from ptjax.tasks import lama as lama_data
 from ptjax.tasks.base import Example, TaskSpec
@@ -59,37 +65,6 @@ SUBJECT_ONLY = "{sub} [MASK]"
 PTUNING_TEMPLATES = {"masked_lm": "[P*3] {sub} [P*3] [MASK] [P*3]", "causal_lm": "[P*3] {sub} [P*3] [MASK]"}
 SAMPLING_OPTIONS = ("train_facts_per_relation", "eval_facts_per_relation")
 TOP_K = 10  # candidates per fact in the predictions file
-_MARKERS = re.compile(r"(\[X\]|\[Y\])")
-
-
-def manual_template(lama_template: str, origin: str = "") -> str:
-    """A relations.jsonl template ("[X] is located in [Y] .") in ptjax's template language
-    ("{sub} is located in [MASK] ."): [X] -> {sub}, [Y] -> [MASK], other braces and brackets
-    escaped so that they stay literal text."""
-    where = f"{origin}: " if origin else ""
-    if lama_template.count("[Y]") != 1 or "[X]" not in lama_template:
-        raise InputError(f"{where}template {lama_template!r} needs [X] and exactly one [Y]")
-    parts = []
-    for part in _MARKERS.split(lama_template):
-        if part == "[X]":
-            parts.append("{sub}")
-        elif part == "[Y]":
-            parts.append("[MASK]")
-        else:
-            parts.append(part.replace("{", "{{").replace("}", "}}").replace("[", "[["))
-    return "".join(parts)
-
-
-def has_context_before_slot(template: Template) -> bool:
-    """Whether anything (text, a field, a soft token) precedes [MASK]; a causal LM needs it."""
-    for piece in template.pieces:
-        if isinstance(piece, Mask):
-            return False
-        if isinstance(piece, (Field, Soft)) or (isinstance(piece, Text) and piece.text.strip()):
-            return True
-    return False
-
-
 def single_token_id(tokenizer, word: str, *, follows_space: bool) -> int | None:
     """The one token of `word` in running text (see tokenize_word), or None when it takes several
     tokens, is unknown, or its token does not read back as the word (an uncased vocabulary that
@@ -313,64 +288,6 @@ def _report(split: str, counts: dict[str, dict[str, int]], used: int) -> None:
 # Wiring (ptjax.experiment.build dispatches task kind "fact_probe" here).
 
 
-def probed_relations(config, spec: TaskSpec, data_dir, kind: str) -> dict[str, str]:
-    """relation id -> relations.jsonl template, for the relations this run probes.
-
-    On causal LMs, relations whose manual template opens with the object are skipped (logged),
-    whatever the method, so that every method probes the same relations."""
-    known = lama_data.load_relations(data_dir)
-    asked = list(config.task.options.get("relations", ()) or ())
-    if asked:
-        unknown = [r for r in asked if r not in known]
-        if unknown:
-            raise InputError(f"config.task.options.relations: {', '.join(unknown)} not in "
-                             f"{lama_data.lama_dir(data_dir) / 'relations.jsonl'}")
-        return {r: known[r].template for r in asked}
-    splits = [spec.split_aliases.get(s, s) for s in (config.task.train_split, *config.task.eval_splits) if s]
-    available = lama_data.split_availability(data_dir)
-    chosen = {r: known[r].template for r in known if all(s in available[r] for s in splits)}
-    if kind == "causal_lm":  # e.g. "[Y] participated in the [X] .": no context before the object
-        blind = [r for r, t in chosen.items()
-                 if not has_context_before_slot(parse_template(manual_template(t, f"lama relation {r}")).until_target())]
-        if blind:
-            log.warning("LAMA: skipped %s (the object opens the manual template, leaving a causal LM no "
-                        "context to predict it from)", ", ".join(blind))
-        chosen = {r: t for r, t in chosen.items() if r not in blind}
-    skipped = [r for r in known if r not in chosen]
-    if skipped:
-        log.warning("LAMA: probing %d relations; skipped %s (no facts for split(s) %s, or see above)",
-                    len(chosen), ", ".join(skipped), "/".join(splits))
-    if not chosen:
-        raise InputError(f"lama: no relation under {lama_data.lama_dir(data_dir)} has facts for {'/'.join(splits)}")
-    return chosen
-
-
-def exported_relations(config) -> tuple[str, ...]:
-    """The prompt bank's relations of the LAMA export config.restore names, in bank order, when
-    mode "eval" restores one; () otherwise (training, or an export without a relation list)."""
-    if config.mode != "eval" or not config.restore:
-        return ()
-    from ptjax.training.checkpoints import read_export_metadata
-
-    return tuple(read_export_metadata(config.restore).get("method", {}).get("relations", ()) or ())
-
-
-def _within_bank(relations: dict[str, str], bank: Sequence[str], asked: bool, restore: str) -> dict[str, str]:
-    """The probed relations an export has prompts for: asked ones must all have one; the default
-    set (every relation with facts) keeps those that do."""
-    outside = [r for r in relations if r not in bank]
-    if outside and asked:
-        raise InputError(f"config.task.options.relations: {', '.join(outside)} not trained in the export "
-                         f"{restore} (its relations: {', '.join(bank)})")
-    if outside:
-        log.warning("LAMA: the export %s has no prompt for %s; probing %s", restore, ", ".join(outside),
-                    ", ".join(r for r in relations if r in bank))
-    kept = {r: t for r, t in relations.items() if r in bank}
-    if not kept:
-        raise InputError(f"lama: none of the export's relations ({', '.join(bank)}) has facts under the data directory")
-    return kept
-
-
 def candidate_tokens(tokenizer, vocab_size: int, words=None, *, follows_space: bool = True) -> np.ndarray:
     """Token ids predictions may take: the vocabulary without special tokens, or the single-token
     in-context forms of `words` (a common-vocabulary list)."""
@@ -404,7 +321,7 @@ def build_lama_experiment(config, spec: TaskSpec, backbone):
     relations = probed_relations(config, spec, config.data_dir, backbone.kind)
     bank = exported_relations(config)
     if bank:  # evaluating an export: any subset of the relations it trained, on any facts of them
-        relations = _within_bank(relations, bank, bool(config.task.options.get("relations")), config.restore)
+        relations = within_bank(relations, bank, bool(config.task.options.get("relations")), config.restore)
     options["relations"] = tuple(relations)
     tokenizer = backbone.tokenizer
     vocab_size = min(int(backbone.config.vocab_size), len(tokenizer))
