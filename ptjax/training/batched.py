@@ -315,21 +315,30 @@ class _Job:
         self.windows[k] = time.perf_counter()
 
     def predict(self, trainable) -> dict[str, list[list[dict]]]:
-        """split -> per variant, its predictions of every example (each eval batch repeated per variant)."""
+        """split -> per variant, its predictions of every example (each eval batch repeated per
+        variant). Batches are collated, tiled and put on the devices ahead, as Engine.predict_split
+        does for one run."""
         size = self.configs[0].train.eval_batch_size
         put = self.engine.to_device(self.num * size)
+
+        def tiled(arrays: dict) -> dict:
+            rows = len(next(iter(arrays.values())))
+            out = {key: np.concatenate([value] * self.num) for key, value in arrays.items()}
+            out["prompt_id"] = np.repeat(np.arange(self.num, dtype=np.int32), rows)
+            return put(out)
+
         out = {}
         for name, split in self.eval_splits.items():
             predictions = [[None] * len(split) for _ in range(self.num)]
-            for rows, valid, lengths in pipeline.eval_plan(split, size):
-                arrays = pipeline.collate(split, rows, lengths, valid)
-                tiled = {key: np.concatenate([value] * self.num) for key, value in arrays.items()}
-                tiled["prompt_id"] = np.repeat(np.arange(self.num, dtype=np.int32), len(rows))
-                outputs = self.engine.gather(self.eval_step(trainable, self.frozen, put(tiled)))
-                for k in range(self.num):
-                    for r, (index, ok) in enumerate(zip(rows, valid)):
-                        if ok:
-                            predictions[k][index] = {f: v[k * len(rows) + r] for f, v in outputs.items()}
+            batches = pipeline.eval_batches(split, size, host_range=(0, size), to_device=tiled)
+            with pipeline.Prefetch(batches) as prefetched:
+                for batch in prefetched:
+                    outputs = self.engine.gather(self.eval_step(trainable, self.frozen, batch.arrays))
+                    rows = len(batch.rows)
+                    for k in range(self.num):
+                        for r, (index, ok) in enumerate(zip(batch.rows, batch.valid)):
+                            if ok:
+                                predictions[k][index] = {f: v[k * rows + r] for f, v in outputs.items()}
             out[name] = predictions
         return out
 
