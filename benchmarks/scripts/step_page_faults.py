@@ -7,6 +7,8 @@ size, bytes in use, free bytes, the free top); BENCHMARKS.md "Round-to-round swi
     CASE=smollm2_lester STEPS=8 python benchmarks/scripts/step_page_faults.py
     SCAN=0 CASE=smollm2_lester STEPS=14 ...                    # layers unrolled, as the benchmark runs them
     DTYPE=bfloat16 SCAN=0 CASE=minilm_ptuning_v2 STEPS=50 ...  # the bf16 benchmark's step (default float32)
+    RESERVE=6 XLA_FLAGS=--xla_force_host_platform_device_count=2 DTYPE=bfloat16 SCAN=0 STEPS=60 ...
+        # first allocate, write and free 6 blocks of the step's temporaries at once (a heap reserve)
 """
 
 import sys as _sys, pathlib as _pathlib
@@ -33,6 +35,20 @@ def heap():
             f"{m.ordblks} chunks, top {m.keepcost/2**30:.2f}, mmapped {m.hblkhd/2**30:.2f}")
 def faults():
     r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_minflt, r.ru_majflt, r.ru_utime, r.ru_stime, r.ru_nivcsw
+if int(os.environ.get("RESERVE", 0)):
+    with side.engine.activate():
+        temp = side.step.jitted.lower(side.trainable, side.frozen, side.opt_state, side.batches[0],
+                                      side.step_rng(side.rng, 0)).compile().memory_analysis().temp_size_in_bytes
+    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, (ctypes.c_size_t,), (ctypes.c_void_p,)
+    f0, t0, count = faults(), time.perf_counter(), int(os.environ["RESERVE"])
+    blocks = [libc.malloc(temp) for _ in range(count)]
+    for block in blocks:
+        ctypes.memset(block, 0, temp)
+    for block in blocks:
+        libc.free(block)
+    f1 = faults()
+    print(f"reserved {count} x {temp / 2**30:.2f} GiB in {time.perf_counter() - t0:.2f} s (system "
+          f"{f1[3] - f0[3]:.2f} s, {f1[0] - f0[0]} faults); {heap()}", flush=True)
 for i in range(int(os.environ.get("STEPS", 14))):
     f0 = faults(); c0 = time.process_time()
     t = side.run(1)
