@@ -36,9 +36,7 @@ def heap():
 def faults():
     r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_minflt, r.ru_majflt, r.ru_utime, r.ru_stime, r.ru_nivcsw
 if int(os.environ.get("RESERVE", 0)):
-    with side.engine.activate():
-        temp = side.step.jitted.lower(side.trainable, side.frozen, side.opt_state, side.batches[0],
-                                      side.step_rng(side.rng, 0)).compile().memory_analysis().temp_size_in_bytes
+    temp = side.lower().compile().memory_analysis().temp_size_in_bytes
     libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, (ctypes.c_size_t,), (ctypes.c_void_p,)
     f0, t0, count = faults(), time.perf_counter(), int(os.environ["RESERVE"])
     blocks = [libc.malloc(temp) for _ in range(count)]

@@ -16,9 +16,7 @@ for name in ("smollm2_lester", "minilm_lester", "minilm_ptuning_v2"):
     inputs = sides.make_inputs(case, tokenizer, 30522 if "minilm" in case.backbone else 49152, 1)
     for dtype in ("bfloat16", "float32"):
         side = sides.PtjaxSide(case, case.backbone, inputs, scan_layers=False, dtype=dtype)
-        with side.engine.activate():
-            compiled = side.step.jitted.lower(side.trainable, side.frozen, side.opt_state, side.batches[0],
-                                              side.step_rng(side.rng, 0)).compile()
+        compiled = side.lower().compile()
         memory = compiled.memory_analysis()
         print(f"{name:18s} {dtype:9s} temporaries {memory.temp_size_in_bytes / 2**20:.0f} MiB, "
               f"arguments {memory.argument_size_in_bytes / 2**20:.0f} MiB", flush=True)

@@ -23,9 +23,7 @@ case, dtype, steps = sides.CASES[sys.argv[1]], sys.argv[2], 2
 hf_config, tokenizer = load_hf_config_and_tokenizer(resolve_checkpoint(case.backbone))
 side = sides.PtjaxSide(case, case.backbone, sides.make_inputs(case, tokenizer, hf_config.vocab_size, 2), False,
                        dtype=dtype)
-with side.engine.activate():
-    hlo = side.step.jitted.lower(side.trainable, side.frozen, side.opt_state, side.batches[0],
-                                 side.step_rng(side.rng, 0)).compile().as_text()
+hlo = side.lower().compile().as_text()
 side.run(3)
 start = time.perf_counter()
 side.run(steps)

@@ -154,13 +154,17 @@ class PtjaxSide:
         elif scan_layers:
             self.flops = None
         else:
-            with engine.activate():
-                lowered = self.step.jitted.lower(self.trainable, self.frozen, self.opt_state, self.batches[0],
-                                                 step_rng(self.rng, 0))
-            self.flops = cost_flops(lowered)
+            self.flops = cost_flops(self.lower())
         self.counts = {"trainable": int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.trainable))),
                        "total": int(backbone.num_params())}
         self.done = 0
+
+    def lower(self):
+        """The train step lowered on the first batch (`.compile()` gives XLA's executable, its HLO
+        and memory_analysis; benchmarks/scripts read them)."""
+        with self.engine.activate():
+            return self.step.jitted.lower(self.trainable, self.frozen, self.opt_state, self.batches[0],
+                                          self.step_rng(self.rng, 0))
 
     def _model(self, config, backbone):
         from ptjax.heads.linear import SequenceClassifier
